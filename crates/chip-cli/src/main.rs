@@ -1,1 +1,2 @@
+//! The `chip` command.
 fn main() {}

@@ -1,1 +1,1 @@
-//! placeholder
+//! The local CHIP Gate mock.

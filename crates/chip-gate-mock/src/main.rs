@@ -1,0 +1,2 @@
+//! The chip-gate-mock binary.
+fn main() {}
