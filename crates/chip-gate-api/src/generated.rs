@@ -1253,23 +1253,6 @@ impl ClientInfo<()> for Client {
 }
 impl ClientHooks<()> for &Client {}
 impl Client {
-    /**Fetch the company public key
-
-The key that verifies the signatures of purchase success callbacks.
-The body is a JSON string whose value is a PEM document; decode the
-JSON to get the PEM text with real newlines.
-
-
-Sends a `GET` request to `/public_key/`
-
-```ignore
-let response = client.public_key()
-    .send()
-    .await;
-```*/
-    pub fn public_key(&self) -> builder::PublicKey<'_> {
-        builder::PublicKey::new(self)
-    }
     /**List webhooks, one page at a time
 
 One page of the account's webhooks. `next` and `previous` hold the
@@ -1379,6 +1362,23 @@ let response = client.webhooks_partial_update()
     pub fn webhooks_partial_update(&self) -> builder::WebhooksPartialUpdate<'_> {
         builder::WebhooksPartialUpdate::new(self)
     }
+    /**Fetch the company public key
+
+The key that verifies the signatures of purchase success callbacks.
+The body is a JSON string whose value is a PEM document; decode the
+JSON to get the PEM text with real newlines.
+
+
+Sends a `GET` request to `/public_key/`
+
+```ignore
+let response = client.public_key()
+    .send()
+    .await;
+```*/
+    pub fn public_key(&self) -> builder::PublicKey<'_> {
+        builder::PublicKey::new(self)
+    }
 }
 /// Types for composing operation parameters.
 #[allow(clippy::all)]
@@ -1389,61 +1389,6 @@ pub mod builder {
         encode_path, ByteStream, ClientInfo, ClientHooks, Error, OperationInfo,
         RequestBuilderExt, ResponseValue,
     };
-    /**Builder for [`Client::public_key`]
-
-[`Client::public_key`]: super::Client::public_key*/
-    #[derive(Debug, Clone)]
-    pub struct PublicKey<'a> {
-        client: &'a super::Client,
-    }
-    impl<'a> PublicKey<'a> {
-        pub fn new(client: &'a super::Client) -> Self {
-            Self { client: client }
-        }
-        ///Sends a `GET` request to `/public_key/`
-        pub async fn send(
-            self,
-        ) -> Result<ResponseValue<::std::string::String>, Error<types::Error>> {
-            let Self { client } = self;
-            let url = format!("{}/public_key/", client.baseurl,);
-            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
-            header_map
-                .append(
-                    ::reqwest::header::HeaderName::from_static("api-version"),
-                    ::reqwest::header::HeaderValue::from_static(
-                        super::Client::api_version(),
-                    ),
-                );
-            #[allow(unused_mut)]
-            let mut request = client
-                .client
-                .get(url)
-                .header(
-                    ::reqwest::header::ACCEPT,
-                    ::reqwest::header::HeaderValue::from_static("application/json"),
-                )
-                .headers(header_map)
-                .build()?;
-            let info = OperationInfo {
-                operation_id: "public_key",
-            };
-            client.pre(&mut request, &info).await?;
-            let result = client.exec(request, &info).await;
-            client.post(&result, &info).await?;
-            let response = result?;
-            match response.status().as_u16() {
-                200u16 => ResponseValue::from_response(response).await,
-                401u16 => {
-                    Err(
-                        Error::ErrorResponse(
-                            ResponseValue::from_response(response).await?,
-                        ),
-                    )
-                }
-                _ => Err(Error::UnexpectedResponse(response)),
-            }
-        }
-    }
     /**Builder for [`Client::webhooks_list`]
 
 [`Client::webhooks_list`]: super::Client::webhooks_list*/
@@ -2001,6 +1946,61 @@ pub mod builder {
                     )
                 }
                 404u16 => {
+                    Err(
+                        Error::ErrorResponse(
+                            ResponseValue::from_response(response).await?,
+                        ),
+                    )
+                }
+                _ => Err(Error::UnexpectedResponse(response)),
+            }
+        }
+    }
+    /**Builder for [`Client::public_key`]
+
+[`Client::public_key`]: super::Client::public_key*/
+    #[derive(Debug, Clone)]
+    pub struct PublicKey<'a> {
+        client: &'a super::Client,
+    }
+    impl<'a> PublicKey<'a> {
+        pub fn new(client: &'a super::Client) -> Self {
+            Self { client: client }
+        }
+        ///Sends a `GET` request to `/public_key/`
+        pub async fn send(
+            self,
+        ) -> Result<ResponseValue<::std::string::String>, Error<types::Error>> {
+            let Self { client } = self;
+            let url = format!("{}/public_key/", client.baseurl,);
+            let mut header_map = ::reqwest::header::HeaderMap::with_capacity(1usize);
+            header_map
+                .append(
+                    ::reqwest::header::HeaderName::from_static("api-version"),
+                    ::reqwest::header::HeaderValue::from_static(
+                        super::Client::api_version(),
+                    ),
+                );
+            #[allow(unused_mut)]
+            let mut request = client
+                .client
+                .get(url)
+                .header(
+                    ::reqwest::header::ACCEPT,
+                    ::reqwest::header::HeaderValue::from_static("application/json"),
+                )
+                .headers(header_map)
+                .build()?;
+            let info = OperationInfo {
+                operation_id: "public_key",
+            };
+            client.pre(&mut request, &info).await?;
+            let result = client.exec(request, &info).await;
+            client.post(&result, &info).await?;
+            let response = result?;
+            match response.status().as_u16() {
+                200u16 => ResponseValue::from_response(response).await,
+                401u16 => {
                     Err(
                         Error::ErrorResponse(
                             ResponseValue::from_response(response).await?,
