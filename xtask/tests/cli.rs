@@ -83,10 +83,20 @@ fn check_fails_with_a_diff_when_the_spec_gains_a_property() {
         1,
     );
     let changed_spec = write(&dir, "spec.yaml", &changed);
-    let run = xtask(&["check", "--spec", s(&changed_spec), "--out", s(&generated())]);
+    let run = xtask(&[
+        "check",
+        "--spec",
+        s(&changed_spec),
+        "--out",
+        s(&generated()),
+    ]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("is out of date with"), "{}", run.stderr);
-    assert!(run.stderr.contains("+        pub delivery_count"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("+        pub delivery_count"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("run `cargo xtask generate`"));
 }
 
@@ -99,8 +109,16 @@ fn check_fails_with_a_diff_after_a_hand_edit() {
     let out = write(&dir, "generated.rs", &edited);
     let run = xtask(&["check", "--out", s(&out)]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    assert!(run.stderr.contains("-        pub callback_url:"), "{}", run.stderr);
-    assert!(run.stderr.contains("+        pub callback:"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("-        pub callback_url:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("+        pub callback:"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -158,7 +176,11 @@ fn a_minimal_spec_generates() {
     let out = dir.path().join("out.rs");
     let run = xtask(&["generate", "--spec", s(&spec), "--out", s(&out)]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(std::fs::read_to_string(out).unwrap().contains("pub fn things_list"));
+    assert!(
+        std::fs::read_to_string(out)
+            .unwrap()
+            .contains("pub fn things_list")
+    );
 }
 
 fn failing(name: &str, text: &str, expected: &[&str]) {
@@ -198,7 +220,11 @@ fn a_duplicate_operation_id_is_named() {
     failing(
         "dup.yaml",
         &text,
-        &["operation `things_list` (POST /things/)", "duplicate operationId", "GET /things/"],
+        &[
+            "operation `things_list` (POST /things/)",
+            "duplicate operationId",
+            "GET /things/",
+        ],
     );
 }
 
@@ -210,7 +236,10 @@ fn a_default_response_beside_a_typed_success_is_named() {
     failing(
         "default.yaml",
         &text,
-        &["operation `things_list` (GET /things/)", "`default` response beside the typed success 200"],
+        &[
+            "operation `things_list` (GET /things/)",
+            "`default` response beside the typed success 200",
+        ],
     );
 }
 
@@ -223,7 +252,10 @@ fn several_media_types_are_named() {
     failing(
         "media.yaml",
         &text,
-        &["operation `things_list`", "several media types (application/json, text/plain)"],
+        &[
+            "operation `things_list`",
+            "several media types (application/json, text/plain)",
+        ],
     );
 }
 
@@ -235,7 +267,10 @@ fn differing_error_bodies_are_named() {
     failing(
         "errors.yaml",
         &text,
-        &["operation `things_list`", "error responses carry different bodies (400 vs 404)"],
+        &[
+            "operation `things_list`",
+            "error responses carry different bodies (400 vs 404)",
+        ],
     );
 }
 
@@ -292,9 +327,17 @@ components:
     let out = dir.path().join("out.rs");
     let run = xtask(&["generate", "--spec", s(&spec), "--out", s(&out)]);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("normalized /openapi: declared 3.1.0"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("normalized /openapi: declared 3.1.0"),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("with nullable: true"), "{}", run.stderr);
-    assert!(run.stderr.contains("dropped the bodiless 404 response"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("dropped the bodiless 404 response"),
+        "{}",
+        run.stderr
+    );
     let code = std::fs::read_to_string(out).unwrap();
     assert!(code.contains("pub fn webhooks_read"));
     assert!(code.contains("pub other: ::std::option::Option<::std::string::String>"));
