@@ -1,2 +1,139 @@
-//! The chip-gate-mock binary.
-fn main() {}
+//! The `chip-gate-mock` binary: runs a local CHIP Gate until Ctrl-C or SIGTERM.
+//!
+//! Prints `CHIP_BASE_URL=...` and `CHIP_API_KEY=...` on stdout once it listens (the lines can be
+//! `eval`ed or sourced by a shell), then logs to stderr.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chip_gate_mock::{DEFAULT_API_KEY, DeliveryConfig, Faults, MockConfig, MockServer};
+use clap::Parser;
+
+/// A local CHIP Gate: the CHIP Collect webhooks API in memory, and signed deliveries on demand.
+#[derive(Debug, Parser)]
+#[command(name = "chip-gate-mock", version)]
+struct Args {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The API key to accept (Authorization: Bearer KEY).
+    #[arg(long, env = "CHIP_MOCK_API_KEY", default_value = DEFAULT_API_KEY, hide_env_values = true, hide_default_value = true)]
+    api_key: String,
+    /// Webhooks per page of GET /webhooks/.
+    #[arg(long, default_value_t = 20)]
+    page_size: usize,
+    /// Share of API requests answered with --error-status (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// The status used by --error-rate.
+    #[arg(long, default_value_t = 503)]
+    error_status: u16,
+    /// Share of API requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    too_many_rate: f64,
+    /// Retry-After seconds on injected 429s.
+    #[arg(long, default_value_t = 1)]
+    retry_after_secs: u64,
+    /// Share of API requests whose connection is closed without an answer.
+    #[arg(long, default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Milliseconds added to every API request.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Seed for the random faults (reproducible runs).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Delivery attempts per event and webhook, the first included.
+    #[arg(long, default_value_t = 5)]
+    max_attempts: u32,
+    /// Milliseconds before the first retry; later gaps double.
+    #[arg(long, default_value_t = 100)]
+    backoff_base_ms: u64,
+    /// Longest gap between retries, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    backoff_cap_ms: u64,
+    /// Timeout of one delivery attempt, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    delivery_timeout_ms: u64,
+    /// Reuse the 16 pre-made keys round-robin instead of generating a key per webhook after them.
+    #[arg(long)]
+    reuse_keys: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let config = MockConfig {
+        api_key: args.api_key,
+        port: args.port,
+        page_size: args.page_size,
+        delivery: DeliveryConfig {
+            max_attempts: args.max_attempts,
+            backoff_base: Duration::from_millis(args.backoff_base_ms),
+            backoff_cap: Duration::from_millis(args.backoff_cap_ms),
+            request_timeout: Duration::from_millis(args.delivery_timeout_ms),
+        },
+        faults: Faults {
+            error_rate: args.error_rate,
+            error_status: args.error_status,
+            too_many_rate: args.too_many_rate,
+            retry_after_secs: args.retry_after_secs,
+            drop_rate: args.drop_rate,
+            latency: Duration::from_millis(args.latency_ms),
+            seed: args.seed,
+            script: Vec::new(),
+        },
+        generate_keys: !args.reuse_keys,
+    };
+    let mock = match MockServer::start(config).await {
+        Ok(mock) => mock,
+        Err(e) => {
+            eprintln!("chip-gate-mock: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let printed = writeln!(out, "CHIP_BASE_URL={}", mock.base_url())
+            .and_then(|()| writeln!(out, "CHIP_API_KEY={}", mock.api_key()))
+            .and_then(|()| out.flush());
+        if let Err(e) = printed {
+            eprintln!("chip-gate-mock: cannot write to stdout: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    mock.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,477 @@
+//! Signed deliveries: triggering events, per-object ordering, retries with backoff, the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chip_gate_api::types::EventName;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::keys::SigningKey;
+use crate::{DeliveryConfig, MockError, Shared, events, lock};
+
+/// One attempt to deliver one event to one webhook, as recorded in the delivery log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The webhook the delivery was for.
+    pub webhook_id: Uuid,
+    /// The URL the delivery was POSTed to.
+    pub callback: String,
+    /// The event delivered.
+    pub event: EventName,
+    /// The `id` of the delivered object.
+    pub object_id: Uuid,
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub attempt: u32,
+    /// The receiver's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// Why there was no answer (connection refused, timeout, ...), when there was none.
+    pub error: Option<String>,
+    /// Whether the receiver acknowledged the delivery (any 2xx).
+    pub accepted: bool,
+    /// Whether this was the last attempt for this delivery: it was accepted, the attempts ran
+    /// out, or the webhook was deleted.
+    pub last_attempt: bool,
+    /// When the attempt started, in Unix milliseconds.
+    pub started_at_ms: u64,
+    /// When the attempt finished, in Unix milliseconds.
+    pub finished_at_ms: u64,
+    /// The `X-Signature` header sent.
+    pub signature: String,
+    /// The exact body sent (UTF-8 JSON).
+    pub body: String,
+}
+
+/// What [`MockServer::trigger`](crate::MockServer::trigger) did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TriggerReport {
+    /// The event fired.
+    pub event: EventName,
+    /// The `id` of the object delivered.
+    pub object_id: Uuid,
+    /// The delivered body, parsed (the object plus `event_type`).
+    pub object: serde_json::Value,
+    /// One entry per subscribed webhook, in creation order. Empty when no webhook listens.
+    pub deliveries: Vec<TriggerDelivery>,
+}
+
+/// The first attempt of one delivery started by a trigger.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerDelivery {
+    /// The subscribed webhook.
+    pub webhook_id: Uuid,
+    /// Its callback URL.
+    pub callback: String,
+    /// True when an earlier event for the same object was still being delivered, so this one
+    /// waits behind it (deliveries are in order per object); `status`, `error` and `accepted`
+    /// then say nothing yet: watch the delivery log.
+    pub queued: bool,
+    /// The receiver's status on the first attempt, when it answered.
+    pub status: Option<u16>,
+    /// Why the first attempt got no answer, when it got none.
+    pub error: Option<String>,
+    /// Whether the first attempt was acknowledged (2xx). If not, retries continue in the
+    /// background.
+    pub accepted: bool,
+}
+
+struct FirstAttempt {
+    status: Option<u16>,
+    error: Option<String>,
+    accepted: bool,
+}
+
+struct Target {
+    webhook_id: Uuid,
+    callback: String,
+    key: SigningKey,
+    first: Option<oneshot::Sender<FirstAttempt>>,
+}
+
+struct Job {
+    event: EventName,
+    object_id: Uuid,
+    body: Bytes,
+    targets: Vec<Target>,
+}
+
+struct Queue {
+    tx: mpsc::UnboundedSender<Job>,
+    pending: usize,
+}
+
+/// The delivery side of a mock.
+pub(crate) struct Engine {
+    http: reqwest::Client,
+    config: DeliveryConfig,
+    log: std::sync::Mutex<Vec<DeliveryRecord>>,
+    version: watch::Sender<u64>,
+    pending_jobs: AtomicUsize,
+    queues: std::sync::Mutex<HashMap<Uuid, Queue>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        config: DeliveryConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, MockError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("chip-gate-mock/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| MockError::Http(e.to_string()))?;
+        Ok(Self {
+            http,
+            config,
+            log: std::sync::Mutex::new(Vec::new()),
+            version: watch::Sender::new(0),
+            pending_jobs: AtomicUsize::new(0),
+            queues: std::sync::Mutex::new(HashMap::new()),
+            shutdown,
+        })
+    }
+
+    pub(crate) fn records(&self) -> Vec<DeliveryRecord> {
+        lock(&self.log).clone()
+    }
+
+    pub(crate) fn clear(&self) {
+        lock(&self.log).clear();
+        self.bump();
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending_jobs.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn push(&self, record: DeliveryRecord) {
+        lock(&self.log).push(record);
+        self.bump();
+    }
+
+    fn backoff(&self, failed_attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failed_attempt.saturating_sub(1));
+        self.config
+            .backoff_base
+            .checked_mul(factor)
+            .unwrap_or(self.config.backoff_cap)
+            .min(self.config.backoff_cap)
+    }
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Fires `event` for the object `object_id` (a new id when `None`).
+pub(crate) async fn trigger(
+    shared: &Arc<Shared>,
+    event: EventName,
+    object_id: Option<Uuid>,
+) -> Result<TriggerReport, MockError> {
+    let object_id = object_id.unwrap_or_else(Uuid::new_v4);
+    let object = events::build_object(&event, object_id, unix_now());
+    let body =
+        Bytes::from(serde_json::to_vec(&object).map_err(|e| MockError::Http(e.to_string()))?);
+
+    let subscribed: Vec<(Uuid, String, SigningKey)> = {
+        let store = crate::read(&shared.store);
+        store
+            .iter()
+            .filter(|s| s.webhook.all_events || s.webhook.events.contains(&event))
+            .map(|s| (s.webhook.id, s.webhook.callback.clone(), s.key.clone()))
+            .collect()
+    };
+    let mut report = TriggerReport {
+        event: event.clone(),
+        object_id,
+        object: serde_json::Value::Object(object),
+        deliveries: Vec::new(),
+    };
+    if subscribed.is_empty() {
+        return Ok(report);
+    }
+
+    let mut targets = Vec::with_capacity(subscribed.len());
+    let mut waits = Vec::with_capacity(subscribed.len());
+    for (webhook_id, callback, key) in subscribed {
+        let (tx, rx) = oneshot::channel();
+        waits.push((webhook_id, callback.clone(), rx));
+        targets.push(Target {
+            webhook_id,
+            callback,
+            key,
+            first: Some(tx),
+        });
+    }
+    let job = Job {
+        event,
+        object_id,
+        body,
+        targets,
+    };
+    let queued = enqueue(shared, job)?;
+    for (webhook_id, callback, rx) in waits {
+        let entry = if queued {
+            TriggerDelivery {
+                webhook_id,
+                callback,
+                queued: true,
+                status: None,
+                error: None,
+                accepted: false,
+            }
+        } else {
+            match rx.await {
+                Ok(first) => TriggerDelivery {
+                    webhook_id,
+                    callback,
+                    queued: false,
+                    status: first.status,
+                    error: first.error,
+                    accepted: first.accepted,
+                },
+                Err(_) => TriggerDelivery {
+                    webhook_id,
+                    callback,
+                    queued: false,
+                    status: None,
+                    error: Some("the mock shut down before the first attempt".into()),
+                    accepted: false,
+                },
+            }
+        };
+        report.deliveries.push(entry);
+    }
+    Ok(report)
+}
+
+/// Queues a job behind the object's earlier jobs. Returns whether it had to wait.
+fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
+    let engine = &shared.engine;
+    let object_id = job.object_id;
+    let mut queues = lock(&engine.queues);
+    engine.pending_jobs.fetch_add(1, Ordering::SeqCst);
+    if let Some(queue) = queues.get_mut(&object_id) {
+        queue.pending += 1;
+        if queue.tx.send(job).is_err() {
+            queue.pending -= 1;
+            engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+            return Err(MockError::ShutDown);
+        }
+        engine.bump();
+        return Ok(true);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    if tx.send(job).is_err() {
+        engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+        return Err(MockError::ShutDown);
+    }
+    queues.insert(object_id, Queue { tx, pending: 1 });
+    drop(queues);
+    engine.bump();
+    tokio::spawn(worker(shared.clone(), object_id, rx));
+    Ok(false)
+}
+
+async fn worker(shared: Arc<Shared>, object_id: Uuid, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        run_job(&shared, job).await;
+        let engine = &shared.engine;
+        let done = {
+            let mut queues = lock(&engine.queues);
+            let done = match queues.get_mut(&object_id) {
+                Some(queue) => {
+                    queue.pending = queue.pending.saturating_sub(1);
+                    queue.pending == 0
+                }
+                None => true,
+            };
+            if done {
+                queues.remove(&object_id);
+            }
+            done
+        };
+        engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+        engine.bump();
+        if done {
+            break;
+        }
+    }
+}
+
+async fn run_job(shared: &Arc<Shared>, job: Job) {
+    let Job {
+        event,
+        object_id,
+        body,
+        targets,
+    } = job;
+    let sends = targets
+        .into_iter()
+        .map(|target| deliver(shared, &event, object_id, &body, target));
+    futures::future::join_all(sends).await;
+}
+
+async fn deliver(
+    shared: &Arc<Shared>,
+    event: &EventName,
+    object_id: Uuid,
+    body: &Bytes,
+    mut target: Target,
+) {
+    let engine = &shared.engine;
+    let body_text = String::from_utf8_lossy(body).into_owned();
+    let record = |attempt: u32,
+                  started: SystemTime,
+                  status: Option<u16>,
+                  error: Option<String>,
+                  accepted: bool,
+                  last_attempt: bool,
+                  signature: &str| DeliveryRecord {
+        webhook_id: target.webhook_id,
+        callback: target.callback.clone(),
+        event: event.clone(),
+        object_id,
+        attempt,
+        status,
+        error,
+        accepted,
+        last_attempt,
+        started_at_ms: unix_ms(started),
+        finished_at_ms: unix_ms(SystemTime::now()),
+        signature: signature.to_owned(),
+        body: body_text.clone(),
+    };
+
+    let signature = match target.key.sign_base64(body) {
+        Ok(sig) => sig,
+        Err(e) => {
+            engine.push(record(
+                1,
+                SystemTime::now(),
+                None,
+                Some(e.to_string()),
+                false,
+                true,
+                "",
+            ));
+            if let Some(tx) = target.first.take() {
+                let _ = tx.send(FirstAttempt {
+                    status: None,
+                    error: Some(e.to_string()),
+                    accepted: false,
+                });
+            }
+            return;
+        }
+    };
+
+    let max = engine.config.max_attempts.max(1);
+    let mut shutdown = engine.shutdown.clone();
+    for attempt in 1..=max {
+        if *shutdown.borrow() {
+            return;
+        }
+        if attempt > 1 && crate::read(&shared.store).get(&target.webhook_id).is_none() {
+            // The webhook was deleted while we were retrying: stop, like CHIP.
+            tracing::debug!(webhook = %target.webhook_id, "webhook deleted; retries stop");
+            break;
+        }
+        let started = SystemTime::now();
+        let result = engine
+            .http
+            .post(&target.callback)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Signature", &signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let (status, error) = match result {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await;
+                (Some(status), None)
+            }
+            Err(e) => (None, Some(describe(&e))),
+        };
+        let accepted = status.is_some_and(|s| (200..300).contains(&s));
+        let last = accepted || attempt == max;
+        tracing::info!(
+            webhook = %target.webhook_id,
+            event = %event,
+            object = %object_id,
+            attempt,
+            status = ?status,
+            error = ?error,
+            "delivery attempt"
+        );
+        engine.push(record(
+            attempt,
+            started,
+            status,
+            error.clone(),
+            accepted,
+            last,
+            &signature,
+        ));
+        if let Some(tx) = target.first.take() {
+            let _ = tx.send(FirstAttempt {
+                status,
+                error,
+                accepted,
+            });
+        }
+        if last {
+            return;
+        }
+        let gap = engine.backoff(attempt);
+        tokio::select! {
+            () = tokio::time::sleep(gap) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// A short description of a failed request: the error and its causes.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut out = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
