@@ -1,0 +1,64 @@
+//! Flipping any bit of the body or the signature always gives a rejection, never a panic.
+#![allow(clippy::unwrap_used)]
+
+use base64::Engine as _;
+use chip_gate::verify::{Verifier, VerifyError};
+use proptest::prelude::*;
+
+const CHIP_PEM: &str = include_str!("fixtures/chip-collect/signed-vector/public_key.pem");
+const CHIP_BODY: &[u8] = include_bytes!("fixtures/chip-collect/signed-vector/body.json");
+const CHIP_SIGNATURE: &str = include_str!("fixtures/chip-collect/signed-vector/x-signature.txt");
+
+fn verifier() -> Verifier {
+    Verifier::from_pem(CHIP_PEM).unwrap()
+}
+
+fn signature_bytes() -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(CHIP_SIGNATURE.trim())
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn flipping_body_bits_is_always_rejected(flips in prop::collection::vec((0..CHIP_BODY.len(), 0u8..8), 1..4)) {
+        let mut body = CHIP_BODY.to_vec();
+        for (index, bit) in &flips {
+            body[*index] ^= 1 << bit;
+        }
+        prop_assume!(body != CHIP_BODY);
+        let result = verifier().verify(&body, CHIP_SIGNATURE);
+        prop_assert!(matches!(result, Err(VerifyError::SignatureMismatch { .. })), "{result:?}");
+        prop_assert!(verifier().verify_and_parse(body, CHIP_SIGNATURE).is_err());
+    }
+
+    #[test]
+    fn flipping_signature_bits_is_always_rejected(flips in prop::collection::vec((0usize..256, 0u8..8), 1..4)) {
+        let mut signature = signature_bytes();
+        for (index, bit) in &flips {
+            signature[*index] ^= 1 << bit;
+        }
+        prop_assume!(signature != signature_bytes());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&signature);
+        let result = verifier().verify(CHIP_BODY, &encoded);
+        prop_assert!(matches!(result, Err(VerifyError::SignatureMismatch { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn flipping_bits_of_the_header_text_is_always_rejected(flips in prop::collection::vec((0usize..344, 0u8..8), 1..4)) {
+        let mut header = CHIP_SIGNATURE.trim().as_bytes().to_vec();
+        for (index, bit) in &flips {
+            header[*index] ^= 1 << bit;
+        }
+        let header = String::from_utf8_lossy(&header).into_owned();
+        prop_assume!(header != CHIP_SIGNATURE.trim());
+        prop_assert!(verifier().verify(CHIP_BODY, &header).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bodies_and_signatures_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), header in ".{0,400}") {
+        prop_assert!(verifier().verify_and_parse(body, &header).is_err());
+    }
+}
