@@ -1,18 +1,90 @@
 //! chip-gate: CHIP (chip-in.asia) webhooks for Rust.
 //!
-//! (Crate documentation is written as the modules land.)
+//! # Managing webhooks
+//!
+//! [`Client`] talks to CHIP Collect's webhook API: create, list (one page or every page as a
+//! stream), retrieve, replace, change and delete webhooks, and fetch the company public key. It
+//! authenticates with your secret key, retries what is safe to retry, and turns every failure into
+//! one [`Error`].
+//!
+//! ```no_run
+//! use chip_gate::{Client, EventName, NewWebhook, WebhookChanges};
+//! use futures::TryStreamExt;
+//!
+//! # async fn run() -> Result<(), chip_gate::Error> {
+//! // CHIP_API_KEY holds the secret key; CHIP_BASE_URL may point at a local mock.
+//! let client = Client::from_env()?;
+//!
+//! // Invalid settings (a 101-character title, a callback that is not a URL, no events, the same
+//! // event twice) are refused here, before anything is sent.
+//! let new = NewWebhook::new("Paid orders", "https://shop.example.com/chip/webhook")
+//!     .events([EventName::PurchasePaid, EventName::PaymentRefunded])?;
+//! let webhook = client.webhooks().create(&new).await?;
+//! // Deliveries to this callback are signed; `webhook.public_key` verifies them.
+//!
+//! let renamed = client
+//!     .webhooks()
+//!     .partial_update(webhook.id, &WebhookChanges::new().title("Paid orders (shop)"))
+//!     .await?;
+//! assert_eq!(renamed.title, "Paid orders (shop)");
+//!
+//! // Every page, one at a time.
+//! let mut all = client.webhooks().list_all();
+//! while let Some(webhook) = all.try_next().await? {
+//!     println!("{} {} -> {}", webhook.id, webhook.title, webhook.callback);
+//! }
+//!
+//! client.webhooks().delete(webhook.id).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Configure timeouts, retries, the base URL or your own `reqwest::ClientBuilder` with
+//! [`Client::builder`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use chip_gate::{Client, RetryPolicy};
+//!
+//! let client = Client::builder("sk_test_...")
+//!     .timeout(Duration::from_secs(10))
+//!     .retry_policy(RetryPolicy::default().max_attempts(5))
+//!     .build()?;
+//! // The key never shows up in logs:
+//! assert!(!format!("{client:?}").contains("sk_test_"));
+//!
+//! // Plain http:// is only allowed to a loopback address (a local mock):
+//! assert!(Client::builder("sk_test_...").base_url("http://gate.example.com/api/v1").build().is_err());
+//! # Ok::<(), chip_gate::Error>(())
+//! ```
+//!
+//! ## Safety choices
+//!
+//! - The key is sent as a sensitive `Authorization: Bearer` header, is printed as `[redacted]`, and
+//!   is scrubbed from error bodies; redirects are not followed.
+//! - `GET`, `PUT` and `DELETE` are retried on connection failures, timeouts, 408, 429, 502, 503 and
+//!   504, honouring `Retry-After`. A create (`POST`) or partial update (`PATCH`) is retried only when
+//!   the connection could not be opened, because a repeated create would make a second webhook; see
+//!   [`RetryPolicy`].
+//! - Each call runs in a `tracing` span named `chip_gate.call` with the fields `operation`,
+//!   `method`, `attempt`, `status` and `elapsed_ms`.
+//! - Event names are an open enum: [`EventName`] lists CHIP's 29 names, and a name added later
+//!   arrives as [`EventName::Unknown`] with the raw string instead of failing the response.
 
 // Modules: each line is owned by the work that adds the module.
+mod client;
+pub mod error;
+mod pagination;
+pub mod retry;
+mod webhooks;
+pub use chip_gate_api::types::{EventName, Webhook, WebhookList};
+pub use client::{
+    API_KEY_ENV, ApiKey, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, USER_AGENT,
+};
+pub use error::Error;
+pub use retry::RetryPolicy;
+pub use webhooks::{
+    MAX_CALLBACK_CHARS, MAX_TITLE_CHARS, NewWebhook, NewWebhookBuilder, WebhookChanges, Webhooks,
+};
 
-// Receiving deliveries: signature verification, typed deliveries, the axum extractor, test signer.
-pub mod delivery;
-#[cfg(feature = "axum")]
-pub mod receiver_axum;
-#[cfg(feature = "test-support")]
-pub mod testing;
-pub mod verify;
-pub use chip_gate_api::types::EventName;
-pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind, ReceiveError};
-#[cfg(feature = "axum")]
-pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
-pub use verify::{Digest, KeyError, VerificationKey, Verifier, VerifyError};

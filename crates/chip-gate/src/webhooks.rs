@@ -1,0 +1,549 @@
+//! Webhook subscriptions: create, list, retrieve, replace, change, delete.
+
+use std::collections::HashSet;
+use std::num::NonZeroU64;
+
+use chip_gate_api::types;
+use futures::Stream;
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::pagination;
+use crate::retry::Operation;
+use crate::{EventName, Webhook, WebhookList};
+
+/// The longest title CHIP accepts, in characters.
+pub const MAX_TITLE_CHARS: usize = 100;
+
+/// The longest callback URL CHIP accepts, in characters.
+pub const MAX_CALLBACK_CHARS: usize = 500;
+
+/// The webhook operations of a [`Client`]; get one with [`Client::webhooks`].
+///
+/// ```no_run
+/// use chip_gate::{Client, EventName, NewWebhook};
+///
+/// # async fn run() -> Result<(), chip_gate::Error> {
+/// let client = Client::from_env()?;
+/// let webhook = client
+///     .webhooks()
+///     .create(
+///         &NewWebhook::new("Orders", "https://shop.example.com/chip/webhook")
+///             .events([EventName::PurchasePaid, EventName::PaymentRefunded])?,
+///     )
+///     .await?;
+/// println!("created {} - verify its deliveries with:\n{}", webhook.id, webhook.public_key);
+/// client.webhooks().delete(webhook.id).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Webhooks<'a> {
+    client: &'a Client,
+}
+
+impl<'a> Webhooks<'a> {
+    pub(crate) fn new(client: &'a Client) -> Self {
+        Webhooks { client }
+    }
+
+    /// Create a webhook (`POST /webhooks/`).
+    ///
+    /// Not retried once the request may have reached CHIP (see [`RetryPolicy`](crate::RetryPolicy)):
+    /// on a transport error or timeout the webhook may or may not exist; list to find out.
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`]; CHIP's validation errors arrive as [`Error::Api`] with status 400.
+    pub async fn create(&self, webhook: &NewWebhook) -> Result<Webhook, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_create",
+            method: "POST",
+            idempotent: false,
+        };
+        let body = webhook.to_api()?;
+        let api = self.client.api();
+        self.client
+            .call(OP, || api.webhooks_create().body(body.clone()).send())
+            .await
+    }
+
+    /// The first page of webhooks (`GET /webhooks/`).
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`].
+    pub async fn list(&self) -> Result<WebhookList, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_list",
+            method: "GET",
+            idempotent: true,
+        };
+        let api = self.client.api();
+        self.client.call(OP, || api.webhooks_list().send()).await
+    }
+
+    /// One page of webhooks (`GET /webhooks/?page=N`, 1-based). Use
+    /// [`next_page`](Self::next_page) to get the number of the page after it, or
+    /// [`list_all`](Self::list_all) to walk every page.
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`]; CHIP answers 404 for a page past the end.
+    pub async fn list_page(&self, page: NonZeroU64) -> Result<WebhookList, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_list",
+            method: "GET",
+            idempotent: true,
+        };
+        let api = self.client.api();
+        self.client
+            .call(OP, || api.webhooks_list().page(page).send())
+            .await
+    }
+
+    /// The page number in a page's `next` link, or `None` on the last page.
+    ///
+    /// The link is never fetched as such: it must point under this client's base URL at
+    /// `/webhooks/` and carry a `page` number, which the next request then sends to the base URL
+    /// (so the API key never goes where a link says).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Pagination`] when the link points elsewhere or has no valid page number.
+    pub fn next_page(&self, page: &WebhookList) -> Result<Option<NonZeroU64>, Error> {
+        page.next
+            .as_deref()
+            .map(|next| pagination::page_number(self.client.base(), next))
+            .transpose()
+    }
+
+    /// Every webhook, as a stream that fetches one page at a time, following `next` until it is null.
+    ///
+    /// Only one page is held in memory. If CHIP hands back a `next` link for a page already read (or
+    /// one that is not after the current page), or a link that cannot be followed safely, the stream
+    /// yields that page's webhooks, then an [`Error::Pagination`], and ends. A failed page request
+    /// (after retries) is yielded as an error and ends the stream too.
+    ///
+    /// The stream owns a clone of the client, so it can outlive this handle or move to another task.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    ///
+    /// # async fn run(client: chip_gate::Client) -> Result<(), chip_gate::Error> {
+    /// let all: Vec<chip_gate::Webhook> = client.webhooks().list_all().try_collect().await?;
+    /// println!("{} webhooks", all.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn list_all(&self) -> impl Stream<Item = Result<Webhook, Error>> + Send + 'static {
+        pagination::list_all(self.client.clone())
+    }
+
+    /// One webhook (`GET /webhooks/{id}/`).
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`]; an unknown id is [`Error::Api`] with status 404.
+    pub async fn retrieve(&self, id: Uuid) -> Result<Webhook, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_retrieve",
+            method: "GET",
+            idempotent: true,
+        };
+        let api = self.client.api();
+        self.client
+            .call(OP, || api.webhooks_retrieve().id(id).send())
+            .await
+    }
+
+    /// Replace all of a webhook's settings (`PUT /webhooks/{id}/`).
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`].
+    pub async fn update(&self, id: Uuid, webhook: &NewWebhook) -> Result<Webhook, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_update",
+            method: "PUT",
+            idempotent: true,
+        };
+        let body = webhook.to_api()?;
+        let api = self.client.api();
+        self.client
+            .call(OP, || {
+                api.webhooks_update().id(id).body(body.clone()).send()
+            })
+            .await
+    }
+
+    /// Change only the settings set in `changes` (`PATCH /webhooks/{id}/`).
+    ///
+    /// Not retried once the request may have reached CHIP (see [`RetryPolicy`](crate::RetryPolicy)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when a set value breaks CHIP's limits (nothing is sent); otherwise any
+    /// [`Error`].
+    pub async fn partial_update(
+        &self,
+        id: Uuid,
+        changes: &WebhookChanges,
+    ) -> Result<Webhook, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_partial_update",
+            method: "PATCH",
+            idempotent: false,
+        };
+        let body = changes.to_api()?;
+        let api = self.client.api();
+        self.client
+            .call(OP, || {
+                api.webhooks_partial_update()
+                    .id(id)
+                    .body(body.clone())
+                    .send()
+            })
+            .await
+    }
+
+    /// Delete a webhook (`DELETE /webhooks/{id}/`); its deliveries stop.
+    ///
+    /// Retried like a read. If a first attempt deleted the webhook but its answer was lost, the retry
+    /// gets a 404: the result is then [`Error::Api`] with status 404 although the webhook is gone.
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`].
+    pub async fn delete(&self, id: Uuid) -> Result<(), Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_delete",
+            method: "DELETE",
+            idempotent: true,
+        };
+        let api = self.client.api();
+        self.client
+            .call(OP, || api.webhooks_delete().id(id).send())
+            .await
+    }
+}
+
+/// A webhook's full settings, checked against CHIP's limits: what [`Webhooks::create`] and
+/// [`Webhooks::update`] send.
+///
+/// Start with [`NewWebhook::new`], then choose the events with [`NewWebhookBuilder::events`] or
+/// [`NewWebhookBuilder::all_events`]; both check every limit and return an [`Error::InvalidRequest`]
+/// that names the problem, before anything is sent.
+///
+/// ```
+/// use chip_gate::{EventName, NewWebhook};
+///
+/// let paid = NewWebhook::new("Paid orders", "https://shop.example.com/chip")
+///     .events([EventName::PurchasePaid])?;
+/// assert_eq!(paid.event_names(), Some(&[EventName::PurchasePaid][..]));
+///
+/// let everything = NewWebhook::new("Audit log", "https://audit.example.com/chip").all_events()?;
+/// assert!(everything.is_all_events());
+///
+/// // Invalid settings never get as far as a request:
+/// assert!(NewWebhook::new("x", "not a url").all_events().is_err());
+/// assert!(NewWebhook::new("x", "https://a.example").events([]).is_err());
+/// # Ok::<(), chip_gate::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewWebhook {
+    title: String,
+    callback: String,
+    events: Option<Vec<EventName>>,
+}
+
+/// The first half of a [`NewWebhook`]: a title and a callback URL, waiting for the events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use = "call .events([...]) or .all_events() to finish the webhook"]
+pub struct NewWebhookBuilder {
+    title: String,
+    callback: String,
+}
+
+impl NewWebhook {
+    /// Start a webhook named `title` (at most 100 characters) that delivers to `callback` (an
+    /// `http(s)://` URL of at most 500 characters). Finish it with
+    /// [`events`](NewWebhookBuilder::events) or [`all_events`](NewWebhookBuilder::all_events).
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new(title: impl Into<String>, callback: impl Into<String>) -> NewWebhookBuilder {
+        NewWebhookBuilder {
+            title: title.into(),
+            callback: callback.into(),
+        }
+    }
+
+    /// The title.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The callback URL.
+    pub fn callback(&self) -> &str {
+        &self.callback
+    }
+
+    /// The chosen events, or `None` for a webhook that receives every event.
+    pub fn event_names(&self) -> Option<&[EventName]> {
+        self.events.as_deref()
+    }
+
+    /// Whether the webhook receives every event, present and future.
+    pub fn is_all_events(&self) -> bool {
+        self.events.is_none()
+    }
+
+    /// The generated client's request body.
+    fn to_api(&self) -> Result<types::WebhookCreate, Error> {
+        Ok(types::WebhookCreate {
+            all_events: self.events.is_none(),
+            callback: types::WebhookCreateCallback::try_from(self.callback.as_str())
+                .map_err(|e| Error::invalid(format!("callback: {e}")))?,
+            events: self.events.clone(),
+            title: types::WebhookCreateTitle::try_from(self.title.as_str())
+                .map_err(|e| Error::invalid(format!("title: {e}")))?,
+        })
+    }
+}
+
+impl NewWebhookBuilder {
+    /// Deliver exactly these events (at least one, each once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the title, the callback or the events break CHIP's limits.
+    pub fn events(self, events: impl IntoIterator<Item = EventName>) -> Result<NewWebhook, Error> {
+        let events: Vec<EventName> = events.into_iter().collect();
+        check_title(&self.title)?;
+        check_callback(&self.callback)?;
+        check_events(&events)?;
+        Ok(NewWebhook {
+            title: self.title,
+            callback: self.callback,
+            events: Some(events),
+        })
+    }
+
+    /// Deliver every event, including event types CHIP adds later (`all_events: true`; no `events`
+    /// list is sent).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when the title or the callback break CHIP's limits.
+    pub fn all_events(self) -> Result<NewWebhook, Error> {
+        check_title(&self.title)?;
+        check_callback(&self.callback)?;
+        Ok(NewWebhook {
+            title: self.title,
+            callback: self.callback,
+            events: None,
+        })
+    }
+}
+
+/// Some of a webhook's settings, for [`Webhooks::partial_update`]: only the fields set here are sent.
+///
+/// The values are checked against CHIP's limits when the update is sent (or by
+/// [`validate`](Self::validate)).
+///
+/// ```
+/// use chip_gate::{EventName, WebhookChanges};
+///
+/// let rename = WebhookChanges::new().title("Orders (v2)");
+/// assert!(rename.validate().is_ok());
+///
+/// let retarget = WebhookChanges::new()
+///     .callback("https://new.example.com/chip")
+///     .events([EventName::PurchasePaid, EventName::PurchaseCancelled]);
+/// assert!(retarget.validate().is_ok());
+///
+/// assert!(WebhookChanges::new().title("x".repeat(101)).validate().is_err());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WebhookChanges {
+    title: Option<String>,
+    callback: Option<String>,
+    events: Option<Vec<EventName>>,
+    all_events: Option<bool>,
+}
+
+impl WebhookChanges {
+    /// No changes yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set a new title (at most 100 characters).
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
+        self
+    }
+
+    /// Set a new callback URL (`http(s)://`, at most 500 characters).
+    pub fn callback(mut self, callback: impl Into<String>) -> Self {
+        self.callback = Some(callback.into());
+        self
+    }
+
+    /// Set a new list of events (at least one, each once).
+    pub fn events(mut self, events: impl IntoIterator<Item = EventName>) -> Self {
+        self.events = Some(events.into_iter().collect());
+        self
+    }
+
+    /// Turn delivery of every event on or off.
+    pub fn all_events(mut self, all: bool) -> Self {
+        self.all_events = Some(all);
+        self
+    }
+
+    /// Whether no field is set (the update would change nothing).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    /// Check the set values against CHIP's limits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] naming the first value that breaks a limit.
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(title) = &self.title {
+            check_title(title)?;
+        }
+        if let Some(callback) = &self.callback {
+            check_callback(callback)?;
+        }
+        if let Some(events) = &self.events {
+            check_events(events)?;
+        }
+        Ok(())
+    }
+
+    /// The generated client's request body.
+    fn to_api(&self) -> Result<types::WebhookPatch, Error> {
+        self.validate()?;
+        Ok(types::WebhookPatch {
+            all_events: self.all_events,
+            callback: self
+                .callback
+                .as_deref()
+                .map(types::WebhookPatchCallback::try_from)
+                .transpose()
+                .map_err(|e| Error::invalid(format!("callback: {e}")))?,
+            events: self.events.clone(),
+            title: self
+                .title
+                .as_deref()
+                .map(types::WebhookPatchTitle::try_from)
+                .transpose()
+                .map_err(|e| Error::invalid(format!("title: {e}")))?,
+        })
+    }
+}
+
+fn check_title(title: &str) -> Result<(), Error> {
+    if title.trim().is_empty() {
+        return Err(Error::invalid("title: must not be empty"));
+    }
+    let chars = title.chars().count();
+    if chars > MAX_TITLE_CHARS {
+        return Err(Error::invalid(format!(
+            "title: {chars} characters, CHIP allows at most {MAX_TITLE_CHARS}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_callback(callback: &str) -> Result<(), Error> {
+    let chars = callback.chars().count();
+    if chars > MAX_CALLBACK_CHARS {
+        return Err(Error::invalid(format!(
+            "callback: {chars} characters, CHIP allows at most {MAX_CALLBACK_CHARS}"
+        )));
+    }
+    let url = url::Url::parse(callback)
+        .map_err(|e| Error::invalid(format!("callback: not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::invalid(format!(
+            "callback: must be an http:// or https:// URL, not {}://",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() {
+        return Err(Error::invalid("callback: the URL has no host"));
+    }
+    Ok(())
+}
+
+fn check_events(events: &[EventName]) -> Result<(), Error> {
+    if events.is_empty() {
+        return Err(Error::invalid(
+            "events: name at least one event, or use all_events",
+        ));
+    }
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if event.as_str().is_empty() {
+            return Err(Error::invalid("events: an event name is empty"));
+        }
+        if !seen.insert(event.as_str()) {
+            return Err(Error::invalid(format!(
+                "events: {event} is listed more than once"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(result: Result<NewWebhook, Error>) -> String {
+        match result {
+            Err(Error::InvalidRequest { reason }) => reason,
+            other => format!("unexpected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn limits_are_enforced_before_sending() {
+        let ok = "https://example.com/hook";
+        assert!(NewWebhook::new("t".repeat(100), ok).all_events().is_ok());
+        assert!(reason(NewWebhook::new("t".repeat(101), ok).all_events()).starts_with("title"));
+        assert!(reason(NewWebhook::new("  ", ok).all_events()).starts_with("title"));
+        let long = format!("https://example.com/{}", "a".repeat(481));
+        assert!(reason(NewWebhook::new("t", long).all_events()).contains("at most 500"));
+        assert!(reason(NewWebhook::new("t", "ftp://example.com/").all_events()).contains("ftp"));
+        assert!(reason(NewWebhook::new("t", "/relative").all_events()).contains("valid URL"));
+        assert!(reason(NewWebhook::new("t", ok).events([])).contains("at least one"));
+        let twice = [EventName::PurchasePaid, EventName::from("purchase.paid")];
+        assert!(reason(NewWebhook::new("t", ok).events(twice)).contains("more than once"));
+        let future = EventName::from("purchase.teleported");
+        assert!(NewWebhook::new("t", ok).events([future]).is_ok());
+    }
+
+    #[test]
+    fn bodies_carry_only_what_was_set() -> Result<(), Error> {
+        let all = NewWebhook::new("t", "https://example.com/").all_events()?;
+        let body =
+            serde_json::to_value(all.to_api()?).map_err(|e| Error::invalid(e.to_string()))?;
+        assert_eq!(
+            body,
+            serde_json::json!({"title": "t", "callback": "https://example.com/", "all_events": true})
+        );
+        let patch = WebhookChanges::new().title("new");
+        let body =
+            serde_json::to_value(patch.to_api()?).map_err(|e| Error::invalid(e.to_string()))?;
+        assert_eq!(body, serde_json::json!({"title": "new"}));
+        assert!(WebhookChanges::new().is_empty());
+        assert!(WebhookChanges::new().events([]).validate().is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,126 @@
+//! Each call runs in a `chip_gate.call` span recording the operation, method, attempt count, status
+//! and elapsed time, and nothing traced (by chip-gate or the HTTP stack below it) shows the API key.
+//!
+//! One test in this file on purpose: a thread-local subscriber is only reliable when no other test
+//! thread registers the same callsites at the same time.
+#![allow(clippy::unwrap_used)]
+
+mod client_common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use chip_gate::{Error, NewWebhook, RetryPolicy};
+use client_common::{ID, KEY, ScriptServer, Step, client_with, json, webhook_json};
+use serde_json::json;
+use uuid::Uuid;
+
+fn id() -> Uuid {
+    ID.parse().unwrap()
+}
+
+fn assert_no_key(text: &str) {
+    assert!(!text.contains(KEY), "the API key leaked into:\n{text}");
+    assert!(
+        !text.contains(&KEY[8..24]),
+        "part of the API key leaked into:\n{text}"
+    );
+}
+
+/// A `MakeWriter` that appends everything to a shared buffer.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Capture {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
+    }
+}
+
+fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (capture, guard)
+}
+
+#[tokio::test]
+async fn spans_record_each_call_and_never_the_key() {
+    let (capture, _guard) = capture();
+    spans_record_each_call(&capture).await;
+    capture.0.lock().unwrap().clear();
+    a_create_is_retried_only_when_the_connection_could_not_be_opened(&capture).await;
+}
+
+async fn spans_record_each_call(capture: &Capture) {
+    let server = ScriptServer::start(|n, seen| match n {
+        0 => json(
+            503,
+            json!({"detail": format!("echo {}", seen.header("authorization").unwrap_or_default())}),
+        ),
+        1 => Step::Drop,
+        2 => json(200, webhook_json(ID, "t", &[])),
+        _ => json(401, json!({"detail": "Invalid token."})),
+    })
+    .await;
+    let client = client_with(&server.base_url, RetryPolicy::default().max_attempts(3));
+    client.webhooks().retrieve(id()).await.unwrap();
+    client.webhooks().delete(id()).await.unwrap_err();
+
+    let text = capture.text();
+    assert_no_key(&text);
+    assert!(text.contains("chip_gate.call"), "{text}");
+    assert!(text.contains("operation=\"webhooks_retrieve\""), "{text}");
+    assert!(text.contains("method=\"GET\""), "{text}");
+    assert!(text.contains("attempt=3"), "{text}");
+    assert!(text.contains("status=200"), "{text}");
+    assert!(text.contains("elapsed_ms="), "{text}");
+    assert!(text.contains("operation=\"webhooks_delete\""), "{text}");
+    assert!(text.contains("status=401"), "{text}");
+    assert_eq!(text.matches("retrying").count(), 2, "{text}");
+}
+
+async fn a_create_is_retried_only_when_the_connection_could_not_be_opened(capture: &Capture) {
+    // Nothing listens on this port: the request provably never left, so retrying is safe.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let client = client_with(
+        &format!("http://127.0.0.1:{port}/api/v1"),
+        RetryPolicy::default().max_attempts(3),
+    );
+    let hook = NewWebhook::new("t", "https://a.example/")
+        .all_events()
+        .unwrap();
+    let err = client.webhooks().create(&hook).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Transport { source } if source.is_connect()),
+        "{err:?}"
+    );
+    let text = capture.text();
+    assert_eq!(text.matches("retrying").count(), 2, "{text}");
+    assert!(text.contains("attempt=3"), "{text}");
+    assert_no_key(&text);
+}
