@@ -88,3 +88,14 @@ pub use webhooks::{
     MAX_CALLBACK_CHARS, MAX_TITLE_CHARS, NewWebhook, NewWebhookBuilder, WebhookChanges, Webhooks,
 };
 
+// Receiving deliveries: signature verification, typed deliveries, the axum extractor, test signer.
+pub mod delivery;
+#[cfg(feature = "axum")]
+pub mod receiver_axum;
+#[cfg(feature = "test-support")]
+pub mod testing;
+pub mod verify;
+pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind, ReceiveError};
+#[cfg(feature = "axum")]
+pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
+pub use verify::{Digest, KeyError, VerificationKey, Verifier, VerifyError};
