@@ -118,7 +118,12 @@ fn type_name(v: &Value) -> &'static str {
 /// Parses a request body (raw bytes) into a JSON object, or a CHIP-shaped 400 body.
 pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ErrorBody> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
+        // The spec marks every request body as required.
+        return Err(error_body(
+            "__all__",
+            "A JSON object body is required.",
+            "required",
+        ));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
@@ -435,6 +440,10 @@ mod tests {
             parse_object(b"[1]").unwrap_err()["__all__"][0]["code"],
             "invalid"
         );
-        assert!(parse_object(b"").unwrap().is_empty());
+        assert_eq!(
+            parse_object(b" ").unwrap_err()["__all__"][0]["code"],
+            "required"
+        );
+        assert!(parse_object(b"{}").unwrap().is_empty());
     }
 }

@@ -512,9 +512,20 @@ async fn bodies_that_are_not_json_objects_are_400() {
     assert_eq!(codes(&err, "__all__"), ["invalid"]);
     let err = create_400(&mock, "\"title\"").await;
     assert_eq!(codes(&err, "__all__"), ["invalid"]);
-    // An empty body is an empty object: every required field is missing.
+    // The body is required (the spec says so), even for PATCH.
     let err = create_400(&mock, "").await;
-    assert_eq!(codes(&err, "title"), ["required"]);
+    assert_eq!(codes(&err, "__all__"), ["required"]);
+    let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
+    let resp = client(&mock)
+        .patch(format!(
+            "{}/webhooks/{}/",
+            mock.base_url(),
+            w["id"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
