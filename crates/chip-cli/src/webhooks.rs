@@ -1,0 +1,205 @@
+//! `chip webhooks ...` and `chip public-key`.
+
+use chip_gate::{EventName, NewWebhook, Webhook, WebhookChanges};
+use clap::{Args, Subcommand};
+use futures::TryStreamExt;
+use uuid::Uuid;
+
+use crate::{ApiArgs, Failure, Outcome, client, output};
+
+/// The webhook subcommands.
+#[derive(Subcommand)]
+pub enum WebhooksCommand {
+    /// List webhooks (the first page, or every page with --all).
+    List {
+        /// Follow `next` through every page.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one webhook.
+    Get {
+        /// The webhook's id.
+        id: Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a webhook.
+    Create {
+        #[command(flatten)]
+        settings: Settings,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a webhook's settings (PUT): give them all.
+    Update {
+        /// The webhook's id.
+        id: Uuid,
+        #[command(flatten)]
+        settings: Settings,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change some of a webhook's settings (PATCH): only what you give changes.
+    Patch {
+        /// The webhook's id.
+        id: Uuid,
+        /// A new title (at most 100 characters).
+        #[arg(long)]
+        title: Option<String>,
+        /// A new callback URL.
+        #[arg(long)]
+        callback: Option<String>,
+        /// The new set of events (repeat the flag for several).
+        #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
+        events: Vec<EventName>,
+        /// Deliver every event (true) or only the listed ones (false).
+        #[arg(long, value_name = "BOOL")]
+        all_events: Option<bool>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a webhook.
+    Delete {
+        /// The webhook's id.
+        id: Uuid,
+    },
+}
+
+/// The settings of a webhook, as create and update take them.
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["events", "all_events"]))]
+pub struct Settings {
+    /// A name for the webhook (at most 100 characters).
+    #[arg(long)]
+    title: String,
+    /// The URL CHIP POSTs deliveries to.
+    #[arg(long)]
+    callback: String,
+    /// An event to deliver; repeat the flag for several.
+    #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
+    events: Vec<EventName>,
+    /// Deliver every event, present and future.
+    #[arg(long)]
+    all_events: bool,
+}
+
+/// Parses one of CHIP's 29 event names; anything else is a usage error that lists them.
+pub fn parse_event(text: &str) -> Result<EventName, String> {
+    let event = EventName::from(text);
+    if event.is_known() {
+        Ok(event)
+    } else {
+        let known: Vec<&str> = EventName::ALL.iter().map(EventName::as_str).collect();
+        Err(format!(
+            "unknown event name; CHIP's are: {}",
+            known.join(", ")
+        ))
+    }
+}
+
+impl Settings {
+    fn to_new(&self) -> Result<NewWebhook, Failure> {
+        let builder = NewWebhook::new(self.title.clone(), self.callback.clone());
+        let new = if self.all_events {
+            builder.all_events()
+        } else {
+            builder.events(self.events.clone())
+        };
+        new.map_err(Failure::usage)
+    }
+}
+
+fn show(webhook: &Webhook, json: bool) -> Result<(), Failure> {
+    if json {
+        output::json(webhook)
+    } else {
+        println!("{}", output::details(webhook));
+        Ok(())
+    }
+}
+
+/// Runs a webhook subcommand.
+pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
+    let client = client(api)?;
+    let webhooks = client.webhooks();
+    match command {
+        WebhooksCommand::List { all, json } => {
+            let (items, more) = if all {
+                (webhooks.list_all().try_collect::<Vec<_>>().await?, false)
+            } else {
+                let page = webhooks.list().await?;
+                let more = page.next.is_some();
+                (page.results, more)
+            };
+            if json {
+                output::json(&items)?;
+            } else if items.is_empty() {
+                println!("No webhooks.");
+            } else {
+                println!("{}", output::table(&items));
+                if more {
+                    println!("(more pages: add --all to list every webhook)");
+                }
+            }
+        }
+        WebhooksCommand::Get { id, json } => show(&webhooks.retrieve(id).await?, json)?,
+        WebhooksCommand::Create { settings, json } => {
+            let created = webhooks.create(&settings.to_new()?).await?;
+            if !json {
+                println!("Created webhook {}.", created.id);
+            }
+            show(&created, json)?;
+        }
+        WebhooksCommand::Update { id, settings, json } => {
+            show(&webhooks.update(id, &settings.to_new()?).await?, json)?;
+        }
+        WebhooksCommand::Patch {
+            id,
+            title,
+            callback,
+            events,
+            all_events,
+            json,
+        } => {
+            let mut changes = WebhookChanges::new();
+            if let Some(title) = title {
+                changes = changes.title(title);
+            }
+            if let Some(callback) = callback {
+                changes = changes.callback(callback);
+            }
+            if !events.is_empty() {
+                changes = changes.events(events);
+            }
+            if let Some(all) = all_events {
+                changes = changes.all_events(all);
+            }
+            if changes.is_empty() {
+                return Err(Failure::usage(
+                    "nothing to change: give --title, --callback, --event or --all-events",
+                ));
+            }
+            changes.validate().map_err(Failure::usage)?;
+            show(&webhooks.partial_update(id, &changes).await?, json)?;
+        }
+        WebhooksCommand::Delete { id } => {
+            webhooks.delete(id).await?;
+            println!("Deleted webhook {id}.");
+        }
+    }
+    Ok(0)
+}
+
+/// `chip public-key`: the company key as PEM.
+pub async fn public_key(api: &ApiArgs) -> Outcome {
+    let pem = client(api)?.public_key().await?;
+    println!("{}", pem.trim_end());
+    Ok(0)
+}
