@@ -106,7 +106,8 @@ struct Queue {
 
 /// The delivery side of a mock.
 pub(crate) struct Engine {
-    http: reqwest::Client,
+    /// Built on first use: building a TLS-capable client costs more than the rest of startup.
+    http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     config: DeliveryConfig,
     log: std::sync::Mutex<Vec<DeliveryRecord>>,
     version: watch::Sender<u64>,
@@ -120,15 +121,8 @@ impl Engine {
         config: DeliveryConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, MockError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("chip-gate-mock/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| MockError::Http(e.to_string()))?;
         Ok(Self {
-            http,
+            http: std::sync::OnceLock::new(),
             config,
             log: std::sync::Mutex::new(Vec::new()),
             version: watch::Sender::new(0),
@@ -136,6 +130,21 @@ impl Engine {
             queues: std::sync::Mutex::new(HashMap::new()),
             shutdown,
         })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, MockError> {
+        self.http
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(self.config.request_timeout)
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    .user_agent(concat!("chip-gate-mock/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| MockError::Http(e.clone()))
     }
 
     pub(crate) fn records(&self) -> Vec<DeliveryRecord> {
@@ -368,8 +377,12 @@ async fn deliver(
         body: body_text.clone(),
     };
 
-    let signature = match target.key.sign_base64(body) {
-        Ok(sig) => sig,
+    let prepared = target
+        .key
+        .sign_base64(body)
+        .and_then(|sig| engine.http().map(|http| (sig, http.clone())));
+    let (signature, http) = match prepared {
+        Ok(ready) => ready,
         Err(e) => {
             engine.push(record(
                 1,
@@ -403,8 +416,7 @@ async fn deliver(
             break;
         }
         let started = SystemTime::now();
-        let result = engine
-            .http
+        let result = http
             .post(&target.callback)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("X-Signature", &signature)

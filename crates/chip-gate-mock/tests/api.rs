@@ -346,8 +346,12 @@ async fn a_custom_key_is_the_only_one_accepted() {
 }
 
 /// POSTs `body` (raw bytes) and returns the 400 body.
-async fn create_400(mock: &MockServer, body: impl Into<reqwest::Body>) -> Value {
-    let resp = client(mock)
+async fn create_400(
+    http: &reqwest::Client,
+    mock: &MockServer,
+    body: impl Into<reqwest::Body>,
+) -> Value {
+    let resp = http
         .post(format!("{}/webhooks/", mock.base_url()))
         .header("content-type", "application/json")
         .body(body)
@@ -373,6 +377,7 @@ fn codes(body: &Value, field: &str) -> Vec<String> {
 #[tokio::test]
 async fn validation_errors_are_keyed_by_field() {
     let mock = start().await;
+    let http = client(&mock);
     let long_title = "t".repeat(101);
     let long_callback = format!("https://example.test/{}", "a".repeat(480));
     let cases: Vec<(Value, &str, &str)> = vec![
@@ -478,11 +483,11 @@ async fn validation_errors_are_keyed_by_field() {
         ),
     ];
     for (body, field, code) in cases {
-        let err = create_400(&mock, body.to_string()).await;
+        let err = create_400(&http, &mock, body.to_string()).await;
         assert_eq!(codes(&err, field), vec![code.to_owned()], "{body} -> {err}");
     }
     // Several fields at once: every one is reported.
-    let err = create_400(&mock, json!({"events": ["nope"]}).to_string()).await;
+    let err = create_400(&http, &mock, json!({"events": ["nope"]}).to_string()).await;
     assert_eq!(codes(&err, "title"), ["required"]);
     assert_eq!(codes(&err, "callback"), ["required"]);
     assert_eq!(codes(&err, "events"), ["invalid_choice"]);
@@ -506,14 +511,15 @@ async fn limits_are_inclusive_and_count_characters() {
 #[tokio::test]
 async fn bodies_that_are_not_json_objects_are_400() {
     let mock = start().await;
-    let err = create_400(&mock, "{not json").await;
+    let http = client(&mock);
+    let err = create_400(&http, &mock, "{not json").await;
     assert_eq!(codes(&err, "__all__"), ["parse_error"]);
-    let err = create_400(&mock, "[1, 2]").await;
+    let err = create_400(&http, &mock, "[1, 2]").await;
     assert_eq!(codes(&err, "__all__"), ["invalid"]);
-    let err = create_400(&mock, "\"title\"").await;
+    let err = create_400(&http, &mock, "\"title\"").await;
     assert_eq!(codes(&err, "__all__"), ["invalid"]);
     // The body is required (the spec says so), even for PATCH.
-    let err = create_400(&mock, "").await;
+    let err = create_400(&http, &mock, "").await;
     assert_eq!(codes(&err, "__all__"), ["required"]);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
     let resp = client(&mock)
