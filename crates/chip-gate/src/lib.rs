@@ -99,3 +99,8 @@ pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind
 #[cfg(feature = "axum")]
 pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
 pub use verify::{Digest, KeyError, VerificationKey, Verifier, VerifyError};
+
+// The workspace README's examples compile as doctests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
