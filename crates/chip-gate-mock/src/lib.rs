@@ -1,34 +1,4 @@
-//! A local CHIP Gate: CHIP Collect's webhooks API in memory, and signed deliveries on demand.
-//!
-//! [`MockServer::start`] binds `127.0.0.1` (on a free port by default) and serves the seven
-//! operations of `openapi/chip-collect-webhooks.yaml` under `/api/v1`, with bearer auth,
-//! CHIP-shaped validation errors, page-number pagination and a per-webhook RSA key.
-//! [`MockServer::trigger`] fires an event: every webhook subscribed to it receives a POST of a
-//! realistic object plus `event_type`, signed like CHIP signs (`X-Signature`: base64 of RSA
-//! PKCS#1 v1.5 SHA-256 over the exact body, with that webhook's key), retried with backoff until a
-//! 2xx, in order per object. [`Faults`] make the API misbehave on purpose.
-//!
-//! ```no_run
-//! use chip_gate_mock::{MockConfig, MockServer};
-//! use chip_gate_api::types::EventName;
-//!
-//! # async fn run() -> Result<(), chip_gate_mock::MockError> {
-//! let mock = MockServer::start(MockConfig::default()).await?;
-//! println!("CHIP_BASE_URL={} CHIP_API_KEY={}", mock.base_url(), mock.api_key());
-//! // ... create a webhook through the API, then:
-//! let report = mock.trigger(EventName::PurchasePaid, None).await?;
-//! for d in &report.deliveries {
-//!     println!("{} -> {:?}", d.callback, d.status);
-//! }
-//! mock.shutdown().await;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! Control endpoints (not under `/api/v1`, never faulted, and — except `/__mock/health` —
-//! protected by the same bearer key as the API, so a web page in a browser cannot drive them):
-//! `POST /__mock/trigger`, `GET /__mock/deliveries`, `GET`/`POST /__mock/faults`,
-//! `POST /__mock/reset`, `GET /__mock/health`. See the crate README.
+#![doc = include_str!("../README.md")]
 
 mod delivery;
 mod events;
