@@ -458,7 +458,9 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, shutdown: watch::R
                     app.clone().oneshot(req.map(axum::body::Body::new))
                 },
             );
+            // The timer makes hyper's 30 s header-read timeout apply to idle, silent clients.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = conn => {}

@@ -247,7 +247,18 @@ async fn every_event_family_delivers_its_object_type() {
 
 #[tokio::test]
 async fn deliveries_for_one_object_stay_in_order_through_retries() {
-    let mock = start().await;
+    // Gaps long enough that the second trigger surely comes while the first event is retrying.
+    let mock = MockServer::start(MockConfig {
+        delivery: DeliveryConfig {
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(250),
+            backoff_cap: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(5),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
     // The first delivery fails twice; the second event must wait for it.
     let mut receiver = Receiver::start(&[500, 500]).await;
     create_webhook(
@@ -293,8 +304,8 @@ async fn deleting_a_webhook_stops_its_retries() {
     let mock = MockServer::start(MockConfig {
         delivery: DeliveryConfig {
             max_attempts: 5,
-            backoff_base: Duration::from_millis(300),
-            backoff_cap: Duration::from_millis(300),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
         },
         ..MockConfig::default()

@@ -1,0 +1,133 @@
+//! The `chip-gate-mock` binary: its two stdout lines, its flags, and a clean exit on SIGTERM.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_chip-gate-mock"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the child to exit, up to `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("the mock did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
+    let mut child = spawn(&[
+        "--port",
+        "0",
+        "--api-key",
+        "test_bin_key",
+        "--page-size",
+        "1",
+    ]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let base = first.strip_prefix("CHIP_BASE_URL=").unwrap().to_owned();
+    assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    assert!(base.ends_with("/api/v1"), "{base}");
+    assert_eq!(second, "CHIP_API_KEY=test_bin_key");
+
+    let http = reqwest::Client::new();
+    for i in 0..2 {
+        let resp = http
+            .post(format!("{base}/webhooks/"))
+            .bearer_auth("test_bin_key")
+            .json(&serde_json::json!({"title": format!("h{i}"), "callback": "http://127.0.0.1:9/x", "all_events": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    // --page-size 1: two pages.
+    let page: serde_json::Value = http
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth("test_bin_key")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["results"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next"], format!("{base}/webhooks/?page=2"));
+    let resp = http
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth(chip_gate_mock::DEFAULT_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+    // The key never reaches the logs.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!stderr.contains("test_bin_key"));
+}
+
+#[tokio::test]
+async fn fault_flags_apply_to_the_api() {
+    let mut child = spawn(&["--error-rate", "1.0", "--error-status", "502"]);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("CHIP_BASE_URL=")
+        .unwrap()
+        .to_owned();
+    let key = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .strip_prefix("CHIP_API_KEY=")
+        .unwrap()
+        .to_owned();
+    assert_eq!(key, chip_gate_mock::DEFAULT_API_KEY);
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[test]
+fn bad_flags_fail_with_a_message() {
+    let mut child = spawn(&["--error-rate", "2"]);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("error_rate"), "{stderr}");
+}
