@@ -23,7 +23,7 @@ PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
   python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 
 echo "contract: building chip-gate-mock"
-BIN="$(cargo build --quiet -p chip-gate-mock --bin chip-gate-mock --message-format=json \
+BIN="$(cargo build --quiet -p chip-gate-mock --bin chip-gate-mock --message-format=json-render-diagnostics \
   | python3 -c 'import json, sys
 for line in sys.stdin:
     try:
