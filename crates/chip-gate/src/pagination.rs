@@ -88,14 +88,14 @@ enum Then {
 /// [`Webhooks::list_all`](crate::Webhooks::list_all).
 pub(crate) fn list_all(
     client: Client,
-) -> impl Stream<Item = Result<Webhook, Error>> + Send + 'static {
+) -> impl Stream<Item = Result<Webhook, Error>> + Send + Unpin + 'static {
     let state = State {
         client,
         buffer: VecDeque::new(),
         last: 0,
         then: Then::Fetch(None),
     };
-    futures::stream::unfold(state, |mut state| async move {
+    Box::pin(futures::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(webhook) = state.buffer.pop_front() {
                 return Some((Ok(webhook), state));
@@ -130,7 +130,7 @@ pub(crate) fn list_all(
                 }
             }
         }
-    })
+    }))
 }
 
 #[cfg(test)]

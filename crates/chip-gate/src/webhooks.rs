@@ -126,7 +126,8 @@ impl<'a> Webhooks<'a> {
     /// yields that page's webhooks, then an [`Error::Pagination`], and ends. A failed page request
     /// (after retries) is yielded as an error and ends the stream too.
     ///
-    /// The stream owns a clone of the client, so it can outlive this handle or move to another task.
+    /// The stream owns a clone of the client, so it can outlive this handle or move to another task,
+    /// and it is `Unpin`, so `next()` / `try_next()` work on it directly.
     ///
     /// ```no_run
     /// use futures::TryStreamExt;
@@ -137,7 +138,7 @@ impl<'a> Webhooks<'a> {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn list_all(&self) -> impl Stream<Item = Result<Webhook, Error>> + Send + 'static {
+    pub fn list_all(&self) -> impl Stream<Item = Result<Webhook, Error>> + Send + Unpin + 'static {
         pagination::list_all(self.client.clone())
     }
 
