@@ -70,6 +70,13 @@
 //!   `method`, `attempt`, `status` and `elapsed_ms`.
 //! - Event names are an open enum: [`EventName`] lists CHIP's 29 names, and a name added later
 //!   arrives as [`EventName::Unknown`] with the raw string instead of failing the response.
+//!
+//! # Receiving deliveries
+//!
+//! The other half of the crate runs in your webhook endpoint: [`verify`] checks the `X-Signature`
+//! of a delivery's raw body with the webhook's [`public_key`](Webhook::public_key) (parse it once
+//! into a [`Verifier`]), and [`delivery`] turns a verified body into a typed [`Delivery`]. With the
+//! `axum` feature, an extractor does both.
 
 // Modules: each line is owned by the work that adds the module.
 mod client;
