@@ -181,3 +181,30 @@ async fn the_mock_validation_errors_arrive_typed() {
     assert!(body.contains("purchase.teleported"), "{body}");
     assert_eq!(mock.webhook_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_streams_run_on_spawned_tasks() {
+    let mock = mock(2).await;
+    let client = client_for(&mock);
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let new = NewWebhook::new(format!("task {i}"), "https://tasks.example.com/")
+                .all_events()
+                .unwrap();
+            let made = client.webhooks().create(&new).await?;
+            client.webhooks().retrieve(made.id).await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stream = client.webhooks().list_all();
+    let all: Vec<_> = tokio::spawn(stream.try_collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(all.len(), 6);
+    assert_eq!(mock.webhook_count(), 6);
+}
