@@ -191,3 +191,40 @@ async fn failures_of_every_kind_do_not_show_the_key() {
         assert_no_key(&everything_about(err));
     }
 }
+
+#[tokio::test]
+async fn a_caller_supplied_client_builder_keeps_its_settings_and_gets_the_key() {
+    let server = ScriptServer::start(|_, _| json(200, webhook_json(ID, "t", &[]))).await;
+    let mut extra = reqwest::header::HeaderMap::new();
+    extra.insert("x-shop", reqwest::header::HeaderValue::from_static("main"));
+    let client = Client::builder(KEY)
+        .base_url(&server.base_url)
+        .http_client_builder(reqwest::Client::builder().default_headers(extra))
+        .build()
+        .unwrap();
+    client.webhooks().retrieve(id()).await.unwrap();
+    let seen = &server.seen()[0];
+    assert_eq!(seen.header("x-shop"), Some("main"));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(&*format!("Bearer {KEY}"))
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed_so_the_key_stays_put() {
+    let elsewhere = ScriptServer::start(|_, _| json(200, webhook_json(ID, "t", &[]))).await;
+    let target = format!("{}/webhooks/{ID}/", elsewhere.base_url);
+    let server = ScriptServer::start(move |_, _| {
+        Step::Reply(
+            302,
+            vec![("location".into(), target.clone())],
+            String::new(),
+        )
+    })
+    .await;
+    let client = client_with(&server.base_url, RetryPolicy::none());
+    let err = client.webhooks().retrieve(id()).await.unwrap_err();
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(302), "{err:?}");
+    assert_eq!(elsewhere.count(), 0);
+}
