@@ -14,6 +14,9 @@ use uuid::Uuid;
 use crate::keys::SigningKey;
 use crate::{DeliveryConfig, MockError, Shared, events, lock};
 
+/// The delivery log keeps the most recent this many attempts (each holds its body).
+pub const LOG_CAP: usize = 10_000;
+
 /// One attempt to deliver one event to one webhook, as recorded in the delivery log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryRecord {
@@ -109,7 +112,7 @@ pub(crate) struct Engine {
     /// Built on first use: building a TLS-capable client costs more than the rest of startup.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     config: DeliveryConfig,
-    log: std::sync::Mutex<Vec<DeliveryRecord>>,
+    log: std::sync::Mutex<std::collections::VecDeque<DeliveryRecord>>,
     version: watch::Sender<u64>,
     pending_jobs: AtomicUsize,
     queues: std::sync::Mutex<HashMap<Uuid, Queue>>,
@@ -124,7 +127,7 @@ impl Engine {
         Ok(Self {
             http: std::sync::OnceLock::new(),
             config,
-            log: std::sync::Mutex::new(Vec::new()),
+            log: std::sync::Mutex::new(std::collections::VecDeque::new()),
             version: watch::Sender::new(0),
             pending_jobs: AtomicUsize::new(0),
             queues: std::sync::Mutex::new(HashMap::new()),
@@ -148,7 +151,7 @@ impl Engine {
     }
 
     pub(crate) fn records(&self) -> Vec<DeliveryRecord> {
-        lock(&self.log).clone()
+        lock(&self.log).iter().cloned().collect()
     }
 
     pub(crate) fn clear(&self) {
@@ -169,7 +172,13 @@ impl Engine {
     }
 
     fn push(&self, record: DeliveryRecord) {
-        lock(&self.log).push(record);
+        {
+            let mut log = lock(&self.log);
+            if log.len() >= LOG_CAP {
+                log.pop_front();
+            }
+            log.push_back(record);
+        }
         self.bump();
     }
 

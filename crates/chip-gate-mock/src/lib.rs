@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub use chip_gate_api;
-pub use delivery::{DeliveryRecord, TriggerDelivery, TriggerReport};
+pub use delivery::{DeliveryRecord, LOG_CAP, TriggerDelivery, TriggerReport};
 pub use faults::{Fault, Faults};
 
 /// The API key a mock uses unless told otherwise. It only ever opens a local mock.
@@ -250,7 +250,7 @@ impl MockServer {
         delivery::trigger(&self.shared, event, object_id).await
     }
 
-    /// The delivery log: every attempt so far, in the order they finished.
+    /// The delivery log: every attempt so far (the latest [`LOG_CAP`]), in the order they finished.
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.engine.records()
     }
