@@ -165,28 +165,19 @@ impl KeyPool {
     }
 }
 
-/// Wraps DER bytes in a PEM block with 64-column base64 lines.
+/// Wraps DER bytes in a PEM block with 64-column base64 lines and `\n` line ends, as CHIP sends.
 pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(
+        &pem::Pem::new(label, der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
-/// The DER bytes inside a PEM block (the first one).
-pub(crate) fn pem_decode(pem: &str) -> Result<Vec<u8>, MockError> {
-    let b64: String = pem
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("-----"))
-        .collect();
-    STANDARD
-        .decode(b64)
-        .map_err(|e| MockError::Key(format!("bad PEM base64: {e}")))
+/// The DER bytes inside a PEM block.
+pub(crate) fn pem_decode(text: &str) -> Result<Vec<u8>, MockError> {
+    pem::parse(text)
+        .map(pem::Pem::into_contents)
+        .map_err(|e| MockError::Key(format!("bad PEM: {e}")))
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ impl TestSigner {
     /// A [`SignerError`] when there is no usable RSA private key.
     pub fn from_pem(pem: &str) -> Result<Self, SignerError> {
         for block in pem_blocks(pem)? {
-            let key = match block.label {
+            let key = match block.label.as_str() {
                 "PRIVATE KEY" => KeyPair::from_pkcs8(&block.der),
                 "RSA PRIVATE KEY" => KeyPair::from_der(&block.der),
                 _ => continue,

@@ -186,7 +186,7 @@ impl VerificationKey {
         let blocks = pem_blocks(&text)?;
         let mut saw_private = false;
         for block in &blocks {
-            match block.label {
+            match block.label.as_str() {
                 "PUBLIC KEY" | "RSA PUBLIC KEY" => return Self::from_der(&block.der),
                 "CERTIFICATE" => return Self::from_certificate_der(&block.der),
                 label if label.ends_with("PRIVATE KEY") => saw_private = true,
@@ -500,50 +500,28 @@ fn normalize_key_text(text: &str) -> Result<Cow<'_, str>, KeyError> {
 }
 
 /// One PEM block: its label (e.g. `PUBLIC KEY`) and its decoded body.
-pub(crate) struct PemBlock<'a> {
-    pub(crate) label: &'a str,
+pub(crate) struct PemBlock {
+    pub(crate) label: String,
     pub(crate) der: Vec<u8>,
 }
 
-/// Splits text into its PEM blocks (RFC 7468, leniently: any whitespace inside the base64, text
-/// outside the blocks ignored, `Key: value` header lines skipped).
-pub(crate) fn pem_blocks(text: &str) -> Result<Vec<PemBlock<'_>>, KeyError> {
-    let mut blocks = Vec::new();
-    let mut lines = text.lines().map(str::trim);
-    while let Some(line) = lines.next() {
-        let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|rest| rest.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let mut body = String::new();
-        let mut ended = false;
-        for line in lines.by_ref() {
-            if let Some(end) = line
-                .strip_prefix("-----END ")
-                .and_then(|rest| rest.strip_suffix("-----"))
-            {
-                if end != label {
-                    return Err(KeyError::MalformedPem("END label does not match BEGIN"));
-                }
-                ended = true;
-                break;
-            }
-            if line.contains(':') {
-                continue;
-            }
-            body.extend(line.chars().filter(|c| !c.is_ascii_whitespace()));
-        }
-        if !ended {
-            return Err(KeyError::MalformedPem("no END line"));
-        }
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(body.as_bytes())
-            .map_err(|_| KeyError::MalformedPem("body is not base64"))?;
-        blocks.push(PemBlock { label, der });
-    }
-    Ok(blocks)
+/// Splits text into its PEM blocks with the `pem` crate (text around the blocks is ignored).
+pub(crate) fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, KeyError> {
+    let blocks = pem::parse_many(text).map_err(|error| {
+        KeyError::MalformedPem(match error {
+            pem::PemError::MismatchedTags(..) => "END label does not match BEGIN",
+            pem::PemError::MissingEndTag | pem::PemError::MissingData => "no END line",
+            pem::PemError::InvalidData(_) => "body is not base64",
+            _ => "not a PEM block",
+        })
+    })?;
+    Ok(blocks
+        .into_iter()
+        .map(|block| PemBlock {
+            label: block.tag().to_owned(),
+            der: block.into_contents(),
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -555,7 +533,7 @@ mod tests {
     #[test]
     fn pem_blocks_skips_text_around_blocks_and_headers() {
         let text =
-            "hello\n-----BEGIN THING-----\nProc-Type: 4\nAAEC\nAw==\n-----END THING-----\nbye";
+            "hello\n-----BEGIN THING-----\nProc-Type: 4\n\nAAEC\nAw==\n-----END THING-----\nbye";
         let blocks = pem_blocks(text).unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0].label, "THING");
@@ -564,9 +542,11 @@ mod tests {
 
     #[test]
     fn pem_blocks_rejects_unterminated_and_mismatched_blocks() {
+        // An unterminated block is no block at all: the key is then reported missing.
+        assert!(pem_blocks("-----BEGIN A-----\nAAEC\n").is_ok_and(|b| b.is_empty()));
         assert_eq!(
-            pem_blocks("-----BEGIN A-----\nAAEC\n").err(),
-            Some(KeyError::MalformedPem("no END line"))
+            VerificationKey::from_pem("-----BEGIN PUBLIC KEY-----\nAAEC\n").err(),
+            Some(KeyError::NoPublicKey)
         );
         assert_eq!(
             pem_blocks("-----BEGIN A-----\nAAEC\n-----END B-----").err(),
