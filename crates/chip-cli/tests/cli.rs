@@ -497,3 +497,78 @@ async fn trigger_and_listen_end_to_end() {
     let none = chip(&mock, &["trigger", "payout.failed"], &[]).await;
     assert!(ok(&none).contains("No webhook is subscribed"));
 }
+
+/// `chip mock` runs a CHIP Gate in the foreground and prints how to reach it; the other commands
+/// work against it with the printed lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn chip_mock_serves_in_the_foreground_and_prints_its_env_lines() {
+    let key = "test_key_for_chip_mock_command";
+    let mut child = Command::new(CHIP)
+        .args(["mock", "--port", "0", "--api-key", key])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut printed = Vec::new();
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("export CHIP_API_KEY="))
+    {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        printed.push(line);
+    }
+    let base_url = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export CHIP_BASE_URL="))
+        .unwrap()
+        .to_owned();
+    assert!(base_url.starts_with("http://127.0.0.1:") && base_url.ends_with("/api/v1"));
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.trim() == format!("export CHIP_API_KEY={key}"))
+    );
+
+    let run = tokio::task::spawn_blocking(move || {
+        Command::new(CHIP)
+            .args([
+                "--base-url",
+                &base_url,
+                "--api-key",
+                key,
+                "webhooks",
+                "create",
+            ])
+            .args([
+                "--title",
+                "t",
+                "--callback",
+                "https://x.example.com/",
+                "--all-events",
+            ])
+            .env_remove("CHIP_BASE_URL")
+            .env_remove("CHIP_API_KEY")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stdout).starts_with("Created webhook "));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
