@@ -1,4 +1,5 @@
-//! Flipping any bit of the body or the signature always gives a rejection, never a panic.
+//! Flipping any bit of the body or the signature always gives a rejection, and damaged or arbitrary key
+//! text gives a typed error: never a panic.
 #![allow(clippy::unwrap_used)]
 
 use base64::Engine as _;
@@ -60,5 +61,22 @@ proptest! {
     #[test]
     fn arbitrary_bodies_and_signatures_never_panic(body in prop::collection::vec(any::<u8>(), 0..512), header in ".{0,400}") {
         prop_assert!(verifier().verify_and_parse(body, &header).is_err());
+    }
+
+    /// Key text from a file or the network: any change to CHIP's key (a flipped character, a cut)
+    /// gives a key that parses or a typed error, never a panic.
+    #[test]
+    fn damaged_key_text_never_panics(at in 0usize..451, with in any::<char>(), cut in 0usize..451) {
+        let mut text: Vec<char> = CHIP_PEM.chars().collect();
+        let at = at.min(text.len() - 1);
+        text[at] = with;
+        text.truncate(cut.max(at + 1));
+        let text: String = text.into_iter().collect();
+        let _ = chip_gate::VerificationKey::from_pem(&text);
+    }
+
+    #[test]
+    fn arbitrary_key_text_never_panics(text in ".{0,600}") {
+        prop_assert!(chip_gate::VerificationKey::from_pem(&text).is_err());
     }
 }
