@@ -4,7 +4,7 @@
 mod common;
 
 use chip_gate_mock::{MockConfig, MockServer};
-use common::{client, client_with_key, create_webhook, start, webhook_body};
+use common::{client, client_with_key, create_webhook, start, webhook_body, webhook_url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -71,15 +71,7 @@ async fn retrieve_returns_the_webhook_and_404s_otherwise() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["payout.success"])).await;
-    let resp = http
-        .get(format!(
-            "{}/webhooks/{}/",
-            mock.base_url(),
-            w["id"].as_str().unwrap()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let resp = http.get(webhook_url(&mock, &w)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.json::<Value>().await.unwrap(), w);
 
@@ -104,11 +96,7 @@ async fn put_replaces_and_bumps_updated_on() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http
         .put(&url)
         .json(
@@ -138,11 +126,7 @@ async fn put_with_missing_fields_is_400_and_changes_nothing() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http
         .put(&url)
         .json(&json!({"title": "x"}))
@@ -161,11 +145,7 @@ async fn patch_changes_only_the_fields_sent() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http
         .patch(&url)
         .json(&json!({"events": ["payment.refunded", "purchase.paid"]}))
@@ -208,11 +188,7 @@ async fn patch_that_leaves_no_events_is_400() {
         json!({"title": "all", "callback": CALLBACK, "all_events": true}),
     )
     .await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http
         .patch(&url)
         .json(&json!({"all_events": false}))
@@ -229,11 +205,7 @@ async fn delete_is_204_then_404() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http.delete(&url).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert!(resp.bytes().await.unwrap().is_empty());
@@ -523,11 +495,7 @@ async fn bodies_that_are_not_json_objects_are_400() {
     assert_eq!(codes(&err, "__all__"), ["required"]);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
     let resp = client(&mock)
-        .patch(format!(
-            "{}/webhooks/{}/",
-            mock.base_url(),
-            w["id"].as_str().unwrap()
-        ))
+        .patch(webhook_url(&mock, &w))
         .send()
         .await
         .unwrap();
@@ -539,11 +507,7 @@ async fn put_and_patch_validate_like_create() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(&mock, webhook_body(CALLBACK, &["purchase.paid"])).await;
-    let url = format!(
-        "{}/webhooks/{}/",
-        mock.base_url(),
-        w["id"].as_str().unwrap()
-    );
+    let url = webhook_url(&mock, &w);
     let resp = http
         .patch(&url)
         .json(&json!({"title": "x".repeat(101), "events": ["nope"]}))

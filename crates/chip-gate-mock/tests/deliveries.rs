@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chip_gate_api::types::EventName;
 use chip_gate_mock::{DeliveryConfig, MockConfig, MockServer};
-use common::{Receiver, client, create_webhook, start, verify, webhook_body};
+use common::{Receiver, client, create_webhook, start, verify, webhook_body, webhook_url};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -19,11 +19,7 @@ async fn a_delivery_verifies_with_the_webhooks_public_key_from_the_api() {
     let created = create_webhook(&mock, webhook_body(&receiver.url(), &["purchase.paid"])).await;
     // Fetch the key through the API, as a user would.
     let fetched: Value = client(&mock)
-        .get(format!(
-            "{}/webhooks/{}/",
-            mock.base_url(),
-            created["id"].as_str().unwrap()
-        ))
+        .get(webhook_url(&mock, &created))
         .send()
         .await
         .unwrap()
@@ -316,11 +312,7 @@ async fn deleting_a_webhook_stops_its_retries() {
     let w = create_webhook(&mock, webhook_body(&receiver.url(), &["purchase.paid"])).await;
     mock.trigger(EventName::PurchasePaid, None).await.unwrap();
     let resp = client(&mock)
-        .delete(format!(
-            "{}/webhooks/{}/",
-            mock.base_url(),
-            w["id"].as_str().unwrap()
-        ))
+        .delete(webhook_url(&mock, &w))
         .send()
         .await
         .unwrap();

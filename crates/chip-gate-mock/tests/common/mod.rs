@@ -62,6 +62,15 @@ pub async fn create_webhook(mock: &MockServer, body: Value) -> Value {
     resp.json().await.unwrap()
 }
 
+/// The URL of one webhook (`{base}/webhooks/{id}/`), from the webhook JSON the API returned.
+pub fn webhook_url(mock: &MockServer, webhook: &Value) -> String {
+    format!(
+        "{}/webhooks/{}/",
+        mock.base_url(),
+        webhook["id"].as_str().unwrap()
+    )
+}
+
 pub fn webhook_body(callback: &str, events: &[&str]) -> Value {
     json!({ "title": "test hook", "callback": callback, "events": events })
 }
