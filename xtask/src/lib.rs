@@ -16,7 +16,7 @@ mod validate;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use progenitor::{GenerationSettings, Generator, InterfaceStyle, TagStyle, TypeImpl};
+use progenitor::{GenerationSettings, Generator, HooksMode, InterfaceStyle, TagStyle, TypeImpl};
 use sha2::{Digest, Sha256};
 
 pub use normalize::Normalization;
@@ -195,7 +195,11 @@ pub fn generate_from_bytes(bytes: &[u8], shown: &str) -> Result<Generated, Error
     settings
         .with_interface(InterfaceStyle::Builder)
         .with_tag(TagStyle::Merged)
-        .with_derive("schemars::JsonSchema");
+        .with_derive("schemars::JsonSchema")
+        // The crate's hand-written `hooks` module adjusts requests (see there); `Expected` makes a
+        // missing implementation a compile error instead of a silent no-op.
+        .with_inner_type(quote::quote!(crate::hooks::Hooks))
+        .with_hooks(HooksMode::Expected);
     for open in &open_enums {
         settings.with_replacement(
             &open.name,

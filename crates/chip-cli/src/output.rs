@@ -15,7 +15,7 @@ fn events(webhook: &Webhook) -> String {
         "(all events)".to_owned()
     } else {
         webhook
-            .events
+            .event_names()
             .iter()
             .map(|e| e.as_str())
             .collect::<Vec<_>>()
@@ -78,6 +78,11 @@ pub fn table(webhooks: &[Webhook]) -> String {
     out
 }
 
+/// A Unix time as CHIP sent it, or `-` when it was left out.
+fn unix_time(seconds: Option<i64>) -> String {
+    seconds.map_or_else(|| "-".to_owned(), |s| s.to_string())
+}
+
 /// Formats one webhook as `field: value` lines.
 pub fn details(webhook: &Webhook) -> String {
     format!(
@@ -86,8 +91,8 @@ pub fn details(webhook: &Webhook) -> String {
         cell(&webhook.title, 200),
         events(webhook),
         cell(&webhook.callback, 600),
-        webhook.created_on,
-        webhook.updated_on,
+        unix_time(webhook.created_on),
+        unix_time(webhook.updated_on),
         webhook.public_key.trim_end()
     )
 }

@@ -8,9 +8,9 @@
 //! pagination and typed errors. Use this crate directly for raw access to each operation:
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), chip_gate_api::Error<chip_gate_api::types::Error>> {
+//! # async fn run() -> Result<(), chip_gate_api::Error<()>> {
 //! let http = reqwest::Client::new();
-//! let client = chip_gate_api::Client::new_with_client("https://gate.chip-in.asia/api/v1", http);
+//! let client = chip_gate_api::Client::from_http("https://gate.chip-in.asia/api/v1", http);
 //! let page = client.webhooks_list().send().await?;
 //! for webhook in &page.results {
 //!     println!("{} -> {}", webhook.title, webhook.callback);
@@ -21,6 +21,10 @@
 //!
 //! Event names ([`types::EventName`]) are forward-compatible: a name CHIP adds later arrives as
 //! `EventName::Unknown(raw)` instead of failing the whole response.
+
+mod conveniences;
+mod hooks;
+pub use hooks::Hooks;
 
 #[rustfmt::skip]
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, unused_imports)]

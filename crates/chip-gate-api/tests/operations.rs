@@ -102,7 +102,7 @@ async fn start() -> (Client, Log) {
         .build()
         .unwrap();
     (
-        Client::new_with_client(&format!("http://{addr}/api/v1"), http),
+        Client::from_http(&format!("http://{addr}/api/v1"), http),
         log,
     )
 }
@@ -130,10 +130,7 @@ fn create_body() -> WebhookCreate {
     WebhookCreate::builder()
         .title("Orders")
         .callback("https://example.com/hooks/chip")
-        .events(Some(vec![
-            EventName::PurchasePaid,
-            EventName::PaymentRefunded,
-        ]))
+        .events(vec![EventName::PurchasePaid, EventName::PaymentRefunded])
         .try_into()
         .unwrap()
 }
@@ -154,8 +151,8 @@ async fn create_posts_the_body_and_decodes_201() {
     assert_eq!(created.status(), 201);
     assert_eq!(created.id, id());
     assert_eq!(
-        created.events,
-        vec![EventName::PurchasePaid, EventName::PaymentRefunded]
+        created.event_names(),
+        [EventName::PurchasePaid, EventName::PaymentRefunded]
     );
     assert_request(
         &only(&log),
@@ -188,7 +185,7 @@ async fn retrieve_gets_one_webhook() {
     let (client, log) = start().await;
     let hook = client.webhooks_retrieve().id(id()).send().await.unwrap();
     assert_eq!(hook.title, "Orders");
-    assert_eq!(hook.updated_on, 1_700_000_100);
+    assert_eq!(hook.updated_on, Some(1_700_000_100));
     assert_request(
         &only(&log),
         Method::GET,
@@ -277,8 +274,9 @@ async fn an_error_status_comes_back_as_an_error_with_its_body() {
         .unwrap_err();
     assert_eq!(err.status(), Some(reqwest::StatusCode::NOT_FOUND));
     match err {
-        chip_gate_api::Error::ErrorResponse(body) => {
-            assert_eq!(body.0.get("detail"), Some(&json!("Not found.")));
+        chip_gate_api::Error::UnexpectedResponse(response) => {
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(body.get("detail"), Some(&json!("Not found.")));
         }
         other => panic!("expected an error response, got {other:?}"),
     }

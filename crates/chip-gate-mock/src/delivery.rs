@@ -220,7 +220,9 @@ pub(crate) async fn trigger(
         let store = crate::read(&shared.store);
         store
             .iter()
-            .filter(|s| s.webhook.all_events || s.webhook.events.contains(&event))
+            .filter(|s| {
+                s.webhook.all_events || s.webhook.events.iter().flatten().any(|e| *e == event)
+            })
             .map(|s| (s.webhook.id, s.webhook.callback.clone(), s.key.clone()))
             .collect()
     };

@@ -209,13 +209,13 @@ async fn create(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let webhook = Webhook {
         all_events: settings.all_events,
         callback: settings.callback,
-        created_on: now,
-        events: settings.events,
+        created_on: Some(now),
+        events: Some(settings.events),
         id: Uuid::new_v4(),
         public_key: key.public_pem().to_owned(),
         title: settings.title,
-        type_: "webhook".into(),
-        updated_on: now,
+        type_: Some("webhook".into()),
+        updated_on: Some(now),
     };
     write(&shared.store).insert(Stored {
         webhook: webhook.clone(),
@@ -257,10 +257,10 @@ async fn change(shared: &Shared, id: Option<Uuid>, body: &[u8], mode: Mode) -> R
     let w = &mut stored.webhook;
     w.title = settings.title;
     w.all_events = settings.all_events;
-    w.events = settings.events;
+    w.events = Some(settings.events);
     w.callback = settings.callback;
     // Strictly later than before, so a change is always visible even within one second.
-    w.updated_on = unix_now().max(w.updated_on.saturating_add(1));
+    w.updated_on = Some(unix_now().max(w.updated_on.unwrap_or(0).saturating_add(1)));
     Json(&*w).into_response()
 }
 

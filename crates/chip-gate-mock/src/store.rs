@@ -315,7 +315,7 @@ pub(crate) fn validate(
         (Mode::Partial, Some(old)) => Settings {
             title: title.unwrap_or_else(|| old.title.clone()),
             all_events: all_events.unwrap_or(old.all_events),
-            events: events.unwrap_or_else(|| old.events.clone()),
+            events: events.unwrap_or_else(|| old.events.clone().unwrap_or_default()),
             callback: callback.unwrap_or_else(|| old.callback.clone()),
         },
         _ => Settings {

@@ -58,7 +58,7 @@ async fn create_and_list(client: &Client, callback: &str, n: u32) -> Result<Webh
         let events = if w.all_events {
             "all events".to_owned()
         } else {
-            w.events
+            w.event_names()
                 .iter()
                 .map(EventName::as_str)
                 .collect::<Vec<_>>()

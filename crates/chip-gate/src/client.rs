@@ -106,6 +106,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     timeout: Duration,
     retry: RetryPolicy,
+    max_pages: u64,
     http: Option<reqwest::ClientBuilder>,
 }
 
@@ -117,6 +118,7 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
+            .field("max_pages", &self.max_pages)
             .field("custom_http_client", &self.http.is_some())
             .finish()
     }
@@ -150,6 +152,14 @@ impl ClientBuilder {
     /// How failed calls are retried; [`RetryPolicy::default`] unless set.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// The most pages one [`list_all`](crate::Webhooks::list_all) walk reads before it stops with
+    /// [`Error::Pagination`]; [`DEFAULT_MAX_PAGES`](crate::DEFAULT_MAX_PAGES) unless set (0 counts
+    /// as 1). A guard against a server whose pages never end.
+    pub fn max_pages(mut self, pages: u64) -> Self {
+        self.max_pages = pages.max(1);
         self
     }
 
@@ -205,7 +215,7 @@ impl ClientBuilder {
             .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?;
 
         let base_url = base.as_str().trim_end_matches('/').to_owned();
-        let api = chip_gate_api::Client::new_with_client(&base_url, http);
+        let api = chip_gate_api::Client::from_http(&base_url, http);
         Ok(Client {
             inner: Arc::new(Inner {
                 api,
@@ -213,6 +223,7 @@ impl ClientBuilder {
                 base_url,
                 api_key: self.api_key,
                 retry: self.retry,
+                max_pages: self.max_pages,
                 connect_timeout: self.connect_timeout,
                 timeout: self.timeout,
             }),
@@ -304,6 +315,7 @@ struct Inner {
     base_url: String,
     api_key: ApiKey,
     retry: RetryPolicy,
+    max_pages: u64,
     connect_timeout: Duration,
     timeout: Duration,
 }
@@ -329,6 +341,7 @@ impl Client {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
+            max_pages: crate::pagination::DEFAULT_MAX_PAGES,
             http: None,
         }
     }
@@ -383,6 +396,11 @@ impl Client {
         &self.inner.retry
     }
 
+    /// The most pages a [`list_all`](crate::Webhooks::list_all) walk reads.
+    pub fn max_pages(&self) -> u64 {
+        self.inner.max_pages
+    }
+
     /// The webhook operations: create, list, retrieve, update, delete.
     pub fn webhooks(&self) -> Webhooks<'_> {
         Webhooks::new(self)
@@ -421,12 +439,7 @@ impl Client {
     where
         T: retry::Success,
         F: FnMut() -> Fut,
-        Fut: Future<
-            Output = Result<
-                chip_gate_api::ResponseValue<T>,
-                chip_gate_api::Error<chip_gate_api::types::Error>,
-            >,
-        >,
+        Fut: Future<Output = Result<chip_gate_api::ResponseValue<T>, chip_gate_api::Error<()>>>,
     {
         retry::run(&self.inner.retry, self.inner.api_key.expose(), op, send).await
     }

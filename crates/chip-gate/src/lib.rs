@@ -90,6 +90,7 @@ pub use client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, USER_AGENT,
 };
 pub use error::Error;
+pub use pagination::{DEFAULT_MAX_PAGES, PageLink};
 pub use retry::RetryPolicy;
 pub use webhooks::{
     MAX_CALLBACK_CHARS, MAX_TITLE_CHARS, NewWebhook, NewWebhookBuilder, WebhookChanges, Webhooks,

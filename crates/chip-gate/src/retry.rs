@@ -201,7 +201,7 @@ impl Success for () {
 
 /// The outcome of one attempt: the value, or the error and the status it came with.
 async fn attempt_outcome<T: Success>(
-    result: Result<ResponseValue<T>, chip_gate_api::Error<types::Error>>,
+    result: Result<ResponseValue<T>, chip_gate_api::Error<()>>,
     secret: &str,
 ) -> Result<(reqwest::StatusCode, T), Error> {
     match result {
@@ -230,7 +230,7 @@ pub(crate) async fn run<T, F, Fut>(
 where
     T: Success,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<ResponseValue<T>, chip_gate_api::Error<types::Error>>>,
+    Fut: Future<Output = Result<ResponseValue<T>, chip_gate_api::Error<()>>>,
 {
     let span = tracing::info_span!(
         "chip_gate.call",

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::client::Client;
 use crate::error::Error;
-use crate::pagination;
+use crate::pagination::{self, PageLink, Pager};
 use crate::retry::Operation;
 use crate::{EventName, Webhook, WebhookList};
 
@@ -85,7 +85,7 @@ impl<'a> Webhooks<'a> {
     }
 
     /// One page of webhooks (`GET /webhooks/?page=N`, 1-based). Use
-    /// [`next_page`](Self::next_page) to get the number of the page after it, or
+    /// [`next_page`](Self::next_page) and [`list_next`](Self::list_next) to go on from a page, or
     /// [`list_all`](Self::list_all) to walk every page.
     ///
     /// # Errors
@@ -103,28 +103,48 @@ impl<'a> Webhooks<'a> {
             .await
     }
 
-    /// The page number in a page's `next` link, or `None` on the last page.
+    /// The page after `page`, as a checked link, or `None` on the last page (`next` null or absent).
     ///
-    /// The link is never fetched as such: it must point under this client's base URL at
-    /// `/webhooks/` and carry a `page` number, which the next request then sends to the base URL
-    /// (so the API key never goes where a link says).
+    /// A relative link is resolved against the list's URL. The link must name this client's host and
+    /// port and the webhook list's path; its query (every parameter) is what
+    /// [`list_next`](Self::list_next) sends, to this client's base URL, so the API key never goes
+    /// where a link says.
     ///
     /// # Errors
     ///
-    /// [`Error::Pagination`] when the link points elsewhere or has no valid page number.
-    pub fn next_page(&self, page: &WebhookList) -> Result<Option<NonZeroU64>, Error> {
+    /// [`Error::Pagination`] when the link points at another server or path, or is not a link.
+    pub fn next_page(&self, page: &WebhookList) -> Result<Option<PageLink>, Error> {
+        let pager = Pager::new(self.client.base(), self.client.max_pages());
         page.next
             .as_deref()
-            .map(|next| pagination::page_number(self.client.base(), next))
+            .map(|next| pager.link(next))
             .transpose()
     }
 
-    /// Every webhook, as a stream that fetches one page at a time, following `next` until it is null.
+    /// The page a [`next_page`](Self::next_page) link names (`GET /webhooks/?<the link's query>`).
     ///
-    /// Only one page is held in memory. If CHIP hands back a `next` link for a page already read (or
-    /// one that is not after the current page), or a link that cannot be followed safely, the stream
-    /// yields that page's webhooks, then an [`Error::Pagination`], and ends. A failed page request
-    /// (after retries) is yielded as an error and ends the stream too.
+    /// # Errors
+    ///
+    /// Any [`Error`].
+    pub async fn list_next(&self, link: &PageLink) -> Result<WebhookList, Error> {
+        const OP: Operation = Operation {
+            name: "webhooks_list",
+            method: "GET",
+            idempotent: true,
+        };
+        let api = self.client.api().with_link_query(link.query());
+        self.client.call(OP, || api.webhooks_list().send()).await
+    }
+
+    /// Every webhook, as a stream that fetches one page at a time, following `next` until it is null
+    /// or absent.
+    ///
+    /// Only one page is held in memory. Each `next` link is checked as in
+    /// [`next_page`](Self::next_page). The stream yields the webhooks already read, then an
+    /// [`Error::Pagination`], and ends, when a link cannot be followed safely, names a page already
+    /// read, sits on a page that is empty, or would pass the client's page limit
+    /// ([`ClientBuilder::max_pages`](crate::ClientBuilder::max_pages)). A failed page request (after
+    /// retries) is yielded as an error and ends the stream too.
     ///
     /// The stream owns a clone of the client, so it can outlive this handle or move to another task,
     /// and it is `Unpin`, so `next()` / `try_next()` work on it directly.
@@ -139,7 +159,18 @@ impl<'a> Webhooks<'a> {
     /// # }
     /// ```
     pub fn list_all(&self) -> impl Stream<Item = Result<Webhook, Error>> + Send + Unpin + 'static {
-        pagination::list_all(self.client.clone())
+        let client = self.client.clone();
+        let pager = Pager::new(client.base(), client.max_pages());
+        pagination::walk(pager, move |link: Option<PageLink>| {
+            let client = client.clone();
+            async move {
+                let webhooks = client.webhooks();
+                match link {
+                    None => webhooks.list().await,
+                    Some(link) => webhooks.list_next(&link).await,
+                }
+            }
+        })
     }
 
     /// One webhook (`GET /webhooks/{id}/`).
@@ -300,12 +331,20 @@ impl NewWebhook {
     }
 
     /// The generated client's request body.
+    ///
+    /// CHIP's published schema requires a non-empty `events` on create and replace, while its prose
+    /// lets `all_events: true` stand in for it. An all-events webhook therefore sends both:
+    /// `all_events: true` and every event name this version knows, so that the request satisfies
+    /// either reading (and the webhook still receives events CHIP adds later).
     fn to_api(&self) -> Result<types::WebhookCreate, Error> {
         Ok(types::WebhookCreate {
             all_events: self.events.is_none(),
             callback: types::WebhookCreateCallback::try_from(self.callback.as_str())
                 .map_err(|e| Error::invalid(format!("callback: {e}")))?,
-            events: self.events.clone(),
+            events: match &self.events {
+                Some(events) => events.clone(),
+                None => EventName::ALL.to_vec(),
+            },
             title: types::WebhookCreateTitle::try_from(self.title.as_str())
                 .map_err(|e| Error::invalid(format!("title: {e}")))?,
         })
@@ -330,8 +369,10 @@ impl NewWebhookBuilder {
         })
     }
 
-    /// Deliver every event, including event types CHIP adds later (`all_events: true`; no `events`
-    /// list is sent).
+    /// Deliver every event, including event types CHIP adds later.
+    ///
+    /// The request carries `all_events: true` together with every event name in [`EventName::ALL`]:
+    /// CHIP's schema requires a non-empty `events`, and its prose says `all_events` overrides it.
     ///
     /// # Errors
     ///
@@ -535,9 +576,15 @@ mod tests {
         let all = NewWebhook::new("t", "https://example.com/").all_events()?;
         let body =
             serde_json::to_value(all.to_api()?).map_err(|e| Error::invalid(e.to_string()))?;
+        let every: Vec<&str> = EventName::ALL.iter().map(EventName::as_str).collect();
         assert_eq!(
             body,
-            serde_json::json!({"title": "t", "callback": "https://example.com/", "all_events": true})
+            serde_json::json!({
+                "title": "t",
+                "callback": "https://example.com/",
+                "all_events": true,
+                "events": every,
+            })
         );
         let patch = WebhookChanges::new().title("new");
         let body =

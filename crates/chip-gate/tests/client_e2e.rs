@@ -43,7 +43,7 @@ async fn every_operation() {
     assert_eq!(created.title, "Orders");
     assert_eq!(created.callback, "https://shop.example.com/chip");
     assert_eq!(
-        created.events,
+        created.event_names(),
         [EventName::PurchasePaid, EventName::PaymentRefunded]
     );
     assert!(!created.all_events);
@@ -80,7 +80,7 @@ async fn every_operation() {
     let replaced = webhooks.update(created.id, &replacement).await.unwrap();
     assert_eq!(replaced.title, "Orders v2");
     assert_eq!(replaced.callback, "https://shop.example.com/chip/v2");
-    assert_eq!(replaced.events, [EventName::PurchaseCancelled]);
+    assert_eq!(replaced.event_names(), [EventName::PurchaseCancelled]);
 
     // Partial update (PATCH): only the title changes.
     let patched = webhooks
@@ -89,7 +89,7 @@ async fn every_operation() {
         .unwrap();
     assert_eq!(patched.title, "Orders v3");
     assert_eq!(patched.callback, "https://shop.example.com/chip/v2");
-    assert_eq!(patched.events, [EventName::PurchaseCancelled]);
+    assert_eq!(patched.event_names(), [EventName::PurchaseCancelled]);
 
     // Company public key, JSON-decoded to PEM with real newlines.
     let pem = client.public_key().await.unwrap();
@@ -128,7 +128,9 @@ async fn list_all_walks_several_pages() {
     let first = webhooks.list().await.unwrap();
     assert_eq!(first.results.len(), 3);
     let next = webhooks.next_page(&first).unwrap();
-    assert_eq!(next, NonZeroU64::new(2));
+    assert_eq!(next.as_ref().and_then(|l| l.page()), NonZeroU64::new(2));
+    let second = webhooks.list_next(&next.unwrap()).await.unwrap();
+    assert_eq!(second.results.len(), 3);
     let last = webhooks
         .list_page(NonZeroU64::new(4).unwrap())
         .await
