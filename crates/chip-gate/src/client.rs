@@ -24,6 +24,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default time allowed for one attempt, from connecting to the last byte of the answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default for [`ClientBuilder::max_response_bytes`]: 8 MiB, far above any CHIP answer.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The environment variable [`Client::from_env`] reads the API key from.
 pub const API_KEY_ENV: &str = "CHIP_API_KEY";
 
@@ -107,6 +110,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     retry: RetryPolicy,
     max_pages: u64,
+    max_response_bytes: usize,
     http: Option<reqwest::ClientBuilder>,
 }
 
@@ -119,6 +123,7 @@ impl fmt::Debug for ClientBuilder {
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .field("max_pages", &self.max_pages)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("custom_http_client", &self.http.is_some())
             .finish()
     }
@@ -163,12 +168,21 @@ impl ClientBuilder {
         self
     }
 
+    /// The most bytes of a response body the client reads; past it a call fails with
+    /// [`Error::ResponseTooLarge`] instead of buffering an unbounded answer.
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`] unless set. (Error bodies are read up to 64 KiB and cut there.)
+    pub fn max_response_bytes(mut self, max: usize) -> Self {
+        self.max_response_bytes = max;
+        self
+    }
+
     /// Build the HTTP client from your own [`reqwest::ClientBuilder`] (proxies, root certificates,
     /// DNS resolution, connection pool settings, extra default headers...).
     ///
     /// chip-gate then sets on it, overriding any earlier setting of the same thing: the
     /// `Authorization` header (marked sensitive) and `User-Agent`, the two timeouts above, no
-    /// redirects (so the key never follows one), and `https_only` when the base URL is `https://`.
+    /// redirects (so the key never follows one), `https_only` when the base URL is `https://`, and
+    /// no proxy at all when it is plain `http://` to a loopback address (see [`Client::builder`]).
     ///
     /// A ready-built `reqwest::Client` is not accepted: reqwest cannot add a default header to a built
     /// client, and the generated API client has no hook to add one per request, so the key could not
@@ -202,9 +216,15 @@ impl ClientBuilder {
         headers.insert(AUTHORIZATION, auth);
 
         let https = base.scheme() == "https";
-        let http = self
-            .http
-            .unwrap_or_default()
+        let mut http = self.http.unwrap_or_default();
+        if !https {
+            // Plain http is only allowed to loopback (checked above) and must never leave the
+            // machine: an HTTP_PROXY / ALL_PROXY from the environment (or one set on a caller's
+            // builder) would otherwise receive the key in clear text and answer for CHIP. Over
+            // https a proxy only sees a CONNECT, so reqwest's proxy settings stand there.
+            http = http.no_proxy();
+        }
+        let http = http
             .default_headers(headers)
             .user_agent(USER_AGENT)
             .connect_timeout(self.connect_timeout)
@@ -215,7 +235,9 @@ impl ClientBuilder {
             .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?;
 
         let base_url = base.as_str().trim_end_matches('/').to_owned();
-        let api = chip_gate_api::Client::from_http(&base_url, http);
+        let hooks =
+            chip_gate_api::Hooks::default().with_max_response_bytes(self.max_response_bytes);
+        let api = chip_gate_api::Client::new_with_client(&base_url, http, hooks);
         Ok(Client {
             inner: Arc::new(Inner {
                 api,
@@ -342,6 +364,7 @@ impl Client {
             timeout: DEFAULT_TIMEOUT,
             retry: RetryPolicy::default(),
             max_pages: crate::pagination::DEFAULT_MAX_PAGES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             http: None,
         }
     }

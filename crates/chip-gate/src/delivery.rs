@@ -76,7 +76,8 @@ pub enum ReceiveError {
     /// The signature was rejected: answer 401 and do not look at the body.
     #[error(transparent)]
     Signature(#[from] VerifyError),
-    /// The signature verified but the body is not a delivery: answer 400.
+    /// The body is not a delivery. Only strict parsing of an unverified body gives this: the
+    /// verifying calls return a verified body whatever it holds (see [`Delivery::typing_problem`]).
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
 }
@@ -701,14 +702,109 @@ impl fmt::Display for DedupKey {
 /// parses only after the signature verified; [`Delivery::parse_unverified`] exists for fixtures and
 /// bodies already verified elsewhere. `Serialize` writes the object back with its `event_type`:
 /// the same fields and values as the body received.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// # A verified delivery is never refused
+///
+/// A body whose signature verified is CHIP's. If these types cannot read it (a field of a type CHIP
+/// does not document, no `event_type`, not even JSON), refusing it would make CHIP retry for 36
+/// hours and then drop it. So the verifying calls still return the delivery: its
+/// [`object`](Self::object) is then [`DeliveryObject::Unknown`] with every field as received, its
+/// [`raw_body`](Self::raw_body) holds the exact bytes, and [`typing_problem`](Self::typing_problem)
+/// says what could not be read. Store it, acknowledge it, and look at it later.
+///
+/// Its `Debug` output shows the event, the object kind and id, the body length and any typing
+/// problem, never the body: deliveries carry customers' names, emails and bank details.
+#[derive(Clone, PartialEq)]
 pub struct Delivery {
     event: EventName,
     object: DeliveryObject,
     raw: Bytes,
+    problem: Option<DeliveryError>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("event", &self.event.as_str())
+            .field("kind", &self.kind())
+            .field("object_id", &self.object.id())
+            .field("body_len", &self.raw.len())
+            .field("typing_problem", &self.problem)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Delivery {
+    /// Reads a body whose signature has been verified, never failing: what the types cannot read is
+    /// kept as received and named by [`typing_problem`](Self::typing_problem). A body without a
+    /// usable `event_type` gets [`EventName::Unknown`] with an empty name.
+    pub fn from_verified(body: impl Into<Bytes>) -> Self {
+        let raw: Bytes = body.into();
+        let map = match serde_json::from_slice::<Value>(&raw) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Self::untyped(raw, JsonMap::new(), DeliveryError::NotAnObject),
+            Err(error) => {
+                let problem = DeliveryError::NotJson {
+                    line: error.line(),
+                    column: error.column(),
+                };
+                return Self::untyped(raw, JsonMap::new(), problem);
+            }
+        };
+        let event = match map.get("event_type") {
+            Some(Value::String(name)) => EventName::from(name.clone()),
+            Some(_) => {
+                let problem = DeliveryError::InvalidField {
+                    path: "event_type".to_owned(),
+                };
+                return Self::untyped(raw, map, problem);
+            }
+            None => return Self::untyped(raw, map, DeliveryError::MissingEventType),
+        };
+        let mut fields = map;
+        fields.remove("event_type");
+        let kind = ObjectKind::detect(fields.get("type"), &event);
+        let typed = match kind {
+            ObjectKind::Purchase => typed(&fields).map(|o| DeliveryObject::Purchase(Box::new(o))),
+            ObjectKind::Payment => typed(&fields).map(|o| DeliveryObject::Payment(Box::new(o))),
+            ObjectKind::Payout => typed(&fields).map(|o| DeliveryObject::Payout(Box::new(o))),
+            ObjectKind::BillingTemplateClient => {
+                typed(&fields).map(|o| DeliveryObject::BillingTemplateClient(Box::new(o)))
+            }
+            ObjectKind::Unknown => Ok(DeliveryObject::Unknown(fields.clone())),
+        };
+        let (object, problem) = match typed {
+            Ok(object) => (object, None),
+            Err(problem) => (DeliveryObject::Unknown(fields), Some(problem)),
+        };
+        Self {
+            event,
+            object,
+            raw,
+            problem,
+        }
+    }
+
+    /// A delivery the types could not read: kept raw, with the reason.
+    fn untyped(raw: Bytes, mut fields: JsonMap, problem: DeliveryError) -> Self {
+        let event = match fields.remove("event_type") {
+            Some(Value::String(name)) => EventName::from(name),
+            _ => EventName::Unknown(String::new()),
+        };
+        Self {
+            event,
+            object: DeliveryObject::Unknown(fields),
+            raw,
+            problem: Some(problem),
+        }
+    }
+
+    /// What these types could not read in a verified body, if anything (then
+    /// [`object`](Self::object) is [`DeliveryObject::Unknown`] with the fields as received).
+    pub fn typing_problem(&self) -> Option<&DeliveryError> {
+        self.problem.as_ref()
+    }
+
     /// Parses a body WITHOUT verifying its signature. Only for bodies whose signature was verified
     /// elsewhere, or for tests and fixtures; a server should use [`Verifier::verify_and_parse`].
     ///
@@ -716,35 +812,11 @@ impl Delivery {
     /// A [`DeliveryError`] when the body is not a JSON object with a string `event_type`, or a typed
     /// field has a type CHIP does not document.
     pub fn parse_unverified(body: impl Into<Bytes>) -> Result<Self, DeliveryError> {
-        let raw: Bytes = body.into();
-        let value: Value =
-            serde_json::from_slice(&raw).map_err(|error| DeliveryError::NotJson {
-                line: error.line(),
-                column: error.column(),
-            })?;
-        let Value::Object(mut map) = value else {
-            return Err(DeliveryError::NotAnObject);
-        };
-        let event = match map.remove("event_type") {
-            Some(Value::String(name)) => EventName::from(name),
-            Some(_) => {
-                return Err(DeliveryError::InvalidField {
-                    path: "event_type".to_owned(),
-                });
-            }
-            None => return Err(DeliveryError::MissingEventType),
-        };
-        let kind = ObjectKind::detect(map.get("type"), &event);
-        let object = match kind {
-            ObjectKind::Purchase => DeliveryObject::Purchase(Box::new(typed(map)?)),
-            ObjectKind::Payment => DeliveryObject::Payment(Box::new(typed(map)?)),
-            ObjectKind::Payout => DeliveryObject::Payout(Box::new(typed(map)?)),
-            ObjectKind::BillingTemplateClient => {
-                DeliveryObject::BillingTemplateClient(Box::new(typed(map)?))
-            }
-            ObjectKind::Unknown => DeliveryObject::Unknown(map),
-        };
-        Ok(Self { event, object, raw })
+        let delivery = Self::from_verified(body);
+        match delivery.problem {
+            Some(problem) => Err(problem),
+            None => Ok(delivery),
+        }
     }
 
     /// The event (`event_type`); [`EventName::Unknown`] for a name this version does not list.
@@ -811,6 +883,13 @@ impl Delivery {
 
 impl Serialize for Delivery {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.problem.is_some() {
+            // What the types could not read is written back as received.
+            return match serde_json::from_slice::<Value>(&self.raw) {
+                Ok(value) => value.serialize(serializer),
+                Err(_) => String::from_utf8_lossy(&self.raw).serialize(serializer),
+            };
+        }
         let mut value = serde_json::to_value(&self.object).map_err(S::Error::custom)?;
         if let Value::Object(map) = &mut value {
             map.insert(
@@ -822,15 +901,19 @@ impl Serialize for Delivery {
     }
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(map: JsonMap) -> Result<T, DeliveryError> {
-    T::deserialize(Value::Object(map)).map_err(|error| json_error_to_delivery(&error))
+fn typed<T: for<'de> Deserialize<'de>>(map: &JsonMap) -> Result<T, DeliveryError> {
+    T::deserialize(map).map_err(|error| json_error_to_delivery(&error))
 }
 
 impl Verifier {
-    /// Verifies the body against an `X-Signature` value, then parses it.
+    /// Verifies the body against an `X-Signature` value, then reads it.
+    ///
+    /// A verified body is always returned, even one these types cannot read: see
+    /// [`Delivery::typing_problem`].
     ///
     /// # Errors
-    /// [`ReceiveError::Signature`] (answer 401) or [`ReceiveError::Delivery`] (answer 400).
+    /// [`ReceiveError::Signature`] (answer 401) when the signature is missing or wrong; never
+    /// [`ReceiveError::Delivery`].
     pub fn verify_and_parse(
         &self,
         body: impl Into<Bytes>,
@@ -838,13 +921,14 @@ impl Verifier {
     ) -> Result<Delivery, ReceiveError> {
         let body: Bytes = body.into();
         self.verify(&body, x_signature)?;
-        Ok(Delivery::parse_unverified(body)?)
+        Ok(Delivery::from_verified(body))
     }
 
-    /// Verifies the body against the `X-Signature` header in `headers`, then parses it.
+    /// Verifies the body against the `X-Signature` header in `headers`, then reads it, as
+    /// [`verify_and_parse`](Self::verify_and_parse) does.
     ///
     /// # Errors
-    /// [`ReceiveError::Signature`] (answer 401) or [`ReceiveError::Delivery`] (answer 400).
+    /// [`ReceiveError::Signature`] (answer 401) when the header is missing, repeated or wrong.
     pub fn verify_headers_and_parse(
         &self,
         body: impl Into<Bytes>,
@@ -852,7 +936,7 @@ impl Verifier {
     ) -> Result<Delivery, ReceiveError> {
         let body: Bytes = body.into();
         self.verify_headers(&body, headers)?;
-        Ok(Delivery::parse_unverified(body)?)
+        Ok(Delivery::from_verified(body))
     }
 }
 

@@ -21,6 +21,12 @@ const EXCERPT_CHARS: usize = 200;
 /// boundary) and end in `…`.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
+/// The longest `code` an [`Error::Api`] keeps, in bytes (a server's text goes into logs).
+const MAX_CODE_BYTES: usize = 128;
+
+/// The longest `message` an [`Error::Api`] keeps, in bytes.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
 /// Everything that can go wrong when calling CHIP.
 ///
 /// Use [`Error::status`] for the HTTP status when there is one, and [`Error::is_retryable`] to learn
@@ -75,6 +81,13 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// The answer's body was larger than the client reads
+    /// ([`ClientBuilder::max_response_bytes`](crate::ClientBuilder::max_response_bytes)).
+    #[error(
+        "CHIP's answer is larger than this client reads (ClientBuilder::max_response_bytes); nothing \
+         past the cap was kept"
+    )]
+    ResponseTooLarge,
     /// CHIP did not answer within the client's connect or total timeout.
     #[error("CHIP did not answer in time: {}", causes(source))]
     Timeout {
@@ -129,7 +142,9 @@ impl Error {
             Error::Api { status, .. } => Some(*status),
             Error::Decode { status, .. } => *status,
             Error::Transport { source } | Error::Timeout { source } => source.status(),
-            Error::InvalidRequest { .. } | Error::Pagination { .. } => None,
+            Error::InvalidRequest { .. } | Error::Pagination { .. } | Error::ResponseTooLarge => {
+                None
+            }
         }
     }
 
@@ -144,7 +159,10 @@ impl Error {
             Error::Api { status, .. } => is_retryable_status(*status),
             Error::Transport { source } => !source.is_builder(),
             Error::Timeout { .. } => true,
-            Error::Decode { .. } | Error::InvalidRequest { .. } | Error::Pagination { .. } => false,
+            Error::Decode { .. }
+            | Error::InvalidRequest { .. }
+            | Error::Pagination { .. }
+            | Error::ResponseTooLarge => false,
         }
     }
 
@@ -195,8 +213,11 @@ impl Error {
         }
     }
 
-    /// A transport or timeout error, whichever `source` is.
+    /// A transport, timeout or too-large error, whichever `source` is.
     pub(crate) fn from_reqwest(source: reqwest::Error) -> Self {
+        if past_length_limit(&source) {
+            return Error::ResponseTooLarge;
+        }
         if source.is_timeout() {
             Error::Timeout { source }
         } else {
@@ -225,8 +246,8 @@ impl Error {
         let (code, message) = parsed.as_ref().map(extract).unwrap_or_default();
         Error::Api {
             status,
-            code: code.map(|c| scrub(&c, secret)),
-            message: message.map(|m| scrub(&m, secret)),
+            code: code.map(|c| truncate(scrub(&c, secret), MAX_CODE_BYTES)),
+            message: message.map(|m| truncate(scrub(&m, secret), MAX_MESSAGE_BYTES)),
             body: truncate(body, MAX_ERROR_BODY),
             retry_after: retry_after(headers),
         }
@@ -263,17 +284,34 @@ pub(crate) async fn from_generated(err: chip_gate_api::Error<()>, secret: &str) 
         }
         G::ErrorResponse(rv) => Error::api_from_bytes(rv.status(), rv.headers(), b"", secret),
         G::InvalidResponsePayload(bytes, source) => Error::decode(None, &bytes, source, secret),
-        G::UnexpectedResponse(response) => {
+        G::UnexpectedResponse(mut response) => {
             let status = response.status();
             let headers = response.headers().clone();
-            match response.bytes().await {
-                Ok(bytes) => Error::api_from_bytes(status, &headers, &bytes, secret),
-                // The status is what matters; a body that broke off adds nothing.
-                Err(_) => Error::api_from_bytes(status, &headers, b"", secret),
+            // At most MAX_ERROR_BODY bytes are read: the status is what matters, and an endless
+            // error page must not fill memory. A body that breaks off keeps what arrived.
+            let mut body = Vec::new();
+            while body.len() <= MAX_ERROR_BODY {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
             }
+            Error::api_from_bytes(status, &headers, &body, secret)
         }
         G::Custom(reason) => Error::invalid(reason),
     }
+}
+
+/// Whether `error` comes from a response body longer than the client reads.
+fn past_length_limit(error: &reqwest::Error) -> bool {
+    let mut next = std::error::Error::source(error);
+    while let Some(cause) = next {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// `error`'s message followed by each distinct message of its `source()` chain, so that the root

@@ -87,7 +87,7 @@ mod webhooks;
 pub use chip_gate_api::types::{EventName, Webhook, WebhookList};
 pub use client::{
     API_KEY_ENV, ApiKey, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, USER_AGENT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, USER_AGENT,
 };
 pub use error::Error;
 pub use pagination::{DEFAULT_MAX_PAGES, PageLink};
@@ -106,7 +106,9 @@ pub mod verify;
 pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind, ReceiveError};
 #[cfg(feature = "axum")]
 pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
-pub use verify::{Digest, KeyError, VerificationKey, Verifier, VerifyError};
+pub use verify::{
+    DEFAULT_MAX_BODY_BYTES, Digest, KeyError, VerificationKey, Verifier, VerifyError,
+};
 
 // The workspace README's examples compile as doctests of this crate.
 #[cfg(doctest)]

@@ -274,10 +274,11 @@ mod tests {
     }
 
     fn list(results: usize, next: Option<&str>) -> WebhookList {
-        let mut page = WebhookList::default();
-        page.results = (0..results).map(|i| webhook(i as u32)).collect();
-        page.next = next.map(str::to_owned);
-        page
+        let results: Vec<Webhook> = (0..results).map(|i| webhook(i as u32)).collect();
+        match serde_json::from_value(serde_json::json!({"results": results, "next": next})) {
+            Ok(page) => page,
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]

@@ -1,11 +1,21 @@
 //! An axum extractor that verifies a delivery and hands the handler a typed [`Delivery`]
 //! (feature `axum`).
 //!
-//! [`VerifiedDelivery`] reads the raw body, verifies its `X-Signature` with the [`Verifier`] taken
-//! from the router state (the state itself, or a field exposed with [`axum::extract::FromRef`]),
-//! and only then parses it. A missing or bad signature is answered `401 Unauthorized`, a verified
-//! body that is not a delivery `400 Bad Request`; the response says no more than that. The reason
-//! is logged at `debug` level with `tracing` (it never contains the body or a key).
+//! [`VerifiedDelivery`] takes the [`Verifier`] from the router state (the state itself, or a field
+//! exposed with [`axum::extract::FromRef`]) and:
+//!
+//! 1. checks the `X-Signature` header before reading any of the body: a missing, repeated or
+//!    non-base64 header is answered `401 Unauthorized` at once;
+//! 2. reads the body up to the verifier's own cap ([`Verifier::with_max_body_bytes`], 1 MiB by
+//!    default), whatever the router's body limit is (an app that lifts it for uploads does not lift
+//!    it for webhooks); a larger body is answered `413 Payload Too Large`;
+//! 3. verifies the signature over the exact bytes (`401` when it does not match);
+//! 4. hands the handler the delivery. A verified body is never refused: if these types cannot read
+//!    it, the handler still gets it, raw, with [`Delivery::typing_problem`] saying why (refusing it
+//!    would make CHIP retry for 36 hours and then drop it).
+//!
+//! The response to a refused request says no more than its status. The reason is logged at
+//! `debug` level with `tracing` (it never contains the body or a key).
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -32,8 +42,8 @@ use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use crate::delivery::{Delivery, DeliveryError};
-use crate::verify::{SIGNATURE_HEADER, Verifier, VerifyError};
+use crate::delivery::Delivery;
+use crate::verify::{Verifier, VerifyError, signature_from_headers};
 
 /// A delivery whose signature verified, parsed. Use it as a handler argument; the router state
 /// must provide a [`Verifier`] (`Verifier: FromRef<S>`).
@@ -45,14 +55,11 @@ pub struct VerifiedDelivery(pub Delivery);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliveryRejection {
-    /// The signature is missing or wrong: `401 Unauthorized`.
+    /// The signature is missing, repeated or wrong: `401 Unauthorized`.
     #[error(transparent)]
     Signature(#[from] VerifyError),
-    /// The signature verified but the body is not a delivery: `400 Bad Request`.
-    #[error(transparent)]
-    Malformed(#[from] DeliveryError),
-    /// The body could not be read (too large, or the connection failed): that status, usually
-    /// `413 Payload Too Large` or `400 Bad Request`.
+    /// The body could not be read (larger than the verifier's cap, or the connection failed):
+    /// that status, `413 Payload Too Large` or `400 Bad Request`.
     #[error("the request body could not be read ({0})")]
     Body(StatusCode),
 }
@@ -62,7 +69,6 @@ impl DeliveryRejection {
     pub fn status(&self) -> StatusCode {
         match self {
             DeliveryRejection::Signature(_) => StatusCode::UNAUTHORIZED,
-            DeliveryRejection::Malformed(_) => StatusCode::BAD_REQUEST,
             DeliveryRejection::Body(status) => *status,
         }
     }
@@ -73,7 +79,7 @@ impl IntoResponse for DeliveryRejection {
         tracing::debug!(reason = %self, "webhook delivery rejected");
         let text = match self {
             DeliveryRejection::Signature(_) => "invalid signature",
-            DeliveryRejection::Malformed(_) => "malformed delivery",
+            DeliveryRejection::Body(StatusCode::PAYLOAD_TOO_LARGE) => "body too large",
             DeliveryRejection::Body(_) => "unreadable body",
         };
         (self.status(), text).into_response()
@@ -89,11 +95,29 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Verifier::from_ref(state);
-        let signature = request.headers().get(SIGNATURE_HEADER).cloned();
-        let body = Bytes::from_request(request, state)
+        // The header first: no body is read for a request that cannot verify.
+        let signature = signature_from_headers(request.headers())?;
+        let limit = verifier.max_body_bytes();
+        let body: Bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
-            .map_err(|rejection| DeliveryRejection::Body(rejection.status()))?;
-        verifier.verify_header_value(&body, signature.as_ref())?;
-        Ok(VerifiedDelivery(Delivery::parse_unverified(body)?))
+            .map_err(|error| {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
+                DeliveryRejection::Body(if too_large {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::BAD_REQUEST
+                })
+            })?;
+        verifier.verify_decoded(&body, &signature)?;
+        let delivery = Delivery::from_verified(body);
+        if let Some(problem) = delivery.typing_problem() {
+            tracing::warn!(
+                event = delivery.event().as_str(),
+                problem = %problem,
+                "verified delivery accepted raw: its body does not fit the typed model"
+            );
+        }
+        Ok(VerifiedDelivery(delivery))
     }
 }

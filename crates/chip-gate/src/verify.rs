@@ -137,6 +137,10 @@ pub enum VerifyError {
     /// There is no `X-Signature` header (or it is empty).
     #[error("the X-Signature header is missing")]
     MissingSignature,
+    /// The request carries more than one `X-Signature` header. CHIP sends one; a second one is
+    /// refused rather than guessing which to check.
+    #[error("the request carries several X-Signature headers")]
+    SeveralSignatures,
     /// The `X-Signature` value is not standard base64.
     #[error("the X-Signature header is not valid base64")]
     SignatureNotBase64,
@@ -325,7 +329,11 @@ impl FromStr for VerificationKey {
 pub struct Verifier {
     keys: Arc<[VerificationKey]>,
     digest: Digest,
+    max_body_bytes: usize,
 }
+
+/// The default for [`Verifier::with_max_body_bytes`]: 1 MiB, far above any CHIP delivery (a few KiB).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl Verifier {
     /// A verifier with one key and the default digest (SHA-256, CHIP Collect).
@@ -333,6 +341,7 @@ impl Verifier {
         Self {
             keys: Arc::from(vec![key]),
             digest: Digest::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         }
     }
 
@@ -348,6 +357,7 @@ impl Verifier {
         Ok(Self {
             keys: Arc::from(keys),
             digest: Digest::default(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         })
     }
 
@@ -364,6 +374,20 @@ impl Verifier {
     pub fn with_digest(mut self, digest: Digest) -> Self {
         self.digest = digest;
         self
+    }
+
+    /// The same verifier with another cap on the body size a receiver reads before verifying
+    /// ([`DEFAULT_MAX_BODY_BYTES`] unless set). The axum extractor answers `413 Payload Too Large`
+    /// past it, whatever the router's own body limit is.
+    #[must_use]
+    pub fn with_max_body_bytes(mut self, max: usize) -> Self {
+        self.max_body_bytes = max;
+        self
+    }
+
+    /// The body size cap; see [`with_max_body_bytes`](Self::with_max_body_bytes).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 
     /// The digest this verifier checks.
@@ -386,26 +410,14 @@ impl Verifier {
         self.verify_decoded(body, &signature)
     }
 
-    /// Verifies the raw body bytes against the `X-Signature` header found in `headers` (the first
-    /// one when there are several).
+    /// Verifies the raw body bytes against the `X-Signature` header found in `headers`.
     ///
     /// # Errors
-    /// A [`VerifyError`] saying what was wrong; [`VerifyError::MissingSignature`] without the header.
+    /// A [`VerifyError`] saying what was wrong; [`VerifyError::MissingSignature`] without the header,
+    /// [`VerifyError::SeveralSignatures`] when there is more than one.
     pub fn verify_headers(&self, body: &[u8], headers: &HeaderMap) -> Result<(), VerifyError> {
-        self.verify_header_value(body, headers.get(SIGNATURE_HEADER))
-    }
-
-    /// Verifies against an optional header value, as taken from a request.
-    pub(crate) fn verify_header_value(
-        &self,
-        body: &[u8],
-        value: Option<&HeaderValue>,
-    ) -> Result<(), VerifyError> {
-        let value = value.ok_or(VerifyError::MissingSignature)?;
-        let text = value
-            .to_str()
-            .map_err(|_| VerifyError::SignatureNotBase64)?;
-        self.verify(body, text)
+        let signature = signature_from_headers(headers)?;
+        self.verify_decoded(body, &signature)
     }
 
     /// Verifies an already decoded signature against every key of the right length.
@@ -469,6 +481,20 @@ pub fn verify_with_pem(
     Verifier::from_pem(key_text)?
         .with_digest(digest)
         .verify(body, x_signature)
+}
+
+/// The decoded `X-Signature` of a request, checked before its body is read: exactly one header,
+/// text, standard base64.
+pub(crate) fn signature_from_headers(headers: &HeaderMap) -> Result<Vec<u8>, VerifyError> {
+    let mut values = headers.get_all(SIGNATURE_HEADER).iter();
+    let value: &HeaderValue = values.next().ok_or(VerifyError::MissingSignature)?;
+    if values.next().is_some() {
+        return Err(VerifyError::SeveralSignatures);
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| VerifyError::SignatureNotBase64)?;
+    decode_signature(text)
 }
 
 /// Decodes an `X-Signature` value. Whitespace around it is ignored; an empty value counts as missing.
