@@ -9,6 +9,9 @@
 //! Every step reports failure as an [`Error`] that names the file, the operation and the construct;
 //! progenitor itself runs under `catch_unwind`, so a spec it cannot handle never ends in a panic.
 
+pub mod diff;
+pub mod evolve;
+pub mod mutations;
 mod normalize;
 mod open_enum;
 mod validate;
@@ -303,4 +306,71 @@ pub fn check(spec_path: &Path, out_path: &Path) -> Result<Generated, Error> {
         diff,
         fix: FIX_COMMAND.to_owned(),
     })
+}
+
+/// Parses spec text into the document the pipeline reads (3.1 written with 3.0 constructs is read
+/// as 3.0.3), for comparing two versions of a spec with [`diff::diff`].
+pub fn load_document(text: &str, shown: &str) -> Result<serde_json::Value, Error> {
+    let document = normalize::parse_document(text).map_err(|message| Error::Syntax {
+        path: shown.to_owned(),
+        message,
+    })?;
+    Ok(document)
+}
+
+/// The `version` of `[workspace.package]` in a root `Cargo.toml`'s text.
+pub fn workspace_version(cargo_toml: &str) -> Option<diff::Version> {
+    let mut in_package = false;
+    for line in cargo_toml.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+            continue;
+        }
+        if in_package
+            && let Some(rest) = line.strip_prefix("version")
+            && let Some(value) = rest.trim_start().strip_prefix('=')
+        {
+            return diff::Version::parse(value.trim().trim_matches('"'));
+        }
+    }
+    None
+}
+
+/// Runs `git` in the workspace root and returns its standard output.
+pub fn git(args: &[&str]) -> Result<String, String> {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// The last release point: the newest commit that changed the `version = ...` line of the root
+/// `Cargo.toml` (the workspace version), so that a diff against it covers every change since.
+pub fn release_baseline() -> Result<String, String> {
+    let rev = git(&[
+        "log",
+        "-1",
+        "--format=%H",
+        "-G",
+        "^version = ",
+        "--",
+        "Cargo.toml",
+    ])?;
+    let rev = rev.trim();
+    if rev.is_empty() {
+        Err("no commit in this repository changed the workspace version; pass --base REV".into())
+    } else {
+        Ok(rev.to_owned())
+    }
 }

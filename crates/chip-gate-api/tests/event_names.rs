@@ -49,8 +49,9 @@ fn a_list_page_with_an_unknown_name_still_decodes() {
 }
 
 #[test]
-fn all_29_names_round_trip_in_chips_order() {
-    assert_eq!(EventName::ALL.len(), 29);
+fn chips_29_names_round_trip_in_chips_order() {
+    // At least CHIP's 29 (a regenerated spec may list names CHIP adds later, after these).
+    assert!(EventName::ALL.len() >= 29);
     assert_eq!(EventName::ALL[0].as_str(), "purchase.created");
     assert_eq!(EventName::ALL[28].as_str(), "payment.chargeback_reversed");
     for name in EventName::ALL {

@@ -336,18 +336,25 @@ impl NewWebhook {
     /// lets `all_events: true` stand in for it. An all-events webhook therefore sends both:
     /// `all_events: true` and every event name this version knows, so that the request satisfies
     /// either reading (and the webhook still receives events CHIP adds later).
+    ///
+    /// Built with the generated builder, never a struct literal, so a property CHIP adds to the
+    /// request schema (optional, with a default) needs no change here.
     fn to_api(&self) -> Result<types::WebhookCreate, Error> {
-        Ok(types::WebhookCreate {
-            all_events: self.events.is_none(),
-            callback: types::WebhookCreateCallback::try_from(self.callback.as_str())
-                .map_err(|e| Error::invalid(format!("callback: {e}")))?,
-            events: match &self.events {
-                Some(events) => events.clone(),
-                None => EventName::ALL.to_vec(),
-            },
-            title: types::WebhookCreateTitle::try_from(self.title.as_str())
-                .map_err(|e| Error::invalid(format!("title: {e}")))?,
-        })
+        let title = types::WebhookCreateTitle::try_from(self.title.as_str())
+            .map_err(|e| Error::invalid(format!("title: {e}")))?;
+        let callback = types::WebhookCreateCallback::try_from(self.callback.as_str())
+            .map_err(|e| Error::invalid(format!("callback: {e}")))?;
+        let events = match &self.events {
+            Some(events) => events.clone(),
+            None => EventName::ALL.to_vec(),
+        };
+        types::WebhookCreate::builder()
+            .title(title)
+            .callback(callback)
+            .events(events)
+            .all_events(self.events.is_none())
+            .try_into()
+            .map_err(|e: types::error::ConversionError| Error::invalid(e.to_string()))
     }
 }
 
@@ -470,22 +477,25 @@ impl WebhookChanges {
     /// The generated client's request body.
     fn to_api(&self) -> Result<types::WebhookPatch, Error> {
         self.validate()?;
-        Ok(types::WebhookPatch {
-            all_events: self.all_events,
-            callback: self
-                .callback
-                .as_deref()
-                .map(types::WebhookPatchCallback::try_from)
-                .transpose()
-                .map_err(|e| Error::invalid(format!("callback: {e}")))?,
-            events: self.events.clone(),
-            title: self
-                .title
-                .as_deref()
-                .map(types::WebhookPatchTitle::try_from)
-                .transpose()
-                .map_err(|e| Error::invalid(format!("title: {e}")))?,
-        })
+        let title = self
+            .title
+            .as_deref()
+            .map(types::WebhookPatchTitle::try_from)
+            .transpose()
+            .map_err(|e| Error::invalid(format!("title: {e}")))?;
+        let callback = self
+            .callback
+            .as_deref()
+            .map(types::WebhookPatchCallback::try_from)
+            .transpose()
+            .map_err(|e| Error::invalid(format!("callback: {e}")))?;
+        types::WebhookPatch::builder()
+            .title(title)
+            .callback(callback)
+            .events(self.events.clone())
+            .all_events(self.all_events)
+            .try_into()
+            .map_err(|e: types::error::ConversionError| Error::invalid(e.to_string()))
     }
 }
 

@@ -244,7 +244,7 @@ async fn unknown_event_names_are_kept() {
     );
     assert_eq!(webhook.event_names()[1].as_str(), "purchase.teleported");
     assert!(!webhook.event_names()[1].is_known());
-    assert_eq!(EventName::ALL.len(), 29);
+    assert!(EventName::ALL.len() >= 29);
 }
 
 #[tokio::test]

@@ -1,0 +1,141 @@
+//! `cargo xtask evolve`: the scripted walk through spec changes that shows regeneration is safe.
+//!
+//! 1. Each breaking mutation ([`crate::mutations`]) is applied to the spec and diffed: the walk fails
+//!    unless the diff names it as breaking, with the bump it needs.
+//! 2. Every additive mutation is applied at once to the spec of a copy of the workspace (the files
+//!    git knows, as they are in the working tree), then, in the copy, exactly what a user does:
+//!    `cargo xtask generate`, `cargo build --workspace --all-targets` and `cargo test --workspace`
+//!    (the xtask's own tests aside, which pin the spec they were written for), with no other edit.
+//!    The walk fails if anything does not build or a test fails.
+//!
+//! The copy lives in `<target>/evolve/workspace` and builds into the workspace's own target folder,
+//! so dependencies are built once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::diff::{self, Impact, Version};
+use crate::mutations::{self, Mutation};
+
+/// Runs the walk; `Err` says what failed.
+pub fn run() -> Result<(), String> {
+    let root = crate::workspace_root();
+    let spec_path = root.join(crate::DEFAULT_SPEC);
+    let text = std::fs::read_to_string(&spec_path)
+        .map_err(|e| format!("cannot read {}: {e}", spec_path.display()))?;
+    let spec = crate::load_document(&text, crate::DEFAULT_SPEC).map_err(|e| e.to_string())?;
+    let version = std::fs::read_to_string(root.join("Cargo.toml"))
+        .ok()
+        .and_then(|t| crate::workspace_version(&t))
+        .unwrap_or(Version {
+            major: 0,
+            minor: 1,
+            patch: 0,
+        });
+    let all = mutations::all();
+
+    println!("== breaking changes are named before they land\n");
+    for mutation in all.iter().filter(|m| m.breaking) {
+        let changed = mutated(&spec, [mutation])?;
+        let found = diff::diff(&spec, &changed);
+        println!("-- {}\n{}", mutation.name, found.report(Some(version)));
+        let named = found
+            .breaking()
+            .any(|c| c.place.starts_with(mutation.place));
+        if !named || found.impact() != Some(Impact::Breaking) {
+            return Err(format!(
+                "`{}` was not named as breaking at {}",
+                mutation.name, mutation.place
+            ));
+        }
+    }
+
+    println!("== additive changes build and pass the tests with no other edit\n");
+    let additive: Vec<&Mutation> = all.iter().filter(|m| !m.breaking).collect();
+    let changed = mutated(&spec, additive.iter().copied())?;
+    let found = diff::diff(&spec, &changed);
+    println!("{}", found.report(Some(version)));
+    if found.impact() != Some(Impact::Additive) {
+        return Err("the additive mutations were not all classified as additive".into());
+    }
+    let target = target_dir(&root);
+    let copy = target.join("evolve").join("workspace");
+    copy_workspace(&root, &copy)?;
+    let yaml = serde_norway::to_string(&changed).map_err(|e| e.to_string())?;
+    std::fs::write(copy.join(crate::DEFAULT_SPEC), yaml)
+        .map_err(|e| format!("cannot write the mutated spec: {e}"))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for args in [
+        &["xtask", "generate"][..],
+        &["build", "--workspace", "--all-targets"],
+        &["test", "--workspace", "--exclude", "xtask"],
+        &["test", "-p", "xtask", "--test", "drift"],
+    ] {
+        println!("\n$ cargo {} (in {})", args.join(" "), copy.display());
+        let status = Command::new(&cargo)
+            .args(args)
+            .current_dir(&copy)
+            .env("CARGO_TARGET_DIR", &target)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!(
+                "`cargo {}` failed after additive spec changes: something in the workspace \
+                 depends on the spec more tightly than it should (a struct literal or an exhaustive \
+                 match on a generated type?)",
+                args.join(" ")
+            ));
+        }
+    }
+    println!("\nevolve: additive changes build and pass; breaking changes are named");
+    Ok(())
+}
+
+/// The spec with `changes` applied.
+fn mutated<'a>(
+    spec: &Value,
+    changes: impl IntoIterator<Item = &'a Mutation>,
+) -> Result<Value, String> {
+    let mut changed = spec.clone();
+    for mutation in changes {
+        (mutation.apply)(&mut changed).map_err(|e| format!("{}: {e}", mutation.name))?;
+    }
+    Ok(changed)
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Copies the files git knows (tracked, or new and not ignored), as they are now, into `copy`.
+fn copy_workspace(root: &Path, copy: &Path) -> Result<(), String> {
+    if copy.exists() {
+        std::fs::remove_dir_all(copy)
+            .map_err(|e| format!("cannot clear {}: {e}", copy.display()))?;
+    }
+    let listing = crate::git(&[
+        "ls-files",
+        "-z",
+        "--cached",
+        "--others",
+        "--exclude-standard",
+    ])?;
+    for name in listing.split('\0').filter(|n| !n.is_empty()) {
+        let from = root.join(name);
+        if !from.is_file() {
+            continue; // deleted in the working tree
+        }
+        let to = copy.join(name);
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| format!("cannot copy {name}: {e}"))?;
+    }
+    Ok(())
+}
