@@ -321,8 +321,8 @@ fn diff_operations(old: &Value, new: &Value, changes: &mut Vec<Change>) {
                 }),
                 Some(now_param) => {
                     let (was, is) = (
-                        signature(old, param.get("schema")),
-                        signature(new, now_param.get("schema")),
+                        signature(param.get("schema")),
+                        signature(now_param.get("schema")),
                     );
                     if was != is {
                         changes.push(Change {
@@ -371,7 +371,7 @@ fn diff_operations(old: &Value, new: &Value, changes: &mut Vec<Change>) {
             op.op.get("requestBody").and_then(|b| body_schema(old, b)),
             now.op.get("requestBody").and_then(|b| body_schema(new, b)),
         );
-        let (was, is) = (signature_opt(old, was), signature_opt(new, is));
+        let (was, is) = (signature_opt(was), signature_opt(is));
         if was != is {
             changes.push(Change {
                 place: place.clone(),
@@ -381,7 +381,7 @@ fn diff_operations(old: &Value, new: &Value, changes: &mut Vec<Change>) {
         }
         match (success(old, op.op), success(new, now.op)) {
             (Some((was_status, was_body)), Some((is_status, is_body))) => {
-                let (was, is) = (signature_opt(old, was_body), signature_opt(new, is_body));
+                let (was, is) = (signature_opt(was_body), signature_opt(is_body));
                 if was != is {
                     changes.push(Change {
                         place: place.clone(),
@@ -419,16 +419,16 @@ fn diff_operations(old: &Value, new: &Value, changes: &mut Vec<Change>) {
     }
 }
 
-fn signature_opt(spec: &Value, schema: Option<&Value>) -> String {
+fn signature_opt(schema: Option<&Value>) -> String {
     match schema {
-        Some(schema) => signature(spec, Some(schema)),
+        Some(schema) => signature(Some(schema)),
         None => "no body".to_owned(),
     }
 }
 
 /// A schema's Rust-relevant shape, in words: `string (uuid)`, `array of EventName`, `Webhook`,
 /// `integer (int64) or null`.
-fn signature(spec: &Value, schema: Option<&Value>) -> String {
+fn signature(schema: Option<&Value>) -> String {
     let Some(schema) = schema else {
         return "no schema".to_owned();
     };
@@ -436,7 +436,7 @@ fn signature(spec: &Value, schema: Option<&Value>) -> String {
         return reference.rsplit('/').next().unwrap_or(reference).to_owned();
     }
     let mut text = match schema.get("type").and_then(Value::as_str) {
-        Some("array") => format!("array of {}", signature(spec, schema.get("items"))),
+        Some("array") => format!("array of {}", signature(schema.get("items"))),
         Some(kind) => match schema.get("format").and_then(Value::as_str) {
             // Formats that change the generated type.
             Some(
@@ -568,16 +568,7 @@ fn diff_schemas(
         let in_request = old_use.request.contains(name) || new_use.request.contains(name);
         let in_response = old_use.response.contains(name) || new_use.response.contains(name);
         diff_enum(&place, schema, now, true, changes);
-        diff_object(
-            old,
-            new,
-            &place,
-            schema,
-            now,
-            in_request,
-            in_response,
-            changes,
-        );
+        diff_object(&place, schema, now, in_request, in_response, changes);
         diff_constraints(&place, schema, now, changes);
     }
     for name in after.keys() {
@@ -642,8 +633,6 @@ fn diff_enum(place: &str, old: &Value, new: &Value, named: bool, changes: &mut V
 
 #[allow(clippy::too_many_arguments)]
 fn diff_object(
-    old_spec: &Value,
-    new_spec: &Value,
     place: &str,
     old: &Value,
     new: &Value,
@@ -660,10 +649,7 @@ fn diff_object(
     };
     let (was, is) = (props(old), props(new));
     let (was_req, is_req) = (required(old), required(new));
-    let (old_sig, new_sig) = (
-        signature(old_spec, Some(old)),
-        signature(new_spec, Some(new)),
-    );
+    let (old_sig, new_sig) = (signature(Some(old)), signature(Some(new)));
     if was.is_empty() && is.is_empty() {
         // Not an object: compare the shape as a whole (enums are compared on their own).
         let strip = |s: &str| s.split(" enum [").next().unwrap_or(s).to_owned();
@@ -693,10 +679,7 @@ fn diff_object(
                 .trim_end_matches(" or null")
                 .to_owned()
         };
-        let (a, b) = (
-            strip(signature(old_spec, Some(schema))),
-            strip(signature(new_spec, Some(now))),
-        );
+        let (a, b) = (strip(signature(Some(schema))), strip(signature(Some(now))));
         if a != b {
             changes.push(Change {
                 place: here.clone(),
@@ -761,7 +744,7 @@ fn diff_object(
             continue;
         }
         let required = is_req.contains(name);
-        let shape = signature(new_spec, Some(schema));
+        let shape = signature(Some(schema));
         let breaking = required && in_request;
         changes.push(Change {
             place: format!("{place}.{name}"),
