@@ -4,8 +4,9 @@
 //! wire). The summary is what a changelog entry for a regeneration starts from.
 //!
 //! The rules follow what the generator makes of each construct: a property becomes a struct field
-//! (`Option<T>` when not required, with request types built through builders and generated types
-//! marked `#[non_exhaustive]`), a named string enum an open enum (`Unknown(String)` for new values),
+//! (`Option<T>` when it may be null, or absent without a default), every generated struct and enum
+//! is `#[non_exhaustive]` (so new fields and variants break nobody), request types are built
+//! through builders, a named string enum becomes an open enum (`Unknown(String)` for new values),
 //! an operation a method, a parameter a builder method.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -613,19 +614,16 @@ fn diff_enum(place: &str, old: &Value, new: &Value, named: bool, changes: &mut V
         if !was.contains(value) {
             changes.push(Change {
                 place: place.to_owned(),
+                // Every generated enum is #[non_exhaustive], so a new variant breaks no code.
                 what: format!(
                     "enum value `{value}` added{}",
                     if named {
                         " (an open enum: it arrived as Unknown before)"
                     } else {
-                        " (a closed inline enum: exhaustive matches break)"
+                        " (an inline enum: older clients refuse the new value when decoding)"
                     }
                 ),
-                impact: if named {
-                    Impact::Additive
-                } else {
-                    Impact::Breaking
-                },
+                impact: Impact::Additive,
             });
         }
     }

@@ -223,6 +223,7 @@ pub fn generate_from_bytes(bytes: &[u8], shown: &str) -> Result<Generated, Error
         path: shown.to_owned(),
         message,
     })?;
+    mark_non_exhaustive(&mut file);
 
     let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -234,6 +235,33 @@ pub fn generate_from_bytes(bytes: &[u8], shown: &str) -> Result<Generated, Error
         code: header + &prettyplease::unparse(&file),
         normalizations,
     })
+}
+
+/// Marks every struct and enum of the `types` module `#[non_exhaustive]`.
+///
+/// Code outside the generated crate then cannot build them with struct literals or match them
+/// exhaustively, so a property or an enum value the spec adds later is an additive change for every
+/// user (and for this workspace's own crates, which the compiler holds to the same rule). They are
+/// still built with their generated builders (`WebhookCreate::builder()`), read field by field, and
+/// decoded with serde.
+fn mark_non_exhaustive(file: &mut syn::File) {
+    let Some((_, items)) = file.items.iter_mut().find_map(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut(),
+        _ => None,
+    }) else {
+        return;
+    };
+    let attribute: syn::Attribute = syn::parse_quote!(#[non_exhaustive]);
+    for item in items.iter_mut() {
+        let attrs = match item {
+            syn::Item::Struct(s) => &mut s.attrs,
+            syn::Item::Enum(e) => &mut e.attrs,
+            _ => continue,
+        };
+        if !attrs.iter().any(|a| a.path().is_ident("non_exhaustive")) {
+            attrs.push(attribute.clone());
+        }
+    }
 }
 
 /// Runs progenitor with panics caught: a panic becomes an error message, and the default panic

@@ -19,6 +19,7 @@ object, and every key is kept.
         schemars::JsonSchema
     )]
     #[serde(transparent)]
+    #[non_exhaustive]
     pub struct Error(pub ::serde_json::Map<::std::string::String, ::serde_json::Value>);
     impl ::std::ops::Deref for Error {
         type Target = ::serde_json::Map<::std::string::String, ::serde_json::Value>;
@@ -57,6 +58,7 @@ absent. Unknown extra fields are ignored.
         Debug,
         schemars::JsonSchema
     )]
+    #[non_exhaustive]
     pub struct Webhook {
         ///True when the webhook receives every event, whatever `events` says.
         #[serde(default)]
@@ -101,6 +103,7 @@ event; with `all_events` true the webhook receives every event whatever
         Debug,
         schemars::JsonSchema
     )]
+    #[non_exhaustive]
     pub struct WebhookCreate {
         ///Deliver every event, present and future.
         #[serde(default)]
@@ -130,6 +133,7 @@ event; with `all_events` true the webhook receives every event whatever
         schemars::JsonSchema
     )]
     #[serde(transparent)]
+    #[non_exhaustive]
     pub struct WebhookCreateCallback(::std::string::String);
     impl ::std::ops::Deref for WebhookCreateCallback {
         type Target = ::std::string::String;
@@ -202,6 +206,7 @@ event; with `all_events` true the webhook receives every event whatever
         schemars::JsonSchema
     )]
     #[serde(transparent)]
+    #[non_exhaustive]
     pub struct WebhookCreateTitle(::std::string::String);
     impl ::std::ops::Deref for WebhookCreateTitle {
         type Target = ::std::string::String;
@@ -272,6 +277,7 @@ event; with `all_events` true the webhook receives every event whatever
         Default,
         schemars::JsonSchema
     )]
+    #[non_exhaustive]
     pub struct WebhookList {
         /**The URL of the next page (absolute as CHIP writes it; a relative
 one is read against the API's base URL), or null on the last page.
@@ -299,6 +305,7 @@ one is read against the API's base URL), or null on the last page.
         Default,
         schemars::JsonSchema
     )]
+    #[non_exhaustive]
     pub struct WebhookPatch {
         ///Whether to deliver every event.
         #[serde(skip_serializing_if = "::std::option::Option::is_none")]
@@ -331,6 +338,7 @@ one is read against the API's base URL), or null on the last page.
         schemars::JsonSchema
     )]
     #[serde(transparent)]
+    #[non_exhaustive]
     pub struct WebhookPatchCallback(::std::string::String);
     impl ::std::ops::Deref for WebhookPatchCallback {
         type Target = ::std::string::String;
@@ -403,6 +411,7 @@ one is read against the API's base URL), or null on the last page.
         schemars::JsonSchema
     )]
     #[serde(transparent)]
+    #[non_exhaustive]
     pub struct WebhookPatchTitle(::std::string::String);
     impl ::std::ops::Deref for WebhookPatchTitle {
         type Target = ::std::string::String;
@@ -981,6 +990,7 @@ adds names over time; clients keep names they do not know.*/
     /// Forward-compatible: a value this version does not list deserializes to
     /// [`Self::Unknown`] with the raw string, and serializes back unchanged.
     #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    #[non_exhaustive]
     pub enum EventName {
         ///`purchase.created`
         PurchaseCreated,
