@@ -1,0 +1,171 @@
+//! Operating the inbox: counts, status, list, show, retry, replay, retention. The library API
+//! behind `chip inbox status | list | show | retry | replay`.
+
+use std::time::Duration;
+
+use crate::error::InboxError;
+use crate::model::{
+    Counts, DeliveryState, DeliverySummary, InboxStatus, ListFilter, StoredDelivery,
+};
+use crate::ops;
+use crate::store::{Backend, DEAD, DONE, DUPLICATES, Inbox, RECEIVED, RETRIED, STALE, ms, now_ms};
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl Inbox {
+    /// The counts since the inbox was created: received, duplicates, stale, done, retried, dead.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn counts(&self) -> Result<Counts, InboxError> {
+        let rows = match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::counts(pool).await?,
+            Backend::Postgres(pool) => ops::postgres::counts(pool).await?,
+        };
+        let mut counts = Counts::default();
+        for (name, value) in rows {
+            let slot = match name.as_str() {
+                RECEIVED => &mut counts.received,
+                DUPLICATES => &mut counts.duplicates,
+                STALE => &mut counts.stale,
+                DONE => &mut counts.done,
+                RETRIED => &mut counts.retried,
+                DEAD => &mut counts.dead,
+                _ => continue,
+            };
+            *slot = count(value);
+        }
+        Ok(counts)
+    }
+
+    /// The counts and what the store holds now.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn status(&self) -> Result<InboxStatus, InboxError> {
+        let counts = self.counts().await?;
+        let (pending, leased, dead, finished, oldest) = match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::gauges(pool).await?,
+            Backend::Postgres(pool) => ops::postgres::gauges(pool).await?,
+        };
+        Ok(InboxStatus {
+            counts,
+            pending: count(pending),
+            leased: count(leased),
+            dead: count(dead),
+            finished: count(finished),
+            oldest_pending_received_at_ms: oldest,
+        })
+    }
+
+    /// Stored deliveries, newest first, without their bodies.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<DeliverySummary>, InboxError> {
+        let state = filter.state.map(DeliveryState::as_str);
+        let object_id = filter.object_id.as_deref();
+        let limit = i64::from(filter.limit.unwrap_or(50));
+        Ok(match &self.shared.backend {
+            Backend::Sqlite(pool) => {
+                ops::sqlite::list(pool, state, object_id, filter.before_id, limit).await?
+            }
+            Backend::Postgres(pool) => {
+                ops::postgres::list(pool, state, object_id, filter.before_id, limit).await?
+            }
+        })
+    }
+
+    /// One stored delivery with its body and signature.
+    ///
+    /// # Errors
+    /// [`InboxError::NotFound`] or [`InboxError::Database`].
+    pub async fn get(&self, id: i64) -> Result<StoredDelivery, InboxError> {
+        let found = match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::get(pool, id).await?,
+            Backend::Postgres(pool) => ops::postgres::get(pool, id).await?,
+        };
+        found.ok_or(InboxError::NotFound(id))
+    }
+
+    /// Makes a dead delivery pending again, due now, with a fresh set of attempts (after you fixed
+    /// what made the handler fail). The usual order and stale rules apply.
+    ///
+    /// # Errors
+    /// [`InboxError::NotFound`], [`InboxError::InvalidState`] when it is not dead, or
+    /// [`InboxError::Database`].
+    pub async fn retry(&self, id: i64) -> Result<(), InboxError> {
+        self.requeue(
+            id,
+            &[DeliveryState::Dead],
+            false,
+            "only a dead delivery can be retried",
+        )
+        .await
+    }
+
+    /// Hands a delivery over again, whatever its state but pending: done, stale or dead. It skips
+    /// the stale check once, so the handler sees it even if newer ones were handled (your handler
+    /// decides; with [`StoredDelivery::dedup_key`] it can tell it has seen it).
+    ///
+    /// # Errors
+    /// [`InboxError::NotFound`], [`InboxError::InvalidState`] when it is pending, or
+    /// [`InboxError::Database`].
+    pub async fn replay(&self, id: i64) -> Result<(), InboxError> {
+        self.requeue(
+            id,
+            &[
+                DeliveryState::Done,
+                DeliveryState::Stale,
+                DeliveryState::Dead,
+            ],
+            true,
+            "it is pending already",
+        )
+        .await
+    }
+
+    async fn requeue(
+        &self,
+        id: i64,
+        from: &[DeliveryState],
+        replay: bool,
+        wanted: &'static str,
+    ) -> Result<(), InboxError> {
+        let result = match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::requeue(pool, id, from, replay).await?,
+            Backend::Postgres(pool) => ops::postgres::requeue(pool, id, from, replay).await?,
+        };
+        match result {
+            None => Err(InboxError::NotFound(id)),
+            Some((_, true)) => {
+                self.shared.stored.notify_waiters();
+                Ok(())
+            }
+            Some((state, false)) => Err(InboxError::InvalidState {
+                id,
+                state: state.to_string(),
+                wanted,
+            }),
+        }
+    }
+
+    /// Removes done and stale deliveries that finished more than `age` ago (any age, unlike a
+    /// worker's retention, which keeps at least [`MIN_RETENTION`](crate::MIN_RETENTION)). Dead and
+    /// pending ones are never removed. Returns how many were removed.
+    ///
+    /// A delivery removed before CHIP's last retry (up to 36 hours) could be stored and handled
+    /// again if CHIP sends it once more.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn purge_finished_before(&self, age: Duration) -> Result<u64, InboxError> {
+        let cutoff = now_ms().saturating_sub(ms(age));
+        Ok(match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::purge(pool, cutoff).await?,
+            Backend::Postgres(pool) => ops::postgres::purge(pool, cutoff).await?,
+        })
+    }
+}

@@ -1,0 +1,463 @@
+//! Intake: verify, parse, store in one transaction, and only then acknowledge.
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use bytes::Bytes;
+use chip_gate::verify::SIGNATURE_HEADER;
+use chip_gate::{Delivery, ObjectKind, Verifier, VerifyError};
+use http::{HeaderMap, StatusCode};
+use sqlx::Row;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::error::{InboxError, IntakeError};
+use crate::store::{Backend, DUPLICATES, Dialect, Inbox, RECEIVED, dispatch, now_ms};
+
+/// Settings for [`Intake`].
+#[derive(Clone, Debug)]
+pub struct IntakeOptions {
+    max_batch: usize,
+    writers: Option<usize>,
+    queue: usize,
+}
+
+impl Default for IntakeOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            writers: None,
+            queue: 4096,
+        }
+    }
+}
+
+impl IntakeOptions {
+    /// The most deliveries committed together (group commit; default 256). Deliveries that arrive
+    /// while a commit is under way wait for the next one, which takes all of them at once; a lone
+    /// delivery is committed at once, never held back to fill a batch. `1` commits each delivery
+    /// in its own transaction.
+    #[must_use]
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// How many transactions may be writing at once (default: 1 on SQLite, which has one writer
+    /// anyway, and 4 on PostgreSQL).
+    #[must_use]
+    pub fn writers(mut self, n: usize) -> Self {
+        self.writers = Some(n.max(1));
+        self
+    }
+
+    /// How many verified deliveries may wait for a commit before new ones wait to be queued
+    /// (default 4,096).
+    #[must_use]
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+}
+
+/// What [`Intake::receive`] did with a delivery. Answer CHIP with [`status`](Self::status)
+/// (`200 OK`): the delivery is committed to the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The stored delivery's id (for a duplicate, the id of the delivery it repeats; `None` only
+    /// in the rare case that the original was removed by retention during this very call).
+    pub id: Option<i64>,
+    /// The key it was deduplicated on.
+    pub dedup_key: String,
+    /// Whether the same delivery had been stored before (recorded as a duplicate, not stored again).
+    pub duplicate: bool,
+}
+
+impl Receipt {
+    /// The HTTP status to answer with: `200 OK` (CHIP takes any 2xx as delivered).
+    pub fn status(&self) -> StatusCode {
+        StatusCode::OK
+    }
+
+    /// A short text to answer with: `stored` or `duplicate`.
+    pub fn public_text(&self) -> &'static str {
+        if self.duplicate {
+            "duplicate"
+        } else {
+            "stored"
+        }
+    }
+}
+
+/// The columns of one delivery to store.
+#[derive(Debug)]
+pub(crate) struct NewRecord {
+    pub(crate) dedup_key: String,
+    pub(crate) lane: String,
+    pub(crate) event: String,
+    pub(crate) object_kind: &'static str,
+    pub(crate) object_id: Option<String>,
+    pub(crate) updated_on: Option<i64>,
+    pub(crate) signature: String,
+    pub(crate) body: Bytes,
+    pub(crate) typing_problem: Option<String>,
+}
+
+impl NewRecord {
+    /// The record for a delivery whose signature verified.
+    pub(crate) fn new(delivery: &Delivery, signature: String) -> Self {
+        let dedup_key = dedup_key(delivery);
+        let object_kind = kind_name(delivery.kind());
+        let object_id = delivery.object().id().map(str::to_owned);
+        let lane = match &object_id {
+            Some(id) => format!("{object_kind}:{id}"),
+            None => format!("delivery:{dedup_key}"),
+        };
+        Self {
+            lane,
+            event: delivery.event().as_str().to_owned(),
+            object_kind,
+            object_id,
+            updated_on: delivery.object().updated_on(),
+            signature,
+            body: Bytes::copy_from_slice(delivery.raw_body()),
+            typing_problem: delivery.typing_problem().map(ToString::to_string),
+            dedup_key,
+        }
+    }
+}
+
+/// The key a delivery is deduplicated on.
+///
+/// `<object id>:<event>:<updated_on>` ([`chip_gate::DedupKey`]) when the object has an id and an
+/// `updated_on`. Without `updated_on`, `<object id>:<event>:-:sha256:<hex>`; without an object id,
+/// `sha256:<hex>`: the SHA-256 of the exact body, so a repeated delivery (CHIP resends the same
+/// bytes) still meets its first copy, and two different bodies never collapse into one.
+pub fn dedup_key(delivery: &Delivery) -> String {
+    let body_hash = || {
+        let hash = digest::digest(&digest::SHA256, delivery.raw_body());
+        let mut hex = String::with_capacity(64);
+        for byte in hash.as_ref() {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        hex
+    };
+    match delivery.dedup_key() {
+        Some(key) if key.updated_on.is_some() => key.to_string(),
+        Some(key) => format!("{key}:sha256:{}", body_hash()),
+        None => format!("sha256:{}", body_hash()),
+    }
+}
+
+/// The stored name of an object kind.
+pub(crate) fn kind_name(kind: ObjectKind) -> &'static str {
+    match kind {
+        ObjectKind::Purchase => "purchase",
+        ObjectKind::Payment => "payment",
+        ObjectKind::Payout => "payout",
+        ObjectKind::BillingTemplateClient => "billing_template_client",
+        _ => "unknown",
+    }
+}
+
+type Reply = oneshot::Sender<Result<(Option<i64>, bool), String>>;
+
+struct Queued {
+    record: NewRecord,
+    reply: Reply,
+}
+
+struct IntakeInner {
+    verifier: Verifier,
+    queue: mpsc::Sender<Queued>,
+}
+
+/// Receives deliveries durably: verifies the signature, stores the delivery in one transaction
+/// under its dedup key, and answers only after the commit.
+///
+/// Cheap to clone (share one per endpoint). Deliveries that arrive together are committed together
+/// (group commit, see [`IntakeOptions::max_batch`]): each caller still waits for the commit that
+/// holds its own delivery, so nothing is acknowledged before it is on disk.
+///
+/// Use [`receive`](Self::receive) from any framework, or [`router`](Self::router) /
+/// [`handler`](crate::axum::handler) with axum (feature `axum`).
+#[derive(Clone)]
+pub struct Intake {
+    inner: Arc<IntakeInner>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake")
+            .field("verifier", &self.inner.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// An intake with default settings that verifies with `verifier`.
+    ///
+    /// # Errors
+    /// [`InboxError::NoRuntime`] outside a Tokio runtime (the intake runs its writers as tasks).
+    pub fn intake(&self, verifier: Verifier) -> Result<Intake, InboxError> {
+        Intake::new(self, verifier, IntakeOptions::default())
+    }
+}
+
+impl Intake {
+    /// An intake storing into `inbox`, verifying with `verifier`.
+    ///
+    /// # Errors
+    /// [`InboxError::NoRuntime`] outside a Tokio runtime (the intake runs its writers as tasks;
+    /// they stop when the last clone of the intake is dropped).
+    pub fn new(
+        inbox: &Inbox,
+        verifier: Verifier,
+        options: IntakeOptions,
+    ) -> Result<Self, InboxError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| InboxError::NoRuntime)?;
+        let (sender, receiver) = mpsc::channel(options.queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let writers = options.writers.unwrap_or(match inbox.shared.backend {
+            Backend::Sqlite(_) => 1,
+            Backend::Postgres(_) => 4,
+        });
+        for _ in 0..writers {
+            let receiver = Arc::clone(&receiver);
+            let inbox = inbox.clone();
+            let max_batch = options.max_batch;
+            runtime.spawn(async move { writer(inbox, receiver, max_batch).await });
+        }
+        Ok(Self {
+            inner: Arc::new(IntakeInner {
+                verifier,
+                queue: sender,
+            }),
+        })
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.inner.verifier
+    }
+
+    /// Receives one delivery from any framework: the request's headers and its complete body.
+    ///
+    /// Checks, in order: exactly one `X-Signature` header, the body size
+    /// ([`Verifier::max_body_bytes`]), the signature over the exact bytes. Then stores it and
+    /// returns once the transaction has committed. A verified body is never refused, even one the
+    /// typed model cannot read: it is stored raw (refusing it would make CHIP retry for 36 hours
+    /// and then drop it).
+    ///
+    /// Answer with [`Receipt::status`] on success and [`IntakeError::status`] otherwise.
+    ///
+    /// # Errors
+    /// An [`IntakeError`]: nothing was stored (or, for [`IntakeError::Storage`], nothing
+    /// acknowledged).
+    pub async fn receive(&self, headers: &HeaderMap, body: Bytes) -> Result<Receipt, IntakeError> {
+        let mut values = headers.get_all(SIGNATURE_HEADER).iter();
+        let signature = match (values.next(), values.next()) {
+            (None, _) => return Err(VerifyError::MissingSignature.into()),
+            (Some(_), Some(_)) => return Err(VerifyError::SeveralSignatures.into()),
+            (Some(value), None) => value
+                .to_str()
+                .map_err(|_| IntakeError::Signature(VerifyError::SignatureNotBase64))?,
+        };
+        self.receive_signed(body, signature).await
+    }
+
+    /// Receives one delivery given its body and the `X-Signature` value, as
+    /// [`receive`](Self::receive) does.
+    ///
+    /// # Errors
+    /// As [`receive`](Self::receive).
+    pub async fn receive_signed(
+        &self,
+        body: Bytes,
+        x_signature: &str,
+    ) -> Result<Receipt, IntakeError> {
+        let span = tracing::info_span!(
+            "chip_inbox.intake",
+            event = tracing::field::Empty,
+            dedup_key = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        async move {
+            let result = self.verify_and_store(body, x_signature).await;
+            let span = tracing::Span::current();
+            match &result {
+                Ok(receipt) => {
+                    span.record("outcome", receipt.public_text());
+                }
+                Err(error) => {
+                    span.record("outcome", error.public_text());
+                    match error {
+                        IntakeError::Storage(_) => {
+                            tracing::error!(%error, "verified delivery not stored; answering 503");
+                        }
+                        _ => tracing::debug!(%error, "delivery refused"),
+                    }
+                }
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn verify_and_store(
+        &self,
+        body: Bytes,
+        x_signature: &str,
+    ) -> Result<Receipt, IntakeError> {
+        let verifier = &self.inner.verifier;
+        if x_signature.trim().is_empty() {
+            return Err(VerifyError::MissingSignature.into());
+        }
+        if body.len() > verifier.max_body_bytes() {
+            return Err(IntakeError::TooLarge {
+                max: verifier.max_body_bytes(),
+            });
+        }
+        verifier.verify(&body, x_signature)?;
+        let delivery = Delivery::from_verified(body);
+        if let Some(problem) = delivery.typing_problem() {
+            tracing::warn!(%problem, "verified delivery stored raw: its body does not fit the typed model");
+        }
+        let record = NewRecord::new(&delivery, x_signature.trim().to_owned());
+        let span = tracing::Span::current();
+        span.record("event", record.event.as_str());
+        span.record("dedup_key", record.dedup_key.as_str());
+        let dedup_key = record.dedup_key.clone();
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .queue
+            .send(Queued { record, reply })
+            .await
+            .map_err(|_| IntakeError::Storage("the intake's writers have stopped".to_owned()))?;
+        match answer.await {
+            Ok(Ok((id, duplicate))) => Ok(Receipt {
+                id,
+                dedup_key,
+                duplicate,
+            }),
+            Ok(Err(error)) => Err(IntakeError::Storage(error)),
+            Err(_) => Err(IntakeError::Storage(
+                "the intake's writer stopped before committing".to_owned(),
+            )),
+        }
+    }
+}
+
+/// One writer: takes whatever is queued (up to `max_batch`), commits it in one transaction, then
+/// answers every caller.
+async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_batch: usize) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
+        let result = store_batch(&inbox.shared.backend, &records).await;
+        match result {
+            Ok(outcomes) => {
+                let stored_new = outcomes.iter().any(|(_, duplicate)| !duplicate);
+                for (queued, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = queued.reply.send(Ok(outcome));
+                }
+                if stored_new {
+                    inbox.shared.stored.notify_waiters();
+                }
+            }
+            Err(error) => {
+                let text = crate::error::error_text(&error);
+                for queued in batch {
+                    let _ = queued.reply.send(Err(text.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Stores a batch in one transaction; per record, its id and whether it was a duplicate.
+///
+/// Rows are written in dedup-key order (lanes first, in lane order) so that concurrent writers on
+/// PostgreSQL take their locks in one order and never deadlock.
+pub(crate) async fn store_batch(
+    backend: &Backend,
+    records: &[&NewRecord],
+) -> Result<Vec<(Option<i64>, bool)>, sqlx::Error> {
+    let now = now_ms();
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by(|&a, &b| records[a].dedup_key.cmp(&records[b].dedup_key));
+    let mut lanes: Vec<&str> = records.iter().map(|r| r.lane.as_str()).collect();
+    lanes.sort_unstable();
+    lanes.dedup();
+    let mut outcomes = vec![(None, false); records.len()];
+    dispatch!(backend, pool, Db => {
+        let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+        for lane in &lanes {
+            sqlx::query("INSERT INTO chip_inbox_lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING")
+                .bind(*lane)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (mut new, mut duplicates) = (0_i64, 0_i64);
+        for &index in &order {
+            let record = records[index];
+            let inserted = sqlx::query(
+                "INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+                 updated_on, signature, body, typing_problem, received_at, next_attempt_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+                 ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+            )
+            .bind(&record.dedup_key)
+            .bind(&record.lane)
+            .bind(&record.event)
+            .bind(record.object_kind)
+            .bind(&record.object_id)
+            .bind(record.updated_on)
+            .bind(&record.signature)
+            .bind(record.body.as_ref())
+            .bind(&record.typing_problem)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            outcomes[index] = match inserted {
+                Some(row) => {
+                    new += 1;
+                    (Some(row.try_get::<i64, _>("id")?), false)
+                }
+                None => {
+                    duplicates += 1;
+                    let original = sqlx::query(
+                        "UPDATE chip_inbox_deliveries SET duplicates = duplicates + 1, \
+                         last_duplicate_at = $2 WHERE dedup_key = $1 RETURNING id",
+                    )
+                    .bind(&record.dedup_key)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let id = match original {
+                        Some(row) => Some(row.try_get::<i64, _>("id")?),
+                        None => None,
+                    };
+                    (id, true)
+                }
+            };
+        }
+        crate::store::add_counts!(tx, [(DUPLICATES, duplicates), (RECEIVED, new)])?;
+        tx.commit().await?;
+    });
+    Ok(outcomes)
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod admin;
+#[cfg(feature = "axum")]
+pub mod axum;
+mod error;
+mod intake;
+mod model;
+mod ops;
+mod store;
+mod worker;
+
+pub use error::{InboxError, IntakeError};
+pub use intake::{Intake, IntakeOptions, Receipt, dedup_key};
+pub use model::{Counts, DeliveryState, DeliverySummary, InboxStatus, ListFilter, StoredDelivery};
+pub use store::{BackendKind, DEFAULT_DATABASE_URL, Inbox, InboxOptions};
+pub use worker::{
+    Backoff, Completed, MIN_RETENTION, ProcessReport, StalePolicy, TxJob, Worker, WorkerOptions,
+};

@@ -1,0 +1,363 @@
+//! The database: connecting, the embedded schema, counters, and the SQL both backends share.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Postgres, Row, Sqlite};
+use tokio::sync::Notify;
+
+use crate::error::InboxError;
+
+/// The URL of the embedded default database: a file `chip-inbox.db` in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://chip-inbox.db";
+
+/// Runs `$body` once per backend, with `$pool` bound to that backend's pool and `$db` naming its
+/// `sqlx` database type (so one text of SQL serves both, each checked by the compiler).
+macro_rules! dispatch {
+    ($backend:expr, $pool:ident, $db:ident => $body:expr) => {
+        match $backend {
+            $crate::store::Backend::Sqlite($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Sqlite;
+                $body
+            }
+            $crate::store::Backend::Postgres($pool) => {
+                #[allow(dead_code)]
+                type $db = sqlx::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// What differs between the backends' SQL.
+pub(crate) trait Dialect {
+    /// Starts a transaction that writes: SQLite takes the write lock at once (`BEGIN IMMEDIATE`)
+    /// so that it waits for other writers instead of failing on upgrade.
+    const BEGIN_WRITE: &'static str;
+    /// Locks the selected rows, skipping those another transaction holds (PostgreSQL); nothing on
+    /// SQLite, where the transaction already holds the database's single write lock.
+    const SKIP_LOCKED: &'static str;
+    /// Locks the selected rows, waiting for them (PostgreSQL); nothing on SQLite.
+    const FOR_UPDATE: &'static str;
+}
+
+impl Dialect for Sqlite {
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const SKIP_LOCKED: &'static str = "";
+    const FOR_UPDATE: &'static str = "";
+}
+
+impl Dialect for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+}
+
+/// The connection pool of one backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Which database an [`Inbox`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// SQLite: one file, one writer at a time (the embedded default).
+    Sqlite,
+    /// PostgreSQL: several app instances, rows claimed with `FOR UPDATE SKIP LOCKED`.
+    Postgres,
+}
+
+/// Settings for [`Inbox::connect_with`].
+#[derive(Clone, Debug)]
+pub struct InboxOptions {
+    max_connections: Option<u32>,
+    busy_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+impl Default for InboxOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: None,
+            busy_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl InboxOptions {
+    /// The pool's size (default: 4 for SQLite, 10 for PostgreSQL).
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
+    /// How long a SQLite statement waits for another process's write lock before failing
+    /// (default 30 s).
+    #[must_use]
+    pub fn sqlite_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for a free pooled connection (default 30 s).
+    #[must_use]
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) backend: Backend,
+    /// Woken when this process stores a new delivery, so idle workers start at once.
+    pub(crate) stored: Notify,
+}
+
+/// A handle on the inbox's database: cheap to clone, shared by intakes, workers and the
+/// operations calls ([`counts`](Inbox::counts), [`list`](Inbox::list), [`retry`](Inbox::retry)...).
+#[derive(Clone)]
+pub struct Inbox {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inbox")
+            .field("backend", &self.backend_kind())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inbox {
+    /// Connects to the database named by `url` and brings its schema up to date.
+    ///
+    /// `sqlite://PATH` (the file is created if missing; [`DEFAULT_DATABASE_URL`] is
+    /// `sqlite://chip-inbox.db`) or `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`.
+    ///
+    /// # Errors
+    /// [`InboxError::UnsupportedUrl`] for another scheme, [`InboxError::Database`] when the
+    /// database cannot be reached or migrated.
+    pub async fn connect(url: &str) -> Result<Self, InboxError> {
+        Self::connect_with(url, InboxOptions::default()).await
+    }
+
+    /// As [`connect`](Self::connect), with settings.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(url: &str, options: InboxOptions) -> Result<Self, InboxError> {
+        let scheme = url
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let backend = match scheme.as_str() {
+            "sqlite" => {
+                let memory = url.contains(":memory:") || url.contains("mode=memory");
+                let connect = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(options.busy_timeout);
+                // An in-memory database exists once per connection: keep exactly one.
+                let size = if memory {
+                    1
+                } else {
+                    options.max_connections.unwrap_or(4)
+                };
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(size)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await?;
+                Backend::Sqlite(pool)
+            }
+            "postgres" | "postgresql" => {
+                let connect = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(options.max_connections.unwrap_or(10))
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect)
+                    .await?;
+                Backend::Postgres(pool)
+            }
+            _ => return Err(InboxError::UnsupportedUrl { scheme }),
+        };
+        let inbox = Inbox {
+            shared: Arc::new(Shared {
+                backend,
+                stored: Notify::new(),
+            }),
+        };
+        inbox.migrate().await?;
+        Ok(inbox)
+    }
+
+    /// Which database this inbox runs on.
+    pub fn backend_kind(&self) -> BackendKind {
+        match self.shared.backend {
+            Backend::Sqlite(_) => BackendKind::Sqlite,
+            Backend::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    /// The SQLite pool, when the inbox runs on SQLite: create your own tables in the same file to
+    /// commit your effects together with the "done" mark (see [`TxJob`](crate::TxJob)).
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.shared.backend {
+            Backend::Sqlite(pool) => Some(pool),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool, when the inbox runs on PostgreSQL.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.shared.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes the pool: waits for checked-out connections to return.
+    pub async fn close(&self) {
+        dispatch!(&self.shared.backend, pool, Db => pool.close().await);
+    }
+
+    /// Applies the embedded schema migrations that the database lacks. [`connect`](Self::connect)
+    /// already does; this is safe to call again and from several processes at once (they take
+    /// turns under a lock). The inbox's tables are all named `chip_inbox_*` and its migrations are
+    /// tracked in `chip_inbox_migrations`, apart from any `sqlx` migrations of your own.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`], or [`InboxError::SchemaTooNew`] when a newer version of this crate
+    /// already migrated the database.
+    pub async fn migrate(&self) -> Result<(), InboxError> {
+        dispatch!(&self.shared.backend, pool, Db => {
+            let migrations = match self.backend_kind() {
+                BackendKind::Sqlite => SQLITE_MIGRATIONS,
+                BackendKind::Postgres => POSTGRES_MIGRATIONS,
+            };
+            let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+            if self.backend_kind() == BackendKind::Postgres {
+                // Several processes starting at once take turns.
+                sqlx::query("SELECT pg_advisory_xact_lock(7243386901122)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS chip_inbox_migrations \
+                 (version BIGINT PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let current: i64 =
+                sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM chip_inbox_migrations")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get("v")?;
+            let known = migrations.last().map_or(0, |m| m.0);
+            if current > known {
+                return Err(InboxError::SchemaTooNew { found: current, known });
+            }
+            for (version, description, sql) in migrations.iter().filter(|m| m.0 > current) {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::query(
+                    "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+                )
+                .bind(*version)
+                .bind(*description)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(version, description, "chip-gate-inbox schema migrated");
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+type Migration = (i64, &'static str, &'static str);
+
+const SQLITE_MIGRATIONS: &[Migration] = &[(
+    1,
+    "deliveries, lanes, counters",
+    include_str!("../migrations/sqlite/0001_inbox.sql"),
+)];
+
+const POSTGRES_MIGRATIONS: &[Migration] = &[(
+    1,
+    "deliveries, lanes, counters",
+    include_str!("../migrations/postgres/0001_inbox.sql"),
+)];
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Unix milliseconds as a `SystemTime`.
+pub(crate) fn system_time(unix_ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0))
+}
+
+/// The counters, by column name.
+pub(crate) const RECEIVED: &str = "received";
+pub(crate) const DUPLICATES: &str = "duplicates";
+pub(crate) const STALE: &str = "stale";
+pub(crate) const DONE: &str = "done";
+pub(crate) const RETRIED: &str = "retried";
+pub(crate) const DEAD: &str = "dead";
+
+/// Adds counts inside the caller's transaction, so that a count commits with the change it
+/// counts. One shard for the whole transaction and the names in one order: concurrent
+/// transactions never wait for each other's counter rows in a cycle.
+macro_rules! add_counts {
+    ($conn:expr, $counts:expr) => {{
+        let shard = i64::from(fastrand::u32(0..$crate::store::COUNTER_SHARDS));
+        let mut counts: Vec<(&'static str, i64)> =
+            $counts.into_iter().filter(|count: &(&'static str, i64)| count.1 > 0).collect();
+        counts.sort_unstable();
+        let mut result: Result<(), sqlx::Error> = Ok(());
+        for (name, by) in counts {
+            if let Err(error) = sqlx::query(
+                "INSERT INTO chip_inbox_counters (name, shard, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value",
+            )
+            .bind(name)
+            .bind(shard)
+            .bind(by)
+            .execute(&mut *$conn)
+            .await
+            {
+                result = Err(error);
+                break;
+            }
+        }
+        result
+    }};
+}
+pub(crate) use add_counts;
+
+/// Counters are spread over this many rows each, so that concurrent transactions on PostgreSQL
+/// rarely wait for one another's counter row.
+pub(crate) const COUNTER_SHARDS: u32 = 16;

@@ -1,0 +1,690 @@
+//! Processing: workers claim due deliveries under a lease, hand them to your handler, and record
+//! the outcome.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::stream::{self, StreamExt};
+use sqlx::{PgConnection, SqliteConnection, Transaction};
+use tracing::Instrument;
+
+use crate::error::{InboxError, error_text};
+use crate::model::StoredDelivery;
+use crate::ops::{self, ClaimRules, Claimed, Lease};
+use crate::store::{Backend, Dialect, Inbox, ms};
+
+/// What a worker does with a delivery older than one already handled for the same object (CHIP
+/// sent the newer state first, or the older one was retried after the newer one was handled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StalePolicy {
+    /// Mark it stale and do not hand it over (default): a `purchase.paid` never undoes a later
+    /// `payment.refunded` of the same object.
+    #[default]
+    Skip,
+    /// Hand it over anyway with [`StoredDelivery::stale`] set, and let the handler decide.
+    Deliver,
+}
+
+/// How long a failed delivery waits before its next attempt: `initial`, doubling each attempt, at
+/// most `max`, each wait shortened by up to a quarter at random so that retries spread out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `attempt` failed attempts (1 for the first failure).
+    pub fn delay(&self, attempt: i64) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let full = self
+            .initial
+            .saturating_mul(2_u32.saturating_pow(exponent))
+            .min(self.max);
+        let cut = full.mul_f64(fastrand::f64() * 0.25);
+        full.saturating_sub(cut)
+    }
+}
+
+/// The shortest retention the worker applies on its own: CHIP retries a delivery for up to 36
+/// hours, and a delivery removed before its last retry could be stored and handled again.
+pub const MIN_RETENTION: Duration = Duration::from_secs(48 * 3600);
+
+/// Settings for a [`Worker`].
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    batch_size: usize,
+    concurrency: usize,
+    lease: Duration,
+    poll_interval: Duration,
+    max_attempts: u32,
+    backoff: Backoff,
+    stale: StalePolicy,
+    retention: Option<Duration>,
+    purge_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            concurrency: 4,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            max_attempts: 10,
+            backoff: Backoff::default(),
+            stale: StalePolicy::Skip,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            purge_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// How many deliveries one claim takes (default 16; at most one per object).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.clamp(1, 1000);
+        self
+    }
+
+    /// How many handlers run at once in this worker (default 4; always on different objects).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How long a claim lasts (default 60 s). A worker that dies mid-handler loses its claim after
+    /// this long and another worker takes the delivery. [`Worker::run`] extends the lease while
+    /// the handler runs; in [`Worker::run_in_transaction`] the database's locks hold it.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// How often an idle worker looks for due deliveries (default 500 ms). A worker sharing an
+    /// [`Inbox`] with an [`Intake`](crate::Intake) in the same process starts at once on new ones.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many attempts before a delivery is marked dead (default 10).
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The wait between attempts (default 5 s doubling up to 30 min).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// What to do with stale deliveries (default [`StalePolicy::Skip`]).
+    #[must_use]
+    pub fn stale(mut self, policy: StalePolicy) -> Self {
+        self.stale = policy;
+        self
+    }
+
+    /// Remove done and stale deliveries this long after they finished (default 7 days; at least
+    /// [`MIN_RETENTION`]; `None` keeps them). Dead deliveries are never removed.
+    #[must_use]
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention.map(|r| r.max(MIN_RETENTION));
+        self
+    }
+
+    /// How often a running worker applies retention (default 10 min).
+    #[must_use]
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.purge_interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    fn rules(&self) -> ClaimRules {
+        ClaimRules {
+            limit: i64::try_from(self.batch_size).unwrap_or(16),
+            lease_ms: ms(self.lease),
+            max_attempts: i64::from(self.max_attempts),
+            skip_stale: self.stale == StalePolicy::Skip,
+        }
+    }
+}
+
+/// What one [`Worker::process_batch`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProcessReport {
+    /// Deliveries handed to the handler.
+    pub handed_over: usize,
+    /// Of those, marked done.
+    pub done: usize,
+    /// Of those, failed and scheduled for another attempt.
+    pub retried: usize,
+    /// Of those, failed for the last time and marked dead (plus those whose workers kept dying).
+    pub dead: usize,
+    /// Of those, whose outcome was not recorded because the lease was lost or the database
+    /// failed: they will be handed over again.
+    pub unrecorded: usize,
+    /// Deliveries marked stale instead of being handed over.
+    pub stale: usize,
+}
+
+impl ProcessReport {
+    fn add(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Done => self.done += 1,
+            Outcome::Retried => self.retried += 1,
+            Outcome::Dead => self.dead += 1,
+            Outcome::Unrecorded => self.unrecorded += 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Done,
+    Retried,
+    Dead,
+    Unrecorded,
+}
+
+/// Proof that a [`TxJob`] committed: only [`TxJob::complete`] makes one.
+#[derive(Debug)]
+#[must_use = "return it from the handler"]
+pub struct Completed {
+    _private: (),
+}
+
+enum JobTx {
+    Sqlite(Transaction<'static, sqlx::Sqlite>),
+    Postgres(Transaction<'static, sqlx::Postgres>),
+}
+
+/// A delivery handed over inside the database transaction that will mark it done.
+///
+/// Write your effects through [`sqlite`](Self::sqlite) or [`postgres`](Self::postgres) (tables
+/// of your own in the inbox's database), then call [`complete`](Self::complete): your writes and
+/// the "done" mark commit together, or not at all. Returning an error (or dropping the job)
+/// rolls everything back and the delivery is retried.
+pub struct TxJob {
+    delivery: StoredDelivery,
+    lease: Lease,
+    tx: JobTx,
+}
+
+impl std::fmt::Debug for TxJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxJob")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxJob {
+    /// The delivery.
+    pub fn delivery(&self) -> &StoredDelivery {
+        &self.delivery
+    }
+
+    /// The transaction's connection on SQLite.
+    ///
+    /// # Errors
+    /// [`InboxError::WrongBackend`] when the inbox runs on PostgreSQL.
+    pub fn sqlite(&mut self) -> Result<&mut SqliteConnection, InboxError> {
+        match &mut self.tx {
+            JobTx::Sqlite(tx) => Ok(&mut **tx),
+            JobTx::Postgres(_) => Err(InboxError::WrongBackend {
+                requested: "SQLite",
+                actual: "PostgreSQL",
+            }),
+        }
+    }
+
+    /// The transaction's connection on PostgreSQL.
+    ///
+    /// # Errors
+    /// [`InboxError::WrongBackend`] when the inbox runs on SQLite.
+    pub fn postgres(&mut self) -> Result<&mut PgConnection, InboxError> {
+        match &mut self.tx {
+            JobTx::Postgres(tx) => Ok(&mut **tx),
+            JobTx::Sqlite(_) => Err(InboxError::WrongBackend {
+                requested: "PostgreSQL",
+                actual: "SQLite",
+            }),
+        }
+    }
+
+    /// Marks the delivery done in this transaction and commits: your writes and the mark land
+    /// together.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the commit fails: nothing was recorded and the delivery will
+    /// be handed over again.
+    pub async fn complete(self) -> Result<Completed, InboxError> {
+        match self.tx {
+            JobTx::Sqlite(mut tx) => {
+                ops::sqlite::mark_done(&mut tx, &self.lease).await?;
+                tx.commit().await?;
+            }
+            JobTx::Postgres(mut tx) => {
+                ops::postgres::mark_done(&mut tx, &self.lease).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(Completed { _private: () })
+    }
+}
+
+/// Claims due deliveries and hands them to a handler. Run as many as you like, in one process or
+/// many, on one database: each delivery is handed to one worker at a time, and the deliveries of
+/// one object one at a time, in `updated_on` order.
+#[derive(Clone, Debug)]
+pub struct Worker {
+    inbox: Inbox,
+    options: WorkerOptions,
+    id: String,
+}
+
+impl Inbox {
+    /// A worker on this inbox.
+    pub fn worker(&self, options: WorkerOptions) -> Worker {
+        Worker {
+            inbox: self.clone(),
+            options,
+            id: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
+        }
+    }
+
+    /// Handles deliveries with `handler` until the process ends, with default
+    /// [`WorkerOptions`]: see [`Worker::run`].
+    pub async fn process<H, Fut, E>(&self, handler: H)
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        self.worker(WorkerOptions::default())
+            .run_until(handler, std::future::pending::<()>())
+            .await;
+    }
+}
+
+impl Worker {
+    /// This worker's id, as recorded on its leases.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Handles deliveries with `handler` until the process ends. See [`run_until`](Self::run_until).
+    pub async fn run<H, Fut, E>(&self, handler: H)
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        self.run_until(handler, std::future::pending::<()>()).await;
+    }
+
+    /// Handles deliveries with `handler` until `shutdown` completes (then finishes the batch in
+    /// hand). `Ok(())` marks a delivery done; an error (or a panic) schedules another attempt with
+    /// backoff, or marks it dead after the last one.
+    ///
+    /// **At least once:** the handler runs outside the inbox's database, so a crash after the
+    /// handler's effect and before the "done" mark commits means the delivery is handed over
+    /// again. Make your effect idempotent with [`StoredDelivery::dedup_key`] (for example as an
+    /// idempotency key or a unique column), or use [`run_in_transaction`](Self::run_in_transaction)
+    /// when your data lives in the same database.
+    pub async fn run_until<H, Fut, E, S>(&self, handler: H, shutdown: S)
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+        S: Future<Output = ()>,
+    {
+        self.run_loop(shutdown, |claimed| self.handle(claimed, &handler))
+            .await;
+    }
+
+    /// Handles deliveries until the process ends, each inside the transaction that marks it
+    /// done. See [`run_in_transaction_until`](Self::run_in_transaction_until).
+    pub async fn run_in_transaction<H, Fut, E>(&self, handler: H)
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+    {
+        self.run_in_transaction_until(handler, std::future::pending::<()>())
+            .await;
+    }
+
+    /// Handles deliveries until `shutdown` completes, each inside the transaction that marks it
+    /// done: **exactly-once effects** for writes to the inbox's own database. The handler gets a
+    /// [`TxJob`], writes through its connection and returns [`TxJob::complete`]'s proof.
+    ///
+    /// On SQLite the transaction holds the database's write lock while the handler runs (intake
+    /// waits for it): keep such handlers short and do slow work elsewhere.
+    pub async fn run_in_transaction_until<H, Fut, E, S>(&self, handler: H, shutdown: S)
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+        S: Future<Output = ()>,
+    {
+        self.run_loop(shutdown, |claimed| {
+            self.handle_in_transaction(claimed, &handler)
+        })
+        .await;
+    }
+
+    /// Claims one batch of due deliveries and handles them with `handler` (as
+    /// [`run_until`](Self::run_until) does), then returns.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the claim fails.
+    pub async fn process_batch<H, Fut, E>(&self, handler: H) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        self.batch(|claimed| self.handle(claimed, &handler)).await
+    }
+
+    /// Claims one batch and handles each delivery inside the transaction that marks it done, as
+    /// [`run_in_transaction_until`](Self::run_in_transaction_until) does.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the claim fails.
+    pub async fn process_batch_in_transaction<H, Fut, E>(
+        &self,
+        handler: H,
+    ) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+    {
+        self.batch(|claimed| self.handle_in_transaction(claimed, &handler))
+            .await
+    }
+
+    /// Applies retention now: removes done and stale deliveries finished more than the
+    /// configured retention ago. Returns how many were removed (0 when retention is off).
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn purge(&self) -> Result<u64, InboxError> {
+        match self.options.retention {
+            Some(age) => self.inbox.purge_finished_before(age).await,
+            None => Ok(0),
+        }
+    }
+
+    async fn run_loop<F, Fut, S>(&self, shutdown: S, handle: F)
+    where
+        F: Fn(Claimed) -> Fut,
+        Fut: Future<Output = Outcome>,
+        S: Future<Output = ()>,
+    {
+        let shutdown = shutdown.fuse();
+        futures::pin_mut!(shutdown);
+        let mut next_purge = tokio::time::Instant::now();
+        let mut failures: u32 = 0;
+        loop {
+            if futures::poll!(shutdown.as_mut()).is_ready() {
+                return;
+            }
+            if self.options.retention.is_some() && tokio::time::Instant::now() >= next_purge {
+                next_purge = tokio::time::Instant::now() + self.options.purge_interval;
+                match self.purge().await {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::info!(removed, "inbox retention applied"),
+                    Err(error) => tracing::warn!(%error, "inbox retention failed"),
+                }
+            }
+            // Listen before claiming, so a delivery stored during the claim still wakes us.
+            let stored = self.inbox.shared.stored.notified();
+            futures::pin_mut!(stored);
+            stored.as_mut().enable();
+            let idle = match self.batch(&handle).await {
+                Ok(report) => {
+                    failures = 0;
+                    report.handed_over == 0 && report.stale == 0
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(%error, failures, "inbox claim failed; trying again");
+                    true
+                }
+            };
+            if idle {
+                let wait = self
+                    .options
+                    .poll_interval
+                    .saturating_mul(failures.clamp(1, 20));
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = stored => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+
+    async fn batch<F, Fut>(&self, handle: F) -> Result<ProcessReport, InboxError>
+    where
+        F: Fn(Claimed) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let rules = self.options.rules();
+        let (claimed, tally) = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
+            Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
+        };
+        let mut report = ProcessReport {
+            handed_over: claimed.len(),
+            stale: usize::try_from(tally.stale).unwrap_or(0),
+            dead: usize::try_from(tally.dead).unwrap_or(0),
+            ..ProcessReport::default()
+        };
+        let outcomes: Vec<Outcome> = stream::iter(claimed)
+            .map(&handle)
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            report.add(outcome);
+        }
+        Ok(report)
+    }
+
+    fn span(&self, claimed: &Claimed) -> tracing::Span {
+        let summary = &claimed.delivery.summary;
+        tracing::info_span!(
+            "chip_inbox.handle",
+            delivery_id = summary.id,
+            event = summary.event.as_str(),
+            object_id = summary.object_id.as_deref().unwrap_or(""),
+            attempt = summary.attempts,
+            worker = self.id.as_str(),
+            outcome = tracing::field::Empty,
+        )
+    }
+
+    async fn handle<H, Fut, E>(&self, claimed: Claimed, handler: &H) -> Outcome
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        let span = self.span(&claimed);
+        async move {
+            let Claimed { delivery, lease } = claimed;
+            let work = AssertUnwindSafe(handler(delivery)).catch_unwind();
+            futures::pin_mut!(work);
+            let mut renew = tokio::time::interval(self.options.lease / 3);
+            renew.tick().await;
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = renew.tick() => self.extend(&lease).await,
+                }
+            };
+            let result = match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(error_text(&error)),
+                Err(_) => Err("the handler panicked".to_owned()),
+            };
+            self.record(&lease, result).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn extend(&self, lease: &Lease) {
+        let lease_ms = ms(self.options.lease);
+        let kept = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::extend(pool, lease, lease_ms).await,
+            Backend::Postgres(pool) => ops::postgres::extend(pool, lease, lease_ms).await,
+        };
+        match kept {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("lease lost while the handler runs"),
+            Err(error) => tracing::warn!(%error, "lease not extended"),
+        }
+    }
+
+    /// Records a handler's outcome (in its own transaction).
+    async fn record(&self, lease: &Lease, result: Result<(), String>) -> Outcome {
+        let delay = ms(self.options.backoff.delay(lease.attempts));
+        let max = i64::from(self.options.max_attempts);
+        if let Err(error) = &result {
+            tracing::warn!(error = error.as_str(), "handler failed");
+        }
+        let outcome = result
+            .as_ref()
+            .map(|_| ())
+            .map_err(|e| (e.as_str(), max, delay));
+        let recorded = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::finish(pool, lease, outcome).await,
+            Backend::Postgres(pool) => ops::postgres::finish(pool, lease, outcome).await,
+        };
+        let outcome = match (recorded, result.is_ok()) {
+            (Ok(Some(_)), true) => Outcome::Done,
+            (Ok(Some(false)), false) => Outcome::Retried,
+            (Ok(Some(true)), false) => Outcome::Dead,
+            (Ok(None), _) => {
+                tracing::warn!(
+                    "lease lost before the outcome was recorded; another worker has the delivery"
+                );
+                Outcome::Unrecorded
+            }
+            (Err(error), _) => {
+                tracing::error!(%error, "outcome not recorded; the delivery will be handed over again");
+                Outcome::Unrecorded
+            }
+        };
+        tracing::Span::current().record("outcome", outcome_name(outcome));
+        outcome
+    }
+
+    async fn handle_in_transaction<H, Fut, E>(&self, claimed: Claimed, handler: &H) -> Outcome
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+    {
+        let span = self.span(&claimed);
+        async move {
+            let Claimed { delivery, lease } = claimed;
+            let tx = match self.begin_holding(&lease).await {
+                Ok(Some(tx)) => tx,
+                Ok(None) => {
+                    tracing::warn!("lease lost before the handler started");
+                    return Outcome::Unrecorded;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not start the handler's transaction");
+                    return Outcome::Unrecorded;
+                }
+            };
+            let job = TxJob {
+                delivery,
+                lease: lease.clone(),
+                tx,
+            };
+            let result = AssertUnwindSafe(handler(job)).catch_unwind().await;
+            match result {
+                Ok(Ok(Completed { .. })) => {
+                    tracing::Span::current().record("outcome", outcome_name(Outcome::Done));
+                    Outcome::Done
+                }
+                Ok(Err(error)) => self.record(&lease, Err(error_text(&error))).await,
+                Err(_) => {
+                    self.record(&lease, Err("the handler panicked".to_owned()))
+                        .await
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Begins the handler's transaction holding the lease's lane; `None` if the lease was lost.
+    async fn begin_holding(&self, lease: &Lease) -> Result<Option<JobTx>, sqlx::Error> {
+        match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => {
+                let mut tx = pool
+                    .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
+                    .await?;
+                if ops::sqlite::hold_lease(&mut tx, lease).await? {
+                    Ok(Some(JobTx::Sqlite(tx)))
+                } else {
+                    Ok(None)
+                }
+            }
+            Backend::Postgres(pool) => {
+                let mut tx = pool
+                    .begin_with(<sqlx::Postgres as Dialect>::BEGIN_WRITE)
+                    .await?;
+                if ops::postgres::hold_lease(&mut tx, lease).await? {
+                    Ok(Some(JobTx::Postgres(tx)))
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Done => "done",
+        Outcome::Retried => "retried",
+        Outcome::Dead => "dead",
+        Outcome::Unrecorded => "unrecorded",
+    }
+}

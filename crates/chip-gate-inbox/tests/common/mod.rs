@@ -1,0 +1,98 @@
+//! Helpers shared by the inbox's tests: keys, signed bodies, and real databases.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use chip_gate::testing::TestSigner;
+use chip_gate::{Digest, Verifier};
+use http::{HeaderMap, HeaderValue};
+use sqlx::Connection;
+
+/// The environment variable holding a PostgreSQL URL for the PostgreSQL tests (a role that may
+/// create databases). Without it those tests say they were skipped.
+pub const POSTGRES_URL_ENV: &str = "CHIP_INBOX_TEST_POSTGRES_URL";
+
+pub fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap()
+}
+
+pub fn signer() -> TestSigner {
+    TestSigner::from_pem(&fixture("rsa2048-private-pkcs8.pem")).unwrap()
+}
+
+pub fn other_signer() -> TestSigner {
+    TestSigner::from_pem(&fixture("rsa3072-private-pkcs8.pem")).unwrap()
+}
+
+pub fn verifier() -> Verifier {
+    Verifier::from_pem(&fixture("rsa2048-public-spki.pem")).unwrap()
+}
+
+/// A CHIP-like purchase delivery body.
+pub fn purchase_body(id: &str, event: &str, updated_on: i64) -> Bytes {
+    Bytes::from(format!(
+        r#"{{"id":"{id}","type":"purchase","event_type":"{event}","created_on":1700000000,"updated_on":{updated_on},"status":"paid","purchase":{{"total":1000,"currency":"MYR"}}}}"#
+    ))
+}
+
+pub fn signed_headers(signer: &TestSigner, body: &[u8]) -> HeaderMap {
+    signer.signed_headers(body, Digest::Sha256).unwrap()
+}
+
+pub fn header_map(signature: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-signature", HeaderValue::from_str(signature).unwrap());
+    headers
+}
+
+/// A fresh SQLite database in a temporary directory (kept alive by the returned guard).
+pub fn sqlite_url() -> (String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+    (url, dir)
+}
+
+/// A fresh PostgreSQL database on the server named by [`POSTGRES_URL_ENV`], or `None` (and a
+/// line saying the test was skipped) when the variable is not set.
+pub async fn postgres_url(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var(POSTGRES_URL_ENV) else {
+        eprintln!("SKIPPED {test}: set {POSTGRES_URL_ENV} to a PostgreSQL URL to run it");
+        return None;
+    };
+    let name = format!("chip_inbox_t_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
+}
+
+/// Runs an async scenario on SQLite, and on PostgreSQL when configured.
+#[macro_export]
+macro_rules! on_both {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let (url, _dir) = $crate::common::sqlite_url();
+                super::$scenario(url).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(url) =
+                    $crate::common::postgres_url(concat!(stringify!($scenario), "::postgres")).await
+                {
+                    super::$scenario(url).await;
+                }
+            }
+        }
+    };
+}

@@ -1,0 +1,520 @@
+//! The inbox against real databases: SQLite always, PostgreSQL when
+//! `CHIP_INBOX_TEST_POSTGRES_URL` is set.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chip_gate_inbox::{
+    Backoff, DeliveryState, Inbox, InboxError, IntakeError, ListFilter, StalePolicy,
+    StoredDelivery, WorkerOptions,
+};
+use common::*;
+use http::StatusCode;
+
+fn fast_worker() -> WorkerOptions {
+    WorkerOptions::default()
+        .poll_interval(Duration::from_millis(20))
+        .backoff(Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(40),
+        })
+}
+
+async fn store(inbox: &Inbox, body: Bytes) -> chip_gate_inbox::Receipt {
+    let intake = inbox.intake(verifier()).unwrap();
+    let headers = signed_headers(&signer(), &body);
+    intake.receive(&headers, body).await.unwrap()
+}
+
+async fn rows(inbox: &Inbox) -> Vec<chip_gate_inbox::DeliverySummary> {
+    inbox.list(&ListFilter::new().limit(1000)).await.unwrap()
+}
+
+/// Handles everything due with `handler`, recording the order handed over.
+async fn drain(inbox: &Inbox, options: WorkerOptions) -> Vec<StoredDelivery> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let worker = inbox.worker(options);
+    loop {
+        let seen = Arc::clone(&seen);
+        let report = worker
+            .process_batch(move |delivery: StoredDelivery| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(delivery);
+                    Ok::<(), String>(())
+                }
+            })
+            .await
+            .unwrap();
+        if report.handed_over == 0 && report.stale == 0 {
+            break;
+        }
+    }
+    seen.lock().unwrap().clone()
+}
+
+async fn stores_once_and_records_duplicates(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let body = purchase_body("p-1", "purchase.paid", 1_700_000_100);
+    let headers = signed_headers(&signer(), &body);
+    let first = intake.receive(&headers, body.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(first.dedup_key, "p-1:purchase.paid:1700000100");
+    let again = intake.receive(&headers, body.clone()).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.id, first.id);
+    assert_eq!(again.status(), StatusCode::OK);
+
+    let stored = inbox.get(first.id.unwrap()).await.unwrap();
+    assert_eq!(stored.body, body, "the exact bytes are kept");
+    assert_eq!(
+        stored.signature,
+        headers["x-signature"].to_str().unwrap(),
+        "the signature is kept"
+    );
+    assert_eq!(stored.summary.event, "purchase.paid");
+    assert_eq!(stored.summary.object_kind, "purchase");
+    assert_eq!(stored.summary.object_id.as_deref(), Some("p-1"));
+    assert_eq!(stored.summary.updated_on, Some(1_700_000_100));
+    assert_eq!(stored.summary.duplicates, 1);
+    assert_eq!(stored.summary.state, DeliveryState::Pending);
+    assert!(stored.summary.received_at_ms > 0);
+
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (1, 1));
+    assert_eq!(rows(&inbox).await.len(), 1);
+}
+on_both!(stores_once_and_records_duplicates);
+
+async fn keyless_and_untyped_deliveries_are_stored(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // Signed by CHIP's key but unreadable by the typed model: stored raw, never refused.
+    let not_json = Bytes::from_static(b"this is not json");
+    let receipt = store(&inbox, not_json.clone()).await;
+    assert!(receipt.dedup_key.starts_with("sha256:"));
+    assert!(store(&inbox, not_json).await.duplicate);
+    // No updated_on: the key carries a hash of the body, so different bodies stay apart.
+    let a =
+        Bytes::from_static(br#"{"id":"x","type":"purchase","event_type":"purchase.viewed","n":1}"#);
+    let b =
+        Bytes::from_static(br#"{"id":"x","type":"purchase","event_type":"purchase.viewed","n":2}"#);
+    let ka = store(&inbox, a.clone()).await;
+    let kb = store(&inbox, b).await;
+    assert!(ka.dedup_key.starts_with("x:purchase.viewed:-:sha256:"));
+    assert_ne!(ka.dedup_key, kb.dedup_key);
+    assert!(store(&inbox, a).await.duplicate);
+    let all = rows(&inbox).await;
+    assert_eq!(all.len(), 3);
+    let untyped = all.iter().find(|r| r.object_id.is_none()).unwrap();
+    assert!(untyped.typing_problem.is_some());
+    // Every one of them is handed over.
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 3);
+}
+on_both!(keyless_and_untyped_deliveries_are_stored);
+
+async fn bad_input_is_refused_and_never_stored(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier().with_max_body_bytes(4096)).unwrap();
+    let body = purchase_body("p-2", "purchase.paid", 5);
+
+    let unsigned = intake.receive(&http::HeaderMap::new(), body.clone()).await;
+    assert!(matches!(unsigned, Err(IntakeError::Signature(_))));
+    assert_eq!(unsigned.unwrap_err().status(), StatusCode::UNAUTHORIZED);
+
+    let wrong_key = intake
+        .receive(&signed_headers(&other_signer(), &body), body.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_key.status(), StatusCode::UNAUTHORIZED);
+
+    let good = signed_headers(&signer(), &body);
+    let tampered = Bytes::from(body.iter().copied().rev().collect::<Vec<u8>>());
+    let tampered = intake.receive(&good, tampered).await.unwrap_err();
+    assert_eq!(tampered.status(), StatusCode::UNAUTHORIZED);
+
+    let garbage = intake
+        .receive(&header_map("!!!not base64!!!"), body.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(garbage.status(), StatusCode::UNAUTHORIZED);
+
+    let mut twice = good.clone();
+    twice.append("x-signature", good["x-signature"].clone());
+    let twice = intake.receive(&twice, body.clone()).await.unwrap_err();
+    assert_eq!(twice.status(), StatusCode::UNAUTHORIZED);
+
+    let big = Bytes::from(vec![b' '; 5000]);
+    let oversized = intake
+        .receive(&signed_headers(&signer(), &big), big)
+        .await
+        .unwrap_err();
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let unparseable = Bytes::from_static(b"{not json");
+    let unsigned_garbage = intake
+        .receive(&header_map("AAAA"), unparseable)
+        .await
+        .unwrap_err();
+    assert_eq!(unsigned_garbage.status(), StatusCode::UNAUTHORIZED);
+
+    assert!(rows(&inbox).await.is_empty(), "nothing refused is stored");
+    assert_eq!(inbox.counts().await.unwrap().received, 0);
+}
+on_both!(bad_input_is_refused_and_never_stored);
+
+async fn objects_are_handled_in_updated_on_order(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // CHIP's retries may bring an object's states out of order; all three are stored before a
+    // worker runs.
+    for updated_on in [30, 10, 20] {
+        store(&inbox, purchase_body("p-3", "purchase.paid", updated_on)).await;
+    }
+    store(&inbox, purchase_body("other", "purchase.paid", 1)).await;
+    let seen = drain(&inbox, fast_worker()).await;
+    let order: Vec<i64> = seen
+        .iter()
+        .filter(|d| d.summary.object_id.as_deref() == Some("p-3"))
+        .map(|d| d.summary.updated_on.unwrap())
+        .collect();
+    assert_eq!(order, [10, 20, 30]);
+    assert_eq!(seen.len(), 4);
+    assert_eq!(inbox.counts().await.unwrap().done, 4);
+}
+on_both!(objects_are_handled_in_updated_on_order);
+
+async fn older_than_handled_is_stale(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    store(&inbox, purchase_body("p-4", "payment.refunded", 50)).await;
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
+    // The older purchase.paid arrives after the refund was handled: never handed over.
+    let late = store(&inbox, purchase_body("p-4", "purchase.paid", 40)).await;
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
+    let stale = inbox.get(late.id.unwrap()).await.unwrap();
+    assert_eq!(stale.summary.state, DeliveryState::Stale);
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.done, counts.stale), (1, 1));
+
+    // The same state again (another event at the same updated_on) is not stale.
+    store(&inbox, purchase_body("p-4", "purchase.settled", 50)).await;
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
+
+    // With StalePolicy::Deliver the handler sees it, flagged.
+    store(&inbox, purchase_body("p-4", "purchase.created", 1)).await;
+    let seen = drain(&inbox, fast_worker().stale(StalePolicy::Deliver)).await;
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].stale);
+
+    // A replay hands a stale delivery over once more, past the stale check.
+    inbox.replay(late.id.unwrap()).await.unwrap();
+    let replayed = drain(&inbox, fast_worker()).await;
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(replayed[0].id(), late.id.unwrap());
+    assert!(matches!(
+        inbox.replay(late.id.unwrap() + 1000).await,
+        Err(InboxError::NotFound(_))
+    ));
+}
+on_both!(older_than_handled_is_stale);
+
+async fn failures_retry_with_backoff_then_die(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let receipt = store(&inbox, purchase_body("p-5", "purchase.paid", 1)).await;
+    let later = store(&inbox, purchase_body("p-5", "purchase.paid", 2)).await;
+    let worker = inbox.worker(fast_worker().max_attempts(3));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let fail_first = |calls: Arc<Mutex<Vec<(i64, i64)>>>| {
+        move |delivery: StoredDelivery| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push((delivery.id(), delivery.attempt()));
+                if delivery.summary.updated_on == Some(1) {
+                    Err("the warehouse is down")
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    };
+    let mut dead = 0;
+    for _ in 0..200 {
+        let report = worker
+            .process_batch(fail_first(Arc::clone(&calls)))
+            .await
+            .unwrap();
+        dead += report.dead;
+        if dead > 0 && report.handed_over == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let calls = calls.lock().unwrap().clone();
+    let first_id = receipt.id.unwrap();
+    let attempts: Vec<i64> = calls
+        .iter()
+        .filter(|c| c.0 == first_id)
+        .map(|c| c.1)
+        .collect();
+    assert_eq!(attempts, [1, 2, 3], "three attempts, then dead");
+    // The later state of the object waited behind the failing one, then went through.
+    let later_pos = calls.iter().position(|c| c.0 == later.id.unwrap()).unwrap();
+    assert!(later_pos > 2);
+    let stored = inbox.get(first_id).await.unwrap();
+    assert_eq!(stored.summary.state, DeliveryState::Dead);
+    assert_eq!(
+        stored.summary.last_error.as_deref(),
+        Some("the warehouse is down")
+    );
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.retried, counts.dead, counts.done), (2, 1, 1));
+    let status = inbox.status().await.unwrap();
+    assert_eq!((status.dead, status.pending), (1, 0));
+
+    // Retry a dead delivery: a fresh set of attempts. It is now older than the handled one, so
+    // the usual rules mark it stale; replay would hand it over.
+    assert!(matches!(
+        inbox.retry(later.id.unwrap()).await,
+        Err(InboxError::InvalidState { .. })
+    ));
+    inbox.retry(first_id).await.unwrap();
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
+    assert_eq!(
+        inbox.get(first_id).await.unwrap().summary.state,
+        DeliveryState::Stale
+    );
+}
+on_both!(failures_retry_with_backoff_then_die);
+
+async fn a_dead_worker_loses_its_lease(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let receipt = store(&inbox, purchase_body("p-6", "purchase.paid", 1)).await;
+    let options = fast_worker().lease(Duration::from_millis(300));
+    let stuck = inbox.worker(options.clone());
+    // A handler that never returns, abandoned mid-way (as a killed worker would be).
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(100),
+        stuck.process_batch(|_d: StoredDelivery| async {
+            std::future::pending::<()>().await;
+            Ok::<(), String>(())
+        }),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    let other = inbox.worker(options);
+    let report = other
+        .process_batch(|_d: StoredDelivery| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    assert_eq!(report.handed_over, 0, "the lease is still held");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let seen = drain(&inbox, fast_worker()).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].attempt(), 2);
+    assert_eq!(
+        inbox.get(receipt.id.unwrap()).await.unwrap().summary.state,
+        DeliveryState::Done
+    );
+}
+on_both!(a_dead_worker_loses_its_lease);
+
+async fn effects_commit_with_the_done_mark(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let create = "CREATE TABLE shipments (dedup_key TEXT PRIMARY KEY, purchase_id TEXT NOT NULL)";
+    match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+        (Some(pool), _) => sqlx::query(create).execute(pool).await.map(|_| ()),
+        (_, Some(pool)) => sqlx::query(create).execute(pool).await.map(|_| ()),
+        _ => unreachable!(),
+    }
+    .unwrap();
+    store(&inbox, purchase_body("p-7", "purchase.paid", 1)).await;
+    let worker = inbox.worker(fast_worker().max_attempts(2));
+    // First attempt writes, then fails: the write is rolled back with it.
+    let fails = Arc::new(Mutex::new(true));
+    for _ in 0..50 {
+        let fails = Arc::clone(&fails);
+        worker
+            .process_batch_in_transaction(move |mut job: chip_gate_inbox::TxJob| {
+                let fails = Arc::clone(&fails);
+                async move {
+                    let key = job.delivery().dedup_key().to_owned();
+                    let id = job.delivery().summary.object_id.clone().unwrap_or_default();
+                    let insert = "INSERT INTO shipments (dedup_key, purchase_id) VALUES ($1, $2)";
+                    match job.sqlite() {
+                        Ok(conn) => sqlx::query(insert)
+                            .bind(&key)
+                            .bind(&id)
+                            .execute(conn)
+                            .await
+                            .map(|_| ()),
+                        Err(_) => {
+                            let conn = job.postgres().map_err(|e| e.to_string())?;
+                            sqlx::query(insert)
+                                .bind(&key)
+                                .bind(&id)
+                                .execute(conn)
+                                .await
+                                .map(|_| ())
+                        }
+                    }
+                    .map_err(|e| e.to_string())?;
+                    if std::mem::replace(&mut *fails.lock().unwrap(), false) {
+                        return Err("failed after writing".to_owned());
+                    }
+                    job.complete().await.map_err(|e| e.to_string())
+                }
+            })
+            .await
+            .unwrap();
+        if inbox.counts().await.unwrap().done == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    let count = "SELECT COUNT(*) FROM shipments";
+    let shipments: i64 = match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+        (Some(pool), _) => sqlx::query_scalar(count).fetch_one(pool).await.unwrap(),
+        (_, Some(pool)) => sqlx::query_scalar(count).fetch_one(pool).await.unwrap(),
+        _ => unreachable!(),
+    };
+    assert_eq!(shipments, 1, "exactly one effect");
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.done, counts.retried), (1, 1));
+}
+on_both!(effects_commit_with_the_done_mark);
+
+async fn workers_share_without_double_handling(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let mut sends = Vec::new();
+    for n in 0..300 {
+        let body = purchase_body(&format!("obj-{}", n % 60), "purchase.paid", n);
+        let headers = signed_headers(&signer(), &body);
+        let intake = intake.clone();
+        sends.push(tokio::spawn(
+            async move { intake.receive(&headers, body).await },
+        ));
+    }
+    for send in sends {
+        send.await.unwrap().unwrap();
+    }
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let in_flight = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let worker = inbox.worker(fast_worker().concurrency(3).batch_size(5));
+        let handled = Arc::clone(&handled);
+        let in_flight = Arc::clone(&in_flight);
+        workers.push(tokio::spawn(async move {
+            loop {
+                let handled = Arc::clone(&handled);
+                let in_flight = Arc::clone(&in_flight);
+                let report = worker
+                    .process_batch(move |d: StoredDelivery| {
+                        let handled = Arc::clone(&handled);
+                        let in_flight = Arc::clone(&in_flight);
+                        async move {
+                            let object = d.summary.object_id.clone().unwrap();
+                            assert!(
+                                in_flight.lock().unwrap().insert(object.clone()),
+                                "object handled twice at once"
+                            );
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            handled
+                                .lock()
+                                .unwrap()
+                                .push((object.clone(), d.summary.updated_on.unwrap()));
+                            in_flight.lock().unwrap().remove(&object);
+                            Ok::<(), String>(())
+                        }
+                    })
+                    .await
+                    .unwrap();
+                if report.handed_over == 0 {
+                    break;
+                }
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), 300, "each delivery handled exactly once");
+    let mut last = std::collections::HashMap::new();
+    for (object, updated_on) in handled {
+        let previous = last.insert(object, updated_on).unwrap_or(-1);
+        assert!(updated_on > previous, "per-object order");
+    }
+    assert_eq!(inbox.counts().await.unwrap().done, 300);
+}
+on_both!(workers_share_without_double_handling);
+
+async fn retention_removes_only_finished(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    store(&inbox, purchase_body("p-8", "purchase.paid", 1)).await;
+    drain(&inbox, fast_worker()).await;
+    store(&inbox, purchase_body("p-9", "purchase.paid", 1)).await;
+    let worker = inbox.worker(fast_worker().max_attempts(1));
+    worker
+        .process_batch(|_d: StoredDelivery| async { Err::<(), _>("no") })
+        .await
+        .unwrap();
+    store(&inbox, purchase_body("p-10", "purchase.paid", 1)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        inbox.purge_finished_before(Duration::ZERO).await.unwrap(),
+        1
+    );
+    let left: Vec<DeliveryState> = rows(&inbox).await.iter().map(|r| r.state).collect();
+    assert_eq!(left, [DeliveryState::Pending, DeliveryState::Dead]);
+    // The counts survive retention.
+    assert_eq!(inbox.counts().await.unwrap().received, 3);
+    // The worker's own retention keeps at least 48 h.
+    assert_eq!(
+        inbox
+            .worker(fast_worker().retention(Some(Duration::ZERO)))
+            .purge()
+            .await
+            .unwrap(),
+        0
+    );
+}
+on_both!(retention_removes_only_finished);
+
+async fn storage_failure_answers_503(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    inbox.close().await;
+    let body = purchase_body("p-11", "purchase.paid", 1);
+    let error = intake
+        .receive(&signed_headers(&signer(), &body), body)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, IntakeError::Storage(_)));
+    assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+on_both!(storage_failure_answers_503);
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    let error = Inbox::connect("mysql://localhost/x").await.unwrap_err();
+    assert!(matches!(error, InboxError::UnsupportedUrl { .. }));
+    assert!(error.to_string().contains("sqlite://"));
+}
+
+#[tokio::test]
+async fn migrations_run_once_and_again() {
+    let (url, _dir) = sqlite_url();
+    let inbox = Inbox::connect(&url).await.unwrap();
+    inbox.migrate().await.unwrap();
+    let again = Inbox::connect(&url).await.unwrap();
+    again.migrate().await.unwrap();
+}
