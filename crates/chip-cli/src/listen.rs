@@ -1,19 +1,28 @@
-//! `chip listen`: a local receiver that verifies each delivery and prints one line for it.
+//! `chip listen`: a local receiver that verifies each delivery, prints one line for it, and can
+//! save it to a folder.
 
 use std::collections::HashSet;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use chip_gate::{DedupKey, Delivery, ReceiveError, Verifier};
+use axum::http::{HeaderMap, StatusCode, header};
+use chip_gate::{DedupKey, Delivery, Verifier};
 use clap::Args;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use crate::{ApiArgs, Failure, Outcome, client};
+use crate::input::{self, BODY_MAX, PUBLIC_KEY_FILE_MAX};
+use crate::term::clean;
+use crate::{ApiArgs, Failure, Outcome, client, outln};
+
+/// How long requests in progress may take to finish once the listener stops.
+const DRAIN: Duration = Duration::from_secs(1);
 
 /// Arguments of `chip listen`.
 #[derive(Args)]
@@ -28,73 +37,257 @@ pub struct ListenArgs {
     /// Verify with this webhook's public key, fetched from the API.
     #[arg(long, value_name = "ID")]
     webhook: Option<Uuid>,
-    /// Exit after this many deliveries.
+    /// Exit after this many verified deliveries (unsigned or wrongly signed ones do not count).
     #[arg(long, value_name = "N")]
     max: Option<usize>,
+    /// Save each delivery into this folder (created if missing): N-EVENT.body.json holds the exact
+    /// body bytes, N-EVENT.sig the X-Signature value and N-EVENT.headers the request headers, with
+    /// N counting from 0001 past the numbers already used. Deliveries that fail verification are
+    /// saved as N-invalid.*.
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
+    /// The largest body accepted, in bytes; a larger delivery is refused (413) and counts as failed.
+    #[arg(long, value_name = "BYTES", default_value_t = BODY_MAX)]
+    max_body_bytes: u64,
+}
+
+/// What the listener has seen so far.
+#[derive(Default)]
+struct Tally {
+    /// Deliveries whose signature verified (duplicates included).
+    verified: usize,
+    /// Deliveries refused: no, several or a wrong signature, or a body over the cap.
+    failed: usize,
+    /// The dedup keys of verified deliveries, to mark redeliveries.
+    seen: HashSet<DedupKey>,
+    /// A reason to stop with an error (a delivery that could not be saved).
+    fatal: Option<String>,
+    /// Stdout was closed by its reader: stop quietly.
+    closed: bool,
 }
 
 struct Listener {
     verifier: Verifier,
-    seen: Mutex<(usize, HashSet<DedupKey>)>,
+    tally: Mutex<Tally>,
     max: Option<usize>,
+    max_body: usize,
+    save: Option<Saver>,
     done: Notify,
 }
 
+/// Writes deliveries into a folder, numbering them.
+struct Saver {
+    dir: PathBuf,
+    next: Mutex<u32>,
+}
+
+/// `text` made safe for a file name: letters, digits, `.`, `_` and `-`, at most 64 characters.
+fn file_part(text: &str) -> String {
+    let part: String = text
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if part.is_empty() || part.starts_with('.') {
+        format!("_{part}")
+    } else {
+        part
+    }
+}
+
+impl Saver {
+    /// Saves one delivery; returns the common prefix of the three files (`DIR/0001-purchase.paid`).
+    fn save(
+        &self,
+        label: &str,
+        body: &[u8],
+        signature: &[u8],
+        headers: &HeaderMap,
+    ) -> Result<PathBuf, String> {
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| "the save counter is poisoned")?;
+        let label = file_part(label);
+        loop {
+            let n = *next;
+            *next = next.checked_add(1).ok_or("too many saved deliveries")?;
+            let stem = self.dir.join(format!("{n:04}-{label}"));
+            let body_path = with_suffix(&stem, ".body.json");
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&body_path);
+            let mut file = match file {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("cannot create {}: {e}", body_path.display())),
+            };
+            let write = |path: PathBuf, bytes: &[u8]| {
+                std::fs::write(&path, bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            };
+            file.write_all(body)
+                .map_err(|e| format!("cannot write {}: {e}", body_path.display()))?;
+            write(with_suffix(&stem, ".sig"), signature)?;
+            let mut text = Vec::new();
+            for (name, value) in headers {
+                text.extend_from_slice(name.as_str().as_bytes());
+                text.extend_from_slice(b": ");
+                text.extend_from_slice(value.as_bytes());
+                text.push(b'\n');
+            }
+            write(with_suffix(&stem, ".headers"), &text)?;
+            return Ok(stem);
+        }
+    }
+}
+
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The object id and status a delivery reports, cleaned for printing.
 fn describe(delivery: &Delivery) -> (String, String) {
-    let id = delivery.object().id().unwrap_or("-").to_owned();
+    let id = clean(delivery.object().id().unwrap_or("-"));
     let status = delivery
         .raw_json()
         .ok()
-        .and_then(|v| v.get("status").and_then(|s| s.as_str().map(str::to_owned)))
+        .and_then(|v| v.get("status").and_then(|s| s.as_str().map(clean)))
         .unwrap_or_else(|| "-".to_owned());
     (id, status)
+}
+
+/// Why a request was refused before its signature could be checked.
+fn precheck(headers: &HeaderMap, max_body: usize) -> Result<Vec<u8>, (String, StatusCode)> {
+    let mut signatures = headers.get_all("x-signature").iter();
+    let signature = match (signatures.next(), signatures.next()) {
+        (None, _) => {
+            return Err((
+                "invalid: no X-Signature header".to_owned(),
+                StatusCode::UNAUTHORIZED,
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err((
+                "invalid: several X-Signature headers".to_owned(),
+                StatusCode::UNAUTHORIZED,
+            ));
+        }
+        (Some(one), None) => one.as_bytes().to_vec(),
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(too_large(max_body));
+    }
+    Ok(signature)
+}
+
+fn too_large(max_body: usize) -> (String, StatusCode) {
+    (
+        format!(
+            "rejected: body larger than {}",
+            input::size(max_body as u64)
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+}
+
+/// Checks one request and returns the line to print, the answer, whether it verified, and the
+/// body and signature to save (when they were read).
+async fn check(
+    listener: &Listener,
+    headers: &HeaderMap,
+    body: Body,
+) -> (String, StatusCode, bool, Option<(Bytes, Vec<u8>, String)>) {
+    let signature = match precheck(headers, listener.max_body) {
+        Ok(signature) => signature,
+        Err((line, status)) => return (format!("-  -  -  {line}"), status, false, None),
+    };
+    let Ok(body) = axum::body::to_bytes(body, listener.max_body).await else {
+        let (line, status) = too_large(listener.max_body);
+        return (format!("-  -  -  {line}"), status, false, None);
+    };
+    let text = String::from_utf8_lossy(&signature);
+    match listener
+        .verifier
+        .verify_and_parse(body.clone(), text.trim())
+    {
+        Ok(delivery) => {
+            let (id, object_status) = describe(&delivery);
+            let fresh = match delivery.dedup_key() {
+                Some(key) => listener
+                    .tally
+                    .lock()
+                    .map(|mut tally| tally.seen.insert(key))
+                    .unwrap_or(true),
+                None => true,
+            };
+            let verdict = if fresh { "valid" } else { "valid (duplicate)" };
+            let event = delivery.event().to_string();
+            (
+                format!("{}  {id}  {object_status}  {verdict}", clean(&event)),
+                StatusCode::OK,
+                true,
+                Some((body, signature, event)),
+            )
+        }
+        Err(reason) => (
+            format!("-  -  -  invalid: {}", clean(&reason.to_string())),
+            StatusCode::UNAUTHORIZED,
+            false,
+            Some((body, signature, "invalid".to_owned())),
+        ),
+    }
 }
 
 async fn receive(
     State(listener): State<Arc<Listener>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> StatusCode {
-    let (line, status) = match listener.verifier.verify_headers_and_parse(body, &headers) {
-        Ok(delivery) => {
-            let (id, object_status) = describe(&delivery);
-            let fresh = match delivery.dedup_key() {
-                Some(key) => listener
-                    .seen
-                    .lock()
-                    .map(|mut seen| seen.1.insert(key))
-                    .unwrap_or(true),
-                None => true,
-            };
-            let verdict = if fresh { "valid" } else { "valid (duplicate)" };
-            (
-                format!("{}  {id}  {object_status}  {verdict}", delivery.event()),
-                StatusCode::OK,
-            )
+    let (mut line, mut status, verified, saved) = check(&listener, &headers, body).await;
+    if let (Some(saver), Some((body, signature, label))) = (&listener.save, saved) {
+        match saver.save(&label, &body, &signature, &headers) {
+            Ok(stem) => line = format!("{line}  saved {}.*", stem.display()),
+            Err(e) => {
+                if let Ok(mut tally) = listener.tally.lock() {
+                    tally.fatal.get_or_insert(e);
+                }
+                listener.done.notify_one();
+                // Not kept: let CHIP deliver it again.
+                return StatusCode::INTERNAL_SERVER_ERROR;
+            }
         }
-        Err(ReceiveError::Signature(reason)) => (
-            format!("-  -  -  invalid: {reason}"),
-            StatusCode::UNAUTHORIZED,
-        ),
-        Err(ReceiveError::Delivery(reason)) => (
-            format!("-  -  -  malformed: {reason}"),
-            StatusCode::BAD_REQUEST,
-        ),
-        Err(other) => (
-            format!("-  -  -  rejected: {other}"),
-            StatusCode::BAD_REQUEST,
-        ),
-    };
-    println!("{line}");
-    let count = listener
-        .seen
-        .lock()
-        .map(|mut seen| {
-            seen.0 += 1;
-            seen.0
-        })
-        .unwrap_or(0);
-    if listener.max.is_some_and(|max| count >= max) {
+    }
+    let printed = outln!("{line}");
+    let stop = listener.tally.lock().is_ok_and(|mut tally| {
+        if verified {
+            tally.verified += 1;
+        } else {
+            tally.failed += 1;
+        }
+        if printed.is_err() {
+            tally.closed = true;
+        }
+        tally.closed || listener.max.is_some_and(|max| tally.verified >= max)
+    });
+    if printed.is_err() && status == StatusCode::OK {
+        // Nobody can see it any more; the sender will retry later.
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    if stop {
         listener.done.notify_one();
     }
     status
@@ -102,18 +295,43 @@ async fn receive(
 
 async fn load_verifier(api: &ApiArgs, args: &ListenArgs) -> Result<Verifier, Failure> {
     let pem = match (&args.key, args.webhook) {
-        (Some(path), _) => std::fs::read_to_string(path).map_err(|e| {
-            Failure::usage(format!("cannot read the key file {}: {e}", path.display()))
-        })?,
+        (Some(path), _) => input::read_text_capped(path, PUBLIC_KEY_FILE_MAX, "the key file")?,
         (None, Some(id)) => client(api)?.webhooks().retrieve(id).await?.public_key,
         (None, None) => return Err(Failure::usage("give --key FILE or --webhook ID")),
     };
     Verifier::from_pem(&pem).map_err(|e| Failure::usage(format!("unusable key: {e}")))
 }
 
-/// Runs the receiver until Ctrl-C, or until `--max` deliveries arrived.
+/// Waits for SIGTERM (Unix), or forever elsewhere.
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            term.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+}
+
+/// Runs the receiver until Ctrl-C or SIGTERM, or until `--max` deliveries verified.
+///
+/// Exits 1 when any delivery failed verification (the line for each says why).
 pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
     let verifier = load_verifier(api, &args).await?;
+    let save = match &args.save {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::usage(format!("cannot create the folder {}: {e}", dir.display()))
+            })?;
+            Some(Saver {
+                dir: dir.clone(),
+                next: Mutex::new(1),
+            })
+        }
+        None => None,
+    };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let socket = tokio::net::TcpListener::bind(addr)
         .await
@@ -123,25 +341,64 @@ pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
         .map_err(|e| Failure::op(format!("cannot read the listening address: {e}")))?;
     let state = Arc::new(Listener {
         verifier,
-        seen: Mutex::new((0, HashSet::new())),
+        tally: Mutex::new(Tally::default()),
         max: args.max,
+        max_body: usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX),
+        save,
         done: Notify::new(),
     });
     let app = axum::Router::new()
         .fallback(axum::routing::post(receive))
         .with_state(state.clone());
-    println!(
+    outln!(
         "Listening on http://{local}/ (any path); one line per delivery: event, object id, status, verdict"
+    )?;
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let server = tokio::spawn(
+        axum::serve(socket, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            })
+            .into_future(),
     );
-    let stop = async move {
-        tokio::select! {
-            _ = state.done.notified() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
-    axum::serve(socket, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .map_err(|e| Failure::op(format!("the receiver stopped: {e}")))?;
+    tokio::select! {
+        () = state.done.notified() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate() => {}
+    }
+    let _ = stop_tx.send(true);
+    // Let the request that reached --max get its answer; never linger on idle connections.
+    let _ = tokio::time::timeout(DRAIN, server).await;
+
+    let tally = state
+        .tally
+        .lock()
+        .map_err(|_| Failure::op("the listener's state is poisoned"))?;
+    if let Some(fatal) = &tally.fatal {
+        return Err(Failure::op(fatal));
+    }
+    if tally.failed > 0 {
+        return Err(Failure::op(format!(
+            "{} of {} deliveries failed verification",
+            tally.failed,
+            tally.failed + tally.verified
+        )));
+    }
+    if tally.closed {
+        return Err(Failure::closed());
+    }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_escape_the_folder() {
+        assert_eq!(file_part("purchase.paid"), "purchase.paid");
+        assert_eq!(file_part("../../etc/passwd"), "_.._.._etc_passwd");
+        assert_eq!(file_part(""), "_");
+        assert_eq!(file_part("a/b\u{1b}c"), "a_b_c");
+    }
 }

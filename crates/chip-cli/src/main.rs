@@ -2,13 +2,21 @@
 //!
 //! Every failure is one line on stderr and a non-zero exit; the API key is never printed.
 
+mod http;
+mod input;
 mod listen;
+// `chip trigger` moved to trigger.rs; mock.rs (owned separately) still holds its old copy until
+// that copy is deleted there.
+#[allow(dead_code)]
 mod mock;
 mod output;
+mod term;
+mod trigger;
 mod verify;
 mod webhooks;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,8 +27,9 @@ use clap::{Parser, Subcommand};
     name = "chip",
     version,
     about = "Manage CHIP webhooks, verify signed deliveries, and develop against a local CHIP Gate",
-    after_help = "The API key and base URL come from --api-key / --base-url or from CHIP_API_KEY / \
-                  CHIP_BASE_URL. Start a local CHIP Gate with `chip mock`."
+    after_help = "The API key comes from CHIP_API_KEY, --api-key-file or --api-key; the base URL from \
+                  --base-url or CHIP_BASE_URL (empty means unset). Start a local CHIP Gate with \
+                  `chip mock`."
 )]
 struct Cli {
     #[command(flatten)]
@@ -29,14 +38,32 @@ struct Cli {
     command: Command,
 }
 
+/// The environment variable holding the API key.
+pub const API_KEY_ENV: &str = "CHIP_API_KEY";
+/// The environment variable holding the API base URL.
+pub const BASE_URL_ENV: &str = "CHIP_BASE_URL";
+
 /// How to reach CHIP (or the mock).
+///
+/// The environment is read by [`api_key`] and [`base_url`], not by clap, so that `--help` never
+/// shows a value and an empty variable means unset.
 #[derive(clap::Args, Clone)]
 pub struct ApiArgs {
-    /// The secret API key
-    #[arg(long, global = true, env = "CHIP_API_KEY", hide_env_values = true)]
+    /// The secret API key [default: $CHIP_API_KEY]. Visible to every user in `ps` and kept in
+    /// shell history: prefer CHIP_API_KEY or --api-key-file
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEY",
+        conflicts_with = "api_key_file"
+    )]
     pub api_key: Option<String>,
-    /// The API base URL [default: CHIP's; a local mock prints its own]
-    #[arg(long, global = true, env = "CHIP_BASE_URL")]
+    /// Read the API key from this file (`-` reads standard input); at most 4 KiB, surrounding
+    /// whitespace ignored
+    #[arg(long, global = true, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// The API base URL [default: $CHIP_BASE_URL, else CHIP's; a local mock prints its own]
+    #[arg(long, global = true, value_name = "URL")]
     pub base_url: Option<String>,
 }
 
@@ -44,6 +71,7 @@ impl fmt::Debug for ApiArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiArgs")
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("api_key_file", &self.api_key_file)
             .field("base_url", &self.base_url)
             .finish()
     }
@@ -61,7 +89,7 @@ enum Command {
     /// Run a local CHIP Gate in the foreground and print how to use it.
     Mock(mock::MockArgs),
     /// Ask a running local CHIP Gate to fire an event at its subscribed webhooks.
-    Trigger(mock::TriggerArgs),
+    Trigger(trigger::TriggerArgs),
     /// Receive deliveries locally: verify each one and print a line per delivery.
     Listen(listen::ListenArgs),
 }
@@ -73,6 +101,8 @@ pub struct Failure {
     pub code: u8,
     /// One line, printed after `error: `.
     pub message: String,
+    /// Nothing to print: stdout was closed by the reader (`| head -1`), a normal way to stop.
+    pub quiet: bool,
 }
 
 impl Failure {
@@ -81,6 +111,7 @@ impl Failure {
         Failure {
             code: 1,
             message: message.to_string(),
+            quiet: false,
         }
     }
 
@@ -89,6 +120,16 @@ impl Failure {
         Failure {
             code: 2,
             message: message.to_string(),
+            quiet: false,
+        }
+    }
+
+    /// Stdout was closed by whoever reads it: stop quietly with exit 0, as Unix tools do.
+    pub fn closed() -> Self {
+        Failure {
+            code: 0,
+            message: String::new(),
+            quiet: true,
         }
     }
 }
@@ -121,34 +162,89 @@ fn main() -> ExitCode {
             Command::PublicKey => webhooks::public_key(&cli.api).await,
             Command::Verify(args) => verify::run(&args),
             Command::Mock(args) => mock::run(args).await,
-            Command::Trigger(args) => mock::trigger(&cli.api, args).await,
+            Command::Trigger(args) => trigger::run(&cli.api, args).await,
             Command::Listen(args) => listen::run(&cli.api, args).await,
         }
     });
     match outcome {
         Ok(code) => ExitCode::from(code),
+        Err(failure) if failure.quiet => ExitCode::from(failure.code),
         Err(failure) => {
-            let line = failure.message.replace(['\n', '\r'], " ");
-            eprintln!("error: {line}");
+            term::warn_line(format_args!("error: {}", term::clean(&failure.message)));
             ExitCode::from(failure.code.max(1))
         }
     }
 }
 
+/// A non-empty, non-blank value of the environment variable `name`, as text.
+fn env_value(name: &str) -> Result<Option<String>, Failure> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Failure::usage(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+/// The API key: `--api-key`, else `--api-key-file`, else `CHIP_API_KEY`.
+///
+/// A key from `--api-key` is accepted with a one-line warning on stderr: any user can read it in
+/// `ps`, and the shell keeps it in its history. The key itself is never printed.
+pub fn api_key(api: &ApiArgs) -> Result<String, Failure> {
+    const MISSING: &str = "no API key: pass --api-key or set CHIP_API_KEY (or give --api-key-file; \
+                           `chip mock` prints one)";
+    if let Some(key) = &api.api_key {
+        term::warn_line(format_args!(
+            "warning: a key given with --api-key is visible to other users in `ps` and kept in \
+             shell history; prefer CHIP_API_KEY or --api-key-file"
+        ));
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(Failure::usage(MISSING));
+        }
+        return Ok(key.to_owned());
+    }
+    if let Some(path) = &api.api_key_file {
+        let text = input::read_text_capped(path, input::API_KEY_FILE_MAX, "the API key file")?;
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(Failure::usage(format!(
+                "the API key file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(key.to_owned());
+    }
+    env_value(API_KEY_ENV)?
+        .map(|key| key.trim().to_owned())
+        .ok_or_else(|| Failure::usage(MISSING))
+}
+
+/// The base URL from `--base-url` or `CHIP_BASE_URL`; an empty or blank value means unset (the
+/// library's rule), and `None` means CHIP's own.
+pub fn base_url(api: &ApiArgs) -> Result<Option<String>, Failure> {
+    match api.base_url.as_deref().map(str::trim) {
+        Some("") => env_value(BASE_URL_ENV),
+        Some(url) => Ok(Some(url.to_owned())),
+        None => env_value(BASE_URL_ENV),
+    }
+    .map(|url| url.map(|u| u.trim().to_owned()))
+}
+
 /// Builds the API client from the flags or the environment.
+///
+/// For plain http to a loopback address (the mock) it never uses a proxy from the environment,
+/// whatever the library's default: the key would cross the proxy in clear text.
 pub fn client(api: &ApiArgs) -> Result<chip_gate::Client, Failure> {
-    let key = api
-        .api_key
-        .clone()
-        .filter(|k| !k.trim().is_empty())
-        .ok_or_else(|| {
-            Failure::usage(
-                "no API key: pass --api-key or set CHIP_API_KEY (`chip mock` prints one)",
-            )
-        })?;
+    let key = api_key(api)?;
     let mut builder = chip_gate::Client::builder(key);
-    if let Some(url) = &api.base_url {
-        builder = builder.base_url(url.clone());
+    if let Some(url) = base_url(api)? {
+        if let Ok(parsed) = url::Url::parse(&url) {
+            builder = builder.http_client_builder(http::builder_for(&parsed));
+        }
+        builder = builder.base_url(url);
     }
     builder.build().map_err(Failure::usage)
 }

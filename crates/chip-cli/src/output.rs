@@ -1,13 +1,18 @@
 //! How webhooks are shown: a readable table, or JSON.
+//!
+//! Everything a server sent is cleaned of terminal control characters before it is shown (JSON
+//! output escapes them anyway).
 
 use chip_gate::Webhook;
+
+use crate::outln;
+use crate::term::{clean, clean_lines};
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), crate::Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| crate::Failure::op(format!("cannot write JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
+    outln!("{text}")
 }
 
 fn events(webhook: &Webhook) -> String {
@@ -17,7 +22,7 @@ fn events(webhook: &Webhook) -> String {
         webhook
             .event_names()
             .iter()
-            .map(|e| e.as_str())
+            .map(|e| clean(e.as_str()))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -25,10 +30,7 @@ fn events(webhook: &Webhook) -> String {
 
 /// Keeps a table cell on one line and within `width` characters.
 fn cell(text: &str, width: usize) -> String {
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let flat = clean(text);
     if flat.chars().count() <= width {
         flat
     } else {
@@ -78,9 +80,44 @@ pub fn table(webhooks: &[Webhook]) -> String {
     out
 }
 
-/// A Unix time as CHIP sent it, or `-` when it was left out.
+/// A Unix time as RFC 3339 in UTC (`2026-11-27T13:56:15Z`), or `-` when it was left out. `--json`
+/// keeps the raw seconds.
 fn unix_time(seconds: Option<i64>) -> String {
-    seconds.map_or_else(|| "-".to_owned(), |s| s.to_string())
+    seconds.map_or_else(|| "-".to_owned(), rfc3339)
+}
+
+/// Formats Unix seconds as RFC 3339 in UTC, for years 0 to 9999; anything outside is shown as the
+/// raw number of seconds.
+pub fn rfc3339(seconds: i64) -> String {
+    // Unix seconds of 0000-01-01T00:00:00Z and of 10000-01-01T00:00:00Z.
+    const MIN: i64 = -62_167_219_200;
+    const MAX: i64 = 253_402_300_800;
+    if !(MIN..MAX).contains(&seconds) {
+        return format!("{seconds} (Unix seconds)");
+    }
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Formats one webhook as `field: value` lines.
@@ -93,6 +130,23 @@ pub fn details(webhook: &Webhook) -> String {
         cell(&webhook.callback, 600),
         unix_time(webhook.created_on),
         unix_time(webhook.updated_on),
-        webhook.public_key.trim_end()
+        clean_lines(webhook.public_key.trim_end())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unix_seconds_read_as_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_784_638), "2026-11-27T13:03:58Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(i64::MAX), format!("{} (Unix seconds)", i64::MAX));
+        assert_eq!(rfc3339(i64::MIN), format!("{} (Unix seconds)", i64::MIN));
+        assert_eq!(unix_time(None), "-");
+    }
 }

@@ -1,12 +1,12 @@
 //! `chip verify`: check an X-Signature offline.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use chip_gate::{Digest, Verifier, VerifyError};
 use clap::{Args, ValueEnum};
 
-use crate::{Failure, Outcome};
+use crate::input::{self, BODY_MAX, PUBLIC_KEY_FILE_MAX, SIGNATURE_FILE_MAX};
+use crate::{Failure, Outcome, outln};
 
 /// The digest a signature was made with.
 #[derive(Clone, Copy, ValueEnum)]
@@ -19,32 +19,34 @@ pub enum DigestArg {
 
 /// Arguments of `chip verify`.
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("sig").required(true).args(["signature", "signature_file"]))]
 pub struct VerifyArgs {
     /// The public key file: PEM (SPKI, PKCS#1 or a certificate), PEM with escaped \n, or the JSON
-    /// string that GET /public_key/ returns.
+    /// string that GET /public_key/ returns (at most 64 KiB).
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
-    /// The X-Signature header value (base64).
+    /// The value of the delivery's X-Signature header (base64).
     #[arg(long, value_name = "SIG", allow_hyphen_values = true)]
-    signature: String,
+    signature: Option<String>,
+    /// A file holding the value of the X-Signature header, e.g. the `.sig` file `chip listen
+    /// --save` writes (`-` reads standard input).
+    #[arg(long, value_name = "FILE")]
+    signature_file: Option<PathBuf>,
     /// The digest: sha256 for CHIP Collect, sha512 for CHIP Send.
     #[arg(long, value_enum, default_value = "sha256")]
     digest: DigestArg,
+    /// The largest body accepted, in bytes (a larger one is an error, exit 2).
+    #[arg(long, value_name = "BYTES", default_value_t = BODY_MAX)]
+    max_body_bytes: u64,
     /// The exact body bytes; read from standard input when absent.
     #[arg(value_name = "BODY_FILE")]
     body: Option<PathBuf>,
 }
 
-/// Exit 0 and `valid`, exit 1 and `invalid: <reason>`, or exit 2 when the key or body is unusable.
+/// Exit 0 and `valid`, exit 1 and `invalid: <reason>`, or exit 2 when the key, signature or body
+/// is unusable (unreadable, or larger than its cap).
 pub fn run(args: &VerifyArgs) -> Outcome {
-    let key_text = std::fs::read(&args.key).map_err(|e| {
-        Failure::usage(format!(
-            "cannot read the key file {}: {e}",
-            args.key.display()
-        ))
-    })?;
-    let key_text = String::from_utf8(key_text)
-        .map_err(|_| Failure::usage(format!("the key file {} is not text", args.key.display())))?;
+    let key_text = input::read_text_capped(&args.key, PUBLIC_KEY_FILE_MAX, "the key file")?;
     let digest = match args.digest {
         DigestArg::Sha256 => Digest::Sha256,
         DigestArg::Sha512 => Digest::Sha512,
@@ -52,26 +54,34 @@ pub fn run(args: &VerifyArgs) -> Outcome {
     let verifier = Verifier::from_pem(&key_text)
         .map_err(|e| Failure::usage(format!("unusable key in {}: {e}", args.key.display())))?
         .with_digest(digest);
-    let body = match &args.body {
-        Some(path) => std::fs::read(path).map_err(|e| {
-            Failure::usage(format!("cannot read the body file {}: {e}", path.display()))
-        })?,
-        None => {
-            let mut body = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut body)
-                .map_err(|e| Failure::usage(format!("cannot read the body from stdin: {e}")))?;
-            body
+    let signature = match (&args.signature, &args.signature_file) {
+        (Some(signature), _) => signature.clone(),
+        (None, Some(path)) => {
+            if path.as_os_str() == "-" && args.body.is_none() {
+                return Err(Failure::usage(
+                    "the signature and the body cannot both come from standard input",
+                ));
+            }
+            input::read_text_capped(path, SIGNATURE_FILE_MAX, "the signature file")?
         }
+        (None, None) => return Err(Failure::usage("give --signature or --signature-file")),
     };
-    match verifier.verify(&body, args.signature.trim()) {
+    let body = match &args.body {
+        Some(path) => input::read_file_capped(path, args.max_body_bytes, "the body file")?,
+        None => input::read_capped(
+            std::io::stdin().lock(),
+            args.max_body_bytes,
+            "the body from stdin",
+        )?,
+    };
+    match verifier.verify(&body, signature.trim()) {
         Ok(()) => {
-            println!("valid");
+            outln!("valid")?;
             Ok(0)
         }
         Err(VerifyError::KeyUnusable(e)) => Err(Failure::usage(format!("unusable key: {e}"))),
         Err(reason) => {
-            println!("invalid: {reason}");
+            outln!("invalid: {}", crate::term::clean(&reason.to_string()))?;
             Ok(1)
         }
     }

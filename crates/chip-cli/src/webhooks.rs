@@ -5,7 +5,8 @@ use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 use uuid::Uuid;
 
-use crate::{ApiArgs, Failure, Outcome, client, output};
+use crate::term::clean_lines;
+use crate::{ApiArgs, Failure, Outcome, client, outln, output};
 
 /// The webhook subcommands.
 #[derive(Subcommand)]
@@ -24,16 +25,22 @@ pub enum WebhooksCommand {
         /// The webhook's id.
         id: Uuid,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "public_key")]
         json: bool,
+        /// Print only the webhook's public key, as PEM (for `chip verify --key`).
+        #[arg(long)]
+        public_key: bool,
     },
-    /// Create a webhook.
+    /// Create a webhook and print it (only its id with --id-only).
     Create {
         #[command(flatten)]
         settings: Settings,
         /// Print JSON.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "id_only")]
         json: bool,
+        /// Print only the new webhook's id, e.g. `ID=$(chip webhooks create ... --id-only)`.
+        #[arg(long, visible_alias = "quiet")]
+        id_only: bool,
     },
     /// Replace a webhook's settings (PUT): give them all.
     Update {
@@ -58,9 +65,12 @@ pub enum WebhooksCommand {
         /// The new set of events (repeat the flag for several).
         #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
         events: Vec<EventName>,
-        /// Deliver every event (true) or only the listed ones (false).
-        #[arg(long, value_name = "BOOL")]
-        all_events: Option<bool>,
+        /// Deliver every event, present and future.
+        #[arg(long, conflicts_with = "no_all_events")]
+        all_events: bool,
+        /// Deliver only the listed events (turns --all-events off).
+        #[arg(long)]
+        no_all_events: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -120,8 +130,7 @@ fn show(webhook: &Webhook, json: bool) -> Result<(), Failure> {
     if json {
         output::json(webhook)
     } else {
-        println!("{}", output::details(webhook));
-        Ok(())
+        outln!("{}", output::details(webhook))
     }
 }
 
@@ -141,21 +150,40 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             if json {
                 output::json(&items)?;
             } else if items.is_empty() {
-                println!("No webhooks.");
+                outln!("No webhooks.")?;
             } else {
-                println!("{}", output::table(&items));
+                outln!("{}", output::table(&items))?;
                 if more {
-                    println!("(more pages: add --all to list every webhook)");
+                    outln!("(more pages: add --all to list every webhook)")?;
                 }
             }
         }
-        WebhooksCommand::Get { id, json } => show(&webhooks.retrieve(id).await?, json)?,
-        WebhooksCommand::Create { settings, json } => {
-            let created = webhooks.create(&settings.to_new()?).await?;
-            if !json {
-                println!("Created webhook {}.", created.id);
+        WebhooksCommand::Get {
+            id,
+            json,
+            public_key,
+        } => {
+            let webhook = webhooks.retrieve(id).await?;
+            if public_key {
+                outln!("{}", clean_lines(webhook.public_key.trim_end()))?;
+            } else {
+                show(&webhook, json)?;
             }
-            show(&created, json)?;
+        }
+        WebhooksCommand::Create {
+            settings,
+            json,
+            id_only,
+        } => {
+            let created = webhooks.create(&settings.to_new()?).await?;
+            if id_only {
+                outln!("{}", created.id)?;
+            } else {
+                if !json {
+                    outln!("Created webhook {}.", created.id)?;
+                }
+                show(&created, json)?;
+            }
         }
         WebhooksCommand::Update { id, settings, json } => {
             show(&webhooks.update(id, &settings.to_new()?).await?, json)?;
@@ -166,6 +194,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             callback,
             events,
             all_events,
+            no_all_events,
             json,
         } => {
             let mut changes = WebhookChanges::new();
@@ -178,12 +207,13 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             if !events.is_empty() {
                 changes = changes.events(events);
             }
-            if let Some(all) = all_events {
-                changes = changes.all_events(all);
+            if all_events || no_all_events {
+                changes = changes.all_events(all_events);
             }
             if changes.is_empty() {
                 return Err(Failure::usage(
-                    "nothing to change: give --title, --callback, --event or --all-events",
+                    "nothing to change: give --title, --callback, --event, --all-events or \
+                     --no-all-events",
                 ));
             }
             changes.validate().map_err(Failure::usage)?;
@@ -191,7 +221,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
         }
         WebhooksCommand::Delete { id } => {
             webhooks.delete(id).await?;
-            println!("Deleted webhook {id}.");
+            outln!("Deleted webhook {id}.")?;
         }
     }
     Ok(0)
@@ -200,6 +230,6 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
 /// `chip public-key`: the company key as PEM.
 pub async fn public_key(api: &ApiArgs) -> Outcome {
     let pem = client(api)?.public_key().await?;
-    println!("{}", pem.trim_end());
+    outln!("{}", clean_lines(pem.trim_end()))?;
     Ok(0)
 }

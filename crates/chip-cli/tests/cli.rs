@@ -487,11 +487,24 @@ async fn trigger_and_listen_end_to_end() {
         .unwrap();
     assert!(line.starts_with("-  -  -  invalid: "), "{line}");
 
-    // --max 2 reached: the listener exits on its own.
-    let status = tokio::task::spawn_blocking(move || listen.wait().unwrap())
+    // Junk does not count towards --max 2: a second verified delivery ends the listener, and
+    // the forged one makes it exit 1 with a one-line summary.
+    ok(&chip(&mock, &["trigger", "purchase.paid"], &[]).await);
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(line.starts_with("purchase.paid  "), "{line}");
+    let out = tokio::task::spawn_blocking(move || listen.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(status.success());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "error: 1 of 3 deliveries failed verification",
+        "{stderr}"
+    );
 
     // A trigger with no subscriber says so.
     let none = chip(&mock, &["trigger", "payout.failed"], &[]).await;

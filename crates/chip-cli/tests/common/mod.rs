@@ -1,0 +1,183 @@
+//! Helpers shared by the CLI test files: run `chip` against an in-process mock on 127.0.0.1.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chip_gate_mock::{MockConfig, MockServer};
+
+/// The `chip` binary under test.
+pub const CHIP: &str = env!("CARGO_BIN_EXE_chip");
+
+/// A finished `chip` run.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts exit 0 and returns stdout.
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+}
+
+/// A mock on a free port of 127.0.0.1 with pre-made keys (fast).
+pub async fn mock() -> MockServer {
+    MockServer::start(MockConfig {
+        page_size: 2,
+        generate_keys: false,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A `chip` command with the mock's URL and key in a clean environment (no proxies, no
+/// backtraces).
+pub fn command(mock: &MockServer, args: &[&str]) -> Command {
+    let mut command = Command::new(CHIP);
+    command
+        .args(args)
+        .env("CHIP_BASE_URL", mock.base_url())
+        .env("CHIP_API_KEY", mock.api_key())
+        .env_remove("RUST_BACKTRACE");
+    for proxy in [
+        "HTTP_PROXY",
+        "http_proxy",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        command.env_remove(proxy);
+    }
+    command
+}
+
+/// Runs `command` to the end on a blocking thread.
+pub async fn run(mut command: Command) -> Run {
+    command.stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `chip args...` against the mock.
+pub async fn chip(mock: &MockServer, args: &[&str]) -> Run {
+    run(command(mock, args)).await
+}
+
+/// Creates a webhook for `purchase.paid` calling `callback` and returns its id.
+pub async fn create(mock: &MockServer, callback: &str) -> String {
+    let run = chip(
+        mock,
+        &[
+            "webhooks",
+            "create",
+            "--title",
+            "Test",
+            "--callback",
+            callback,
+            "--event",
+            "purchase.paid",
+            "--id-only",
+        ],
+    )
+    .await;
+    run.ok().trim().to_owned()
+}
+
+/// A running `chip listen`, its stdout read line by line.
+pub struct Listening {
+    pub child: Child,
+    pub url: String,
+    pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+impl Listening {
+    /// The next stdout line, within 20 s.
+    pub async fn line(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(20), self.lines.recv())
+            .await
+            .expect("a line within 20 s")
+            .expect("the listener is still printing")
+    }
+
+    /// Waits for the listener to exit and returns its run (stdout is the lines not read yet).
+    pub async fn finish(mut self) -> Run {
+        let child = self.child;
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+        )
+        .await
+        .expect("the listener exits within 20 s")
+        .unwrap();
+        let mut stdout = String::new();
+        while let Ok(line) = self.lines.try_recv() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        Run {
+            code: out.status.code(),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// Starts `chip listen --port 0 args...` and waits for its first line.
+pub async fn listen(mock: &MockServer, args: &[&str]) -> Listening {
+    let mut command = command(mock, &["listen", "--port", "0"]);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let mut listening = Listening {
+        child,
+        url: String::new(),
+        lines,
+    };
+    let first = listening.line().await;
+    listening.url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .to_owned();
+    listening
+}
+
+/// A file of the signed test vector in chip-gate's fixtures.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../chip-gate/tests/fixtures/chip-collect/signed-vector")
+        .join(name)
+}
