@@ -383,9 +383,15 @@ pub fn git(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// The last release point: the newest commit that changed the `version = ...` line of the root
-/// `Cargo.toml` (the workspace version), so that a diff against it covers every change since.
+/// The last release point: the commit that the newest released section of `CHANGELOG.md` names
+/// (`Released from commit <hash>.`), so that a diff against it covers every change since; without
+/// one, the newest commit that changed the workspace `version` line of the root `Cargo.toml`.
 pub fn release_baseline() -> Result<String, String> {
+    if let Ok(changelog) = std::fs::read_to_string(workspace_root().join("CHANGELOG.md"))
+        && let Some(rev) = released_commit(&changelog)
+    {
+        return Ok(rev);
+    }
     let rev = git(&[
         "log",
         "-1",
@@ -397,8 +403,21 @@ pub fn release_baseline() -> Result<String, String> {
     ])?;
     let rev = rev.trim();
     if rev.is_empty() {
-        Err("no commit in this repository changed the workspace version; pass --base REV".into())
+        Err(
+            "no release is named in CHANGELOG.md and no commit changed the workspace version; \
+             pass --base REV"
+                .into(),
+        )
     } else {
         Ok(rev.to_owned())
     }
+}
+
+/// The commit named by the first `Released from commit <hash>` line of a changelog.
+pub fn released_commit(changelog: &str) -> Option<String> {
+    changelog.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("Released from commit ")?;
+        let hash: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (hash.len() >= 7).then_some(hash)
+    })
 }

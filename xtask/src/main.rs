@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use xtask::diff::Impact;
 
 #[derive(Parser)]
 #[command(
@@ -41,7 +42,8 @@ struct DiffArgs {
     /// The new spec [default: openapi/chip-collect-webhooks.yaml in the working tree].
     #[arg(long, value_name = "PATH")]
     spec: Option<PathBuf>,
-    /// Fail (exit 1) when the workspace version has not been bumped as far as the changes need.
+    /// Fail (exit 1) when the changes break users and the workspace version has not been bumped as
+    /// far as they need since the baseline.
     #[arg(long)]
     check_version: bool,
 }
@@ -164,10 +166,13 @@ fn diff(args: DiffArgs) -> Result<ExitCode, String> {
             .unwrap_or_default(),
     );
     print!("{}", changes.report(base_version));
+    // Only a breaking change must wait for its bump; an additive one may ride on the next release.
     if args.check_version
-        && let (Some(impact), Some(base), Some(now)) = (changes.impact(), base_version, current)
-        && !base.allows(now, impact)
+        && let (Some(Impact::Breaking), Some(base), Some(now)) =
+            (changes.impact(), base_version, current)
+        && !base.allows(now, Impact::Breaking)
     {
+        let impact = Impact::Breaking;
         eprintln!(
             "error: these changes need version {} or later, and Cargo.toml says {now}: bump \
              [workspace.package] version (and add a CHANGELOG entry) before they land",

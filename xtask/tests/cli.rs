@@ -368,3 +368,85 @@ fn a_spec_that_really_needs_3_1_is_refused() {
         &["uses constructs that only 3.1 has", "/schema/const"],
     );
 }
+
+/// The spec with one mutation of the walk applied, written to a temp file.
+fn mutated_spec(dir: &TempDir, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(spec()).unwrap();
+    let mut document = xtask::load_document(&text, "spec").unwrap();
+    let mutation = xtask::mutations::all()
+        .into_iter()
+        .find(|m| m.name == name)
+        .unwrap();
+    (mutation.apply)(&mut document).unwrap();
+    write(
+        dir,
+        "mutated.yaml",
+        &serde_json::to_string_pretty(&document).unwrap(),
+    )
+}
+
+#[test]
+fn diff_names_a_breaking_change_and_the_bump_it_needs() {
+    let dir = TempDir::new().unwrap();
+    // old = the checked-in spec, new = the same with the change applied.
+    let new = mutated_spec(&dir, "Webhook.title becomes optional");
+    let run = xtask(&[
+        "diff",
+        "--old",
+        s(&spec()),
+        "--spec",
+        s(&new),
+        "--check-version",
+    ]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("! schema Webhook.title")
+            && run
+                .stdout
+                .contains("the field becomes an Option  [BREAKING]"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Verdict: BREAKING"), "{}", run.stdout);
+    assert!(run.stdout.contains("Semver: 0."), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("bump [workspace.package] version"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn diff_lets_an_additive_change_through() {
+    let dir = TempDir::new().unwrap();
+    let new = mutated_spec(&dir, "EventName gains a value");
+    let run = xtask(&[
+        "diff",
+        "--old",
+        s(&spec()),
+        "--spec",
+        s(&new),
+        "--check-version",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("+ schema EventName")
+            && run
+                .stdout
+                .contains("enum value `purchase.teleported` added"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("Verdict: additive"), "{}", run.stdout);
+}
+
+#[test]
+fn the_release_baseline_is_the_commit_the_changelog_names() {
+    assert_eq!(
+        xtask::released_commit(
+            "# Changelog\n\n## [0.1.0] - 2026-11-27\n\nReleased from commit 887984c.\n"
+        ),
+        Some("887984c".to_owned())
+    );
+    assert_eq!(xtask::released_commit("## [0.2.0] - unreleased\n"), None);
+}

@@ -76,9 +76,44 @@
 //! The other half of the crate runs in your webhook endpoint: [`verify`] checks the `X-Signature`
 //! of a delivery's raw body with the webhook's [`public_key`](Webhook::public_key) (parse it once
 //! into a [`Verifier`]), and [`delivery`] turns a verified body into a typed [`Delivery`]. With the
-//! `axum` feature, an extractor does both.
+//! `axum` feature, an extractor (`VerifiedDelivery`) does both.
+//!
+//! ```
+//! use chip_gate::{EventName, ReceiveError, Verifier};
+//!
+//! /// Call from any HTTP handler with the exact bytes received and the `X-Signature` header.
+//! fn receive(verifier: &Verifier, body: &[u8], x_signature: &str) -> Result<(), ReceiveError> {
+//!     let delivery = verifier.verify_and_parse(body.to_vec(), x_signature)?; // 401 on error
+//!     if let Some(problem) = delivery.typing_problem() {
+//!         // CHIP's, but our types cannot read it: keep `delivery.raw_body()`, look at it later.
+//!         eprintln!("stored raw: {problem}");
+//!     } else if delivery.event() == &EventName::PurchasePaid {
+//!         let purchase = delivery.purchase();
+//!         println!("paid: {:?}", purchase.and_then(|p| p.id.as_deref()));
+//!     }
+//!     // CHIP delivers at least once: deduplicate on this before acting.
+//!     println!("dedup key: {:?}", delivery.dedup_key());
+//!     Ok(())
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let pem = include_str!("../tests/fixtures/chip-collect/signed-vector/public_key.pem");
+//! # let body = include_bytes!("../tests/fixtures/chip-collect/signed-vector/body.json");
+//! # let signature = include_str!("../tests/fixtures/chip-collect/signed-vector/x-signature.txt");
+//! let verifier = Verifier::from_pem(pem)?; // the webhook's public_key, parsed once at start-up
+//! receive(&verifier, body, signature)?;
+//! assert!(receive(&verifier, b"{}", signature).is_err()); // a forged body is refused
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `axum`: the [`VerifiedDelivery`](receiver_axum::VerifiedDelivery) extractor.
+//! - `test-support`: [`testing::TestSigner`], to sign your own test deliveries with a test key.
 
-// Modules: each line is owned by the work that adds the module.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod client;
 pub mod error;
 mod pagination;
@@ -99,12 +134,15 @@ pub use webhooks::{
 // Receiving deliveries: signature verification, typed deliveries, the axum extractor, test signer.
 pub mod delivery;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod receiver_axum;
 #[cfg(feature = "test-support")]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 pub mod verify;
 pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind, ReceiveError};
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
 pub use verify::{
     DEFAULT_MAX_BODY_BYTES, Digest, KeyError, VerificationKey, Verifier, VerifyError,
