@@ -1,7 +1,7 @@
 //! `chip mock` (run the local CHIP Gate) and `chip trigger` (make it fire an event).
 
 use chip_gate::EventName;
-use chip_gate_mock::{MockConfig, MockServer};
+use chip_gate_mock::{MockConfig, MockServer, Variant};
 use clap::Args;
 
 use crate::{ApiArgs, Failure, Outcome};
@@ -12,9 +12,13 @@ pub struct MockArgs {
     /// The port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// The API key the mock accepts [default: the mock's test key]
+    /// The API key the mock accepts [default: a random key, printed once]
     #[arg(long, value_name = "K")]
     api_key: Option<String>,
+    /// Answer with the variations CHIP may send (relative page links, no `previous`, webhooks
+    /// without the fields CHIP does not require, a bodiless 401) instead of as CHIP documents.
+    #[arg(long)]
+    variations: bool,
 }
 
 /// Runs the mock in the foreground until Ctrl-C.
@@ -23,17 +27,30 @@ pub async fn run(args: MockArgs) -> Outcome {
         port: args.port,
         ..MockConfig::default()
     };
+    if args.variations {
+        config.variant = Variant::Variations;
+    }
+    // The default key is random per run; a key the user gave is never printed.
+    let chose_key = args.api_key.is_none();
     if let Some(key) = args.api_key {
         config.api_key = key;
     }
     let server = MockServer::start(config)
         .await
         .map_err(|e| Failure::op(format!("cannot start the mock: {e}")))?;
-    println!("Local CHIP Gate running at {}", server.base_url());
-    println!("API key: {}", server.api_key());
+    let flavour = if args.variations {
+        " (answering with CHIP's variations)"
+    } else {
+        ""
+    };
+    println!("Local CHIP Gate running at {}{flavour}", server.base_url());
     println!("Use it from another shell:");
     println!("  export CHIP_BASE_URL={}", server.base_url());
-    println!("  export CHIP_API_KEY={}", server.api_key());
+    if chose_key {
+        println!("  export CHIP_API_KEY={}", server.api_key());
+    } else {
+        println!("  export CHIP_API_KEY=<the key you passed with --api-key>");
+    }
     println!("Press Ctrl-C to stop.");
     tokio::signal::ctrl_c()
         .await

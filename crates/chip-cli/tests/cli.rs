@@ -546,11 +546,8 @@ async fn chip_mock_serves_in_the_foreground_and_prints_its_env_lines() {
         .unwrap()
         .to_owned();
     assert!(base_url.starts_with("http://127.0.0.1:") && base_url.ends_with("/api/v1"));
-    assert!(
-        printed
-            .iter()
-            .any(|l| l.trim() == format!("export CHIP_API_KEY={key}"))
-    );
+    // A key the user gave is never printed back.
+    assert!(printed.iter().all(|l| !l.contains(key)), "{printed:?}");
 
     let run = tokio::task::spawn_blocking(move || {
         Command::new(CHIP)
@@ -582,6 +579,90 @@ async fn chip_mock_serves_in_the_foreground_and_prints_its_env_lines() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("Created webhook "));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Reads `chip mock`'s lines until the `export CHIP_API_KEY=` one; returns the printed lines.
+async fn chip_mock_lines(child: &mut std::process::Child) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut printed = Vec::new();
+    while !printed
+        .iter()
+        .any(|l: &String| l.contains("export CHIP_API_KEY="))
+    {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        printed.push(line);
+    }
+    printed
+}
+
+/// Without `--api-key`, `chip mock` picks a random key per run and prints it once; with
+/// `--variations` it answers with CHIP's variations (here: relative page links, a bodiless 401).
+#[tokio::test(flavor = "multi_thread")]
+async fn chip_mock_chooses_and_prints_a_random_key_and_has_a_variations_switch() {
+    let mut child = Command::new(CHIP)
+        .args(["mock", "--port", "0", "--variations"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = chip_mock_lines(&mut child).await;
+    let base_url = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export CHIP_BASE_URL="))
+        .unwrap()
+        .to_owned();
+    let key = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("export CHIP_API_KEY="))
+        .unwrap()
+        .to_owned();
+    assert!(key.starts_with("test_mock_") && key.len() >= 40, "{key}");
+    assert_ne!(key, chip_gate_mock::DEFAULT_API_KEY);
+    assert_eq!(
+        printed.iter().filter(|l| l.contains(&key)).count(),
+        1,
+        "printed once: {printed:?}"
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..21 {
+        let resp = http
+            .post(format!("{base_url}/webhooks/"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"title": format!("h{i}"), "callback": "https://x.example.com/", "events": ["purchase.paid"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    let page: serde_json::Value = http
+        .get(format!("{base_url}/webhooks/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["next"], "/api/v1/webhooks/?page=2");
+    let resp = http
+        .get(format!("{base_url}/webhooks/"))
+        .bearer_auth("test_wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.bytes().await.unwrap().is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
 }

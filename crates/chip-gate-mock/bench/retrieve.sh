@@ -33,7 +33,7 @@ for _ in $(seq 1 100); do grep -q '^CHIP_API_KEY=' "$WORK/stdout" && break; slee
 BASE_URL="$(sed -n 's/^CHIP_BASE_URL=//p' "$WORK/stdout")"
 KEY="$(sed -n 's/^CHIP_API_KEY=//p' "$WORK/stdout")"
 ID="$(curl -sf -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-  -d '{"title":"load","callback":"https://example.test/hook","all_events":true}' \
+  -d '{"title":"load","callback":"https://example.test/hook","all_events":true,"events":["purchase.paid"]}' \
   "$BASE_URL/webhooks/" | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')"
 echo "bench: $(nproc) cores, load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_RUN}s" --latency \

@@ -28,7 +28,8 @@ async fn main() {
         .post(format!("{}/webhooks/", mock.base_url()))
         .header("authorization", &auth)
         .json(&serde_json::json!({
-            "title": "load", "callback": "https://example.test/hook", "all_events": true
+            "title": "load", "callback": "https://example.test/hook", "all_events": true,
+            "events": ["purchase.paid"]
         }))
         .send()
         .await

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::keys::SigningKey;
-use crate::{DeliveryConfig, MockError, Shared, events, lock};
+use crate::{DeliveryConfig, Limits, MockError, Shared, events, lock};
 
 /// The delivery log keeps the most recent this many attempts (each holds its body).
 pub const LOG_CAP: usize = 10_000;
@@ -112,6 +112,7 @@ pub(crate) struct Engine {
     /// Built on first use: building a TLS-capable client costs more than the rest of startup.
     http: std::sync::OnceLock<Result<reqwest::Client, String>>,
     config: DeliveryConfig,
+    limits: Limits,
     log: std::sync::Mutex<std::collections::VecDeque<DeliveryRecord>>,
     version: watch::Sender<u64>,
     pending_jobs: AtomicUsize,
@@ -122,11 +123,13 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(
         config: DeliveryConfig,
+        limits: Limits,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, MockError> {
         Ok(Self {
             http: std::sync::OnceLock::new(),
             config,
+            limits,
             log: std::sync::Mutex::new(std::collections::VecDeque::new()),
             version: watch::Sender::new(0),
             pending_jobs: AtomicUsize::new(0),
@@ -220,10 +223,8 @@ pub(crate) async fn trigger(
         let store = crate::read(&shared.store);
         store
             .iter()
-            .filter(|s| {
-                s.webhook.all_events || s.webhook.events.iter().flatten().any(|e| *e == event)
-            })
-            .map(|s| (s.webhook.id, s.webhook.callback.clone(), s.key.clone()))
+            .filter(|w| w.receives(&event))
+            .map(|w| (w.id, w.callback.clone(), w.key.clone()))
             .collect()
     };
     let mut report = TriggerReport {
@@ -290,11 +291,27 @@ pub(crate) async fn trigger(
     Ok(report)
 }
 
-/// Queues a job behind the object's earlier jobs. Returns whether it had to wait.
+/// Queues a job behind the object's earlier jobs. Returns whether it had to wait, or
+/// [`MockError::Busy`] when the object's queue or the whole engine is full.
 fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
     let engine = &shared.engine;
     let object_id = job.object_id;
     let mut queues = lock(&engine.queues);
+    let max_total = engine.limits.max_pending_deliveries;
+    if engine.pending_jobs.load(Ordering::SeqCst) >= max_total {
+        return Err(MockError::Busy(format!(
+            "{max_total} events are already waiting or being delivered"
+        )));
+    }
+    let max_object = engine.limits.max_queued_per_object;
+    if queues
+        .get(&object_id)
+        .is_some_and(|queue| queue.pending >= max_object)
+    {
+        return Err(MockError::Busy(format!(
+            "{max_object} events for object {object_id} are already waiting or being delivered"
+        )));
+    }
     engine.pending_jobs.fetch_add(1, Ordering::SeqCst);
     if let Some(queue) = queues.get_mut(&object_id) {
         queue.pending += 1;
@@ -435,9 +452,18 @@ async fn deliver(
             .send()
             .await;
         let (status, error) = match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                let _ = resp.bytes().await;
+                // Read a little of the answer (so a short one lets the connection be reused),
+                // never more than the limit: a receiver cannot make the mock hold its body.
+                let mut read = 0usize;
+                while read < engine.limits.callback_read_bytes {
+                    match resp.chunk().await {
+                        Ok(Some(chunk)) => read = read.saturating_add(chunk.len()),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                drop(resp);
                 (Some(status), None)
             }
             Err(e) => (None, Some(describe(&e))),

@@ -1,13 +1,17 @@
 #![doc = include_str!("../README.md")]
 
+mod api;
+mod control;
 mod delivery;
 mod events;
 mod faults;
-mod http;
+mod guards;
 mod keys;
+mod serve;
 mod store;
+mod validate;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -21,8 +25,94 @@ pub use chip_gate_api;
 pub use delivery::{DeliveryRecord, LOG_CAP, TriggerDelivery, TriggerReport};
 pub use faults::{Fault, Faults};
 
-/// The API key a mock uses unless told otherwise. It only ever opens a local mock.
+/// A fixed, well-known API key, for tests that want a stable one. [`MockConfig::default`] does
+/// not use it: by default each mock gets a fresh random key (see [`random_api_key`]), so a web
+/// page cannot guess the key of a developer's mock.
 pub const DEFAULT_API_KEY: &str = "test_mock_key_chip_gate_0000000000000000";
+
+/// A fresh random API key, `test_mock_` followed by 32 hex digits (128 bits from the system's
+/// secure random source).
+pub fn random_api_key() -> String {
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The system source failed (never seen in practice): fall back to a seeded generator.
+        let n = fastrand::u128(..);
+        bytes = n.to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("test_mock_{hex}")
+}
+
+/// How the mock words its answers.
+///
+/// [`Variant::Documented`] answers exactly as CHIP's published document describes;
+/// [`Variant::Variations`] answers with the variations CHIP's document allows and a real CHIP (or a
+/// proxy in front of it) may send, so that a client can be tested against both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Variant {
+    /// As CHIP documents: every webhook field present (`type`, `created_on`, `updated_on`,
+    /// `all_events`, `events` as a list), list envelopes with `results`, `next` and `previous`
+    /// (null at the ends), absolute page links (`http://127.0.0.1:PORT/api/v1/webhooks/?page=2`),
+    /// and a 401 with a JSON error body.
+    #[default]
+    Documented,
+    /// What CHIP's document allows beyond the tidy reading: relative page links
+    /// (`/api/v1/webhooks/?page=2`), no `previous` key at all and no `next` key on the last page,
+    /// webhooks without the fields CHIP does not require (`type`, `created_on`, `updated_on`;
+    /// `all_events` only when true; `events` null for an all-events webhook), and a 401 with no
+    /// body.
+    Variations,
+}
+
+/// Caps on what one mock will hold or do, so that a runaway test or a hostile client cannot make
+/// it grow without bound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The most webhooks stored at once (default 1,000); a create past it is refused with 400
+    /// (`{"__all__": [{"code": "limit", ...}]}`). At least 1.
+    pub max_webhooks: usize,
+    /// The most connections served at once (default 256); further connections wait in the
+    /// operating system's accept queue until one closes. At least 1.
+    pub max_connections: usize,
+    /// The most deliveries (events) waiting or in progress for one object (default 64); a trigger
+    /// past it is refused with 429 ([`MockError::Busy`] from [`MockServer::trigger`]). At least 1.
+    pub max_queued_per_object: usize,
+    /// The most deliveries waiting or in progress over all objects (default 4,096); a trigger
+    /// past it is refused like a full object queue. At least 1.
+    pub max_pending_deliveries: usize,
+    /// The most bytes read from each callback's answer (default 4,096); the rest is never read
+    /// and the connection is closed.
+    pub callback_read_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_webhooks: 1_000,
+            max_connections: 256,
+            max_queued_per_object: 64,
+            max_pending_deliveries: 4_096,
+            callback_read_bytes: 4_096,
+        }
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("max_webhooks", self.max_webhooks),
+            ("max_connections", self.max_connections),
+            ("max_queued_per_object", self.max_queued_per_object),
+            ("max_pending_deliveries", self.max_pending_deliveries),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// How deliveries are retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,12 +143,23 @@ impl Default for DeliveryConfig {
 /// How to start a mock.
 #[derive(Clone, PartialEq)]
 pub struct MockConfig {
-    /// The only API key accepted (as `Authorization: Bearer <key>`). Never logged.
+    /// The only API key accepted (as `Authorization: Bearer <key>`). Never logged. The default is
+    /// a fresh [`random_api_key`] per `MockConfig::default()` call.
     pub api_key: String,
-    /// The port on 127.0.0.1; 0 picks a free one.
+    /// The address to listen on (default 127.0.0.1). While it is a loopback address the mock
+    /// refuses (403) every request whose `Host` is not a loopback name or address (`localhost`,
+    /// `127.0.0.0/8`, `[::1]`, any port), so a web page that rebinds its own domain to 127.0.0.1
+    /// cannot drive it. Binding anything else (for example `0.0.0.0`, on purpose, to reach the
+    /// mock from a container) turns that check off.
+    pub bind: IpAddr,
+    /// The port; 0 picks a free one.
     pub port: u16,
     /// Webhooks per page of `GET /webhooks/` (default 20; at least 1).
     pub page_size: usize,
+    /// How answers are worded: as CHIP documents (default) or with the variations CHIP may send.
+    pub variant: Variant,
+    /// Caps on stored webhooks, connections, delivery queues and callback answers.
+    pub limits: Limits,
     /// Delivery retries.
     pub delivery: DeliveryConfig,
     /// Faults injected into API requests from the start (change them later with
@@ -74,8 +175,11 @@ impl std::fmt::Debug for MockConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockConfig")
             .field("api_key", &"<redacted>")
+            .field("bind", &self.bind)
             .field("port", &self.port)
             .field("page_size", &self.page_size)
+            .field("variant", &self.variant)
+            .field("limits", &self.limits)
             .field("delivery", &self.delivery)
             .field("faults", &self.faults)
             .field("generate_keys", &self.generate_keys)
@@ -86,9 +190,12 @@ impl std::fmt::Debug for MockConfig {
 impl Default for MockConfig {
     fn default() -> Self {
         Self {
-            api_key: DEFAULT_API_KEY.to_owned(),
+            api_key: random_api_key(),
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             page_size: 20,
+            variant: Variant::Documented,
+            limits: Limits::default(),
             delivery: DeliveryConfig::default(),
             faults: Faults::default(),
             generate_keys: true,
@@ -100,11 +207,11 @@ impl Default for MockConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MockError {
-    /// The port could not be bound (in use, or not allowed).
-    #[error("could not listen on 127.0.0.1:{port}: {source}")]
+    /// The address could not be bound (in use, or not allowed).
+    #[error("could not listen on {addr}: {source}")]
     Bind {
-        /// The port asked for.
-        port: u16,
+        /// The address asked for.
+        addr: SocketAddr,
         /// The operating system's error.
         source: std::io::Error,
     },
@@ -120,6 +227,9 @@ pub enum MockError {
     /// A wait gave up before its condition held.
     #[error("timed out after {0:?} waiting for deliveries")]
     Timeout(Duration),
+    /// A delivery queue is full (see [`Limits`]); try again once earlier deliveries finish.
+    #[error("too many deliveries waiting: {0}")]
+    Busy(String),
     /// The mock is shutting down.
     #[error("the mock is shutting down")]
     ShutDown,
@@ -129,7 +239,12 @@ pub enum MockError {
 pub(crate) struct Shared {
     api_key: String,
     page_size: usize,
-    base_url: String,
+    /// `http://ADDR` with no trailing slash (a loopback address when bound to all interfaces).
+    root_url: String,
+    variant: Variant,
+    limits: Limits,
+    /// Whether the `Host` of every request must name a loopback host.
+    check_host: bool,
     store: RwLock<store::Store>,
     faults: Mutex<faults::FaultState>,
     keys: keys::KeyPool,
@@ -167,7 +282,8 @@ impl std::fmt::Debug for MockServer {
 }
 
 impl MockServer {
-    /// Binds 127.0.0.1 on `config.port` (0 = a free port) and starts serving.
+    /// Binds `config.bind` (127.0.0.1 by default) on `config.port` (0 = a free port) and starts
+    /// serving.
     pub async fn start(config: MockConfig) -> Result<MockServer, MockError> {
         if config.api_key.trim().is_empty() || config.api_key.chars().any(char::is_whitespace) {
             return Err(MockError::InvalidConfig(
@@ -180,31 +296,48 @@ impl MockServer {
             ));
         }
         config.faults.validate().map_err(MockError::InvalidConfig)?;
+        config.limits.validate().map_err(MockError::InvalidConfig)?;
         let keys = keys::KeyPool::new(config.generate_keys)?;
 
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
+        let wanted = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(wanted)
             .await
             .map_err(|source| MockError::Bind {
-                port: config.port,
+                addr: wanted,
                 source,
             })?;
         let addr = listener.local_addr().map_err(|source| MockError::Bind {
-            port: config.port,
+            addr: wanted,
             source,
         })?;
-        let base_url = format!("http://{addr}/api/v1");
+        // Bound to every interface: reach it through loopback.
+        let reach = match addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port())
+            }
+            _ => addr,
+        };
+        let root_url = format!("http://{reach}");
+        let base_url = format!("{root_url}/api/v1");
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             api_key: config.api_key,
             page_size: config.page_size,
-            base_url: base_url.clone(),
+            root_url,
+            variant: config.variant,
+            check_host: config.bind.is_loopback(),
             store: RwLock::new(store::Store::default()),
             faults: Mutex::new(faults::FaultState::new(config.faults)),
             keys,
-            engine: delivery::Engine::new(config.delivery, stop_rx.clone())?,
+            engine: delivery::Engine::new(config.delivery, config.limits.clone(), stop_rx.clone())?,
+            limits: config.limits,
         });
-        let app = http::router(shared.clone());
-        let task = tokio::spawn(http::serve(listener, app, stop_rx));
+        let app = serve::router(shared.clone());
+        let connections = shared.limits.max_connections;
+        let task = tokio::spawn(serve::serve(listener, app, connections, stop_rx));
         tracing::info!(%base_url, "chip-gate-mock listening");
         Ok(MockServer {
             shared,
@@ -222,7 +355,7 @@ impl MockServer {
 
     /// The URL of the mock's root, e.g. `http://127.0.0.1:41234` (where `/__mock/*` lives).
     pub fn root_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.shared.root_url.clone()
     }
 
     /// The API key the mock accepts.
@@ -237,6 +370,9 @@ impl MockServer {
 
     /// Fires `event` about the object `object_id` (a fresh id when `None`) to every webhook
     /// subscribed to it or to all events.
+    ///
+    /// Fails with [`MockError::Busy`] when the object's queue or the mock's delivery queue is full
+    /// (see [`Limits`]).
     ///
     /// Returns once each delivery's first attempt has finished (or, if an earlier event for the
     /// same object is still being delivered, at once, with `queued: true`). Failed deliveries are
@@ -317,12 +453,18 @@ impl MockServer {
         read(&self.shared.store).len()
     }
 
-    /// The stored webhooks, in creation order.
+    /// The stored webhooks, in creation order, as the API documents them (read through the
+    /// generated client's type).
     pub fn webhooks(&self) -> Vec<chip_gate_api::types::Webhook> {
         read(&self.shared.store)
             .iter()
-            .map(|s| s.webhook.clone())
+            .filter_map(|w| serde_json::from_value(w.to_json(Variant::Documented)).ok())
             .collect()
+    }
+
+    /// How answers are worded (see [`Variant`]).
+    pub fn variant(&self) -> Variant {
+        self.shared.variant
     }
 
     /// The company public key served at `GET /public_key/` (SPKI PEM).

@@ -1,28 +1,52 @@
 //! The `chip-gate-mock` binary: runs a local CHIP Gate until Ctrl-C or SIGTERM.
 //!
-//! Prints `CHIP_BASE_URL=...` and `CHIP_API_KEY=...` on stdout once it listens (the lines can be
-//! `eval`ed or sourced by a shell), then logs to stderr.
+//! Prints `CHIP_BASE_URL=...` on stdout once it listens, and `CHIP_API_KEY=...` when it chose the
+//! key itself (no `--api-key` and no `CHIP_MOCK_API_KEY`); the lines can be `eval`ed or sourced by
+//! a shell. Then it logs to stderr.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chip_gate_mock::{DEFAULT_API_KEY, DeliveryConfig, Faults, MockConfig, MockServer};
+use chip_gate_mock::{DeliveryConfig, Faults, Limits, MockConfig, MockServer, Variant};
 use clap::Parser;
 
 /// A local CHIP Gate: the CHIP Collect webhooks API in memory, and signed deliveries on demand.
 #[derive(Debug, Parser)]
 #[command(name = "chip-gate-mock", version)]
 struct Args {
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// The API key to accept (Authorization: Bearer KEY).
-    #[arg(long, env = "CHIP_MOCK_API_KEY", default_value = DEFAULT_API_KEY, hide_env_values = true, hide_default_value = true)]
-    api_key: String,
+    /// Address to listen on. On a loopback address (the default) requests whose Host is not
+    /// localhost, 127.0.0.0/8 or [::1] are refused; any other address turns that check off.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// The API key to accept (Authorization: Bearer KEY) [default: a random key, printed once].
+    #[arg(long, env = "CHIP_MOCK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Webhooks per page of GET /webhooks/.
     #[arg(long, default_value_t = 20)]
     page_size: usize,
+    /// Answer with the variations CHIP may send (relative page links, no `previous`, webhooks
+    /// without the fields CHIP does not require, a bodiless 401) instead of as CHIP documents.
+    #[arg(long)]
+    variations: bool,
+    /// The most webhooks stored at once; creates past it are refused with 400.
+    #[arg(long, default_value_t = Limits::default().max_webhooks)]
+    max_webhooks: usize,
+    /// The most connections served at once; further ones wait to be accepted.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// The most events waiting or being delivered for one object; triggers past it get 429.
+    #[arg(long, default_value_t = Limits::default().max_queued_per_object)]
+    max_queued_per_object: usize,
+    /// The most events waiting or being delivered in all; triggers past it get 429.
+    #[arg(long, default_value_t = Limits::default().max_pending_deliveries)]
+    max_pending_deliveries: usize,
+    /// The most bytes read from each callback's answer.
+    #[arg(long, default_value_t = Limits::default().callback_read_bytes)]
+    callback_read_bytes: usize,
     /// Share of API requests answered with --error-status (0.0 to 1.0).
     #[arg(long, default_value_t = 0.0)]
     error_rate: f64,
@@ -71,10 +95,24 @@ async fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    let chose_key = args.api_key.is_none();
     let config = MockConfig {
-        api_key: args.api_key,
+        api_key: args.api_key.unwrap_or_else(chip_gate_mock::random_api_key),
+        bind: args.bind,
         port: args.port,
         page_size: args.page_size,
+        variant: if args.variations {
+            Variant::Variations
+        } else {
+            Variant::Documented
+        },
+        limits: Limits {
+            max_webhooks: args.max_webhooks,
+            max_connections: args.max_connections,
+            max_queued_per_object: args.max_queued_per_object,
+            max_pending_deliveries: args.max_pending_deliveries,
+            callback_read_bytes: args.callback_read_bytes,
+        },
         delivery: DeliveryConfig {
             max_attempts: args.max_attempts,
             backoff_base: Duration::from_millis(args.backoff_base_ms),
@@ -102,8 +140,16 @@ async fn main() -> ExitCode {
     };
     {
         let mut out = std::io::stdout().lock();
+        // The key is printed only when the mock chose it: a key the user gave stays out of
+        // terminals and logs.
         let printed = writeln!(out, "CHIP_BASE_URL={}", mock.base_url())
-            .and_then(|()| writeln!(out, "CHIP_API_KEY={}", mock.api_key()))
+            .and_then(|()| {
+                if chose_key {
+                    writeln!(out, "CHIP_API_KEY={}", mock.api_key())
+                } else {
+                    Ok(())
+                }
+            })
             .and_then(|()| out.flush());
         if let Err(e) = printed {
             eprintln!("chip-gate-mock: cannot write to stdout: {e}");

@@ -55,15 +55,52 @@ async fn each_webhook_gets_its_own_key() {
 }
 
 #[tokio::test]
-async fn all_events_may_leave_events_out() {
+async fn all_events_still_needs_events_as_chips_schema_says() {
     let mock = start().await;
+    let http = client(&mock);
+    // CHIP's published schema requires a non-empty `events` on create and update, whatever
+    // `all_events` says.
+    for body in [
+        json!({"title": "all", "callback": CALLBACK, "all_events": true}),
+        json!({"title": "all", "callback": CALLBACK, "all_events": true, "events": []}),
+    ] {
+        let resp = http
+            .post(format!("{}/webhooks/", mock.base_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err: Value = resp.json().await.unwrap();
+        assert!(err["events"][0]["message"].is_string(), "{err}");
+    }
+    assert_eq!(mock.webhook_count(), 0);
+    // Both at once satisfy the schema and the prose.
     let w = create_webhook(
         &mock,
-        json!({"title": "all", "callback": CALLBACK, "all_events": true}),
+        json!({"title": "all", "callback": CALLBACK, "all_events": true, "events": ["purchase.paid"]}),
     )
     .await;
     assert_eq!(w["all_events"], true);
-    assert_eq!(w["events"], json!([]));
+    assert_eq!(w["events"], json!(["purchase.paid"]));
+    // PUT refuses a missing `events` too; PATCH does not need it.
+    let url = webhook_url(&mock, &w);
+    let resp = http
+        .put(&url)
+        .json(&json!({"title": "all", "callback": CALLBACK, "all_events": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["events"][0]["message"], "This field is required.");
+    let resp = http
+        .patch(&url)
+        .json(&json!({"all_events": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -86,8 +123,7 @@ async fn retrieve_returns_the_webhook_and_404s_otherwise() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{id}");
-        let body: Value = resp.json().await.unwrap();
-        assert_eq!(body["__all__"][0]["code"], "not_found");
+        assert_bodiless_404(resp).await;
     }
 }
 
@@ -100,7 +136,7 @@ async fn put_replaces_and_bumps_updated_on() {
     let resp = http
         .put(&url)
         .json(
-            &json!({"title": "renamed", "callback": "http://127.0.0.1:9/new", "all_events": true}),
+            &json!({"title": "renamed", "callback": "http://127.0.0.1:9/new", "all_events": true, "events": ["payout.success"]}),
         )
         .send()
         .await
@@ -111,8 +147,7 @@ async fn put_replaces_and_bumps_updated_on() {
     assert_eq!(u["title"], "renamed");
     assert_eq!(u["callback"], "http://127.0.0.1:9/new");
     assert_eq!(u["all_events"], true);
-    // Fields left out take their defaults: PUT replaces the whole body.
-    assert_eq!(u["events"], json!([]));
+    assert_eq!(u["events"], json!(["payout.success"]));
     assert_eq!(u["public_key"], w["public_key"]);
     assert_eq!(u["created_on"], w["created_on"]);
     assert!(u["updated_on"].as_i64().unwrap() > w["updated_on"].as_i64().unwrap());
@@ -136,6 +171,7 @@ async fn put_with_missing_fields_is_400_and_changes_nothing() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["callback"][0]["code"], "required");
+    assert_eq!(body["events"][0]["code"], "required");
     let again: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(again, w);
 }
@@ -180,12 +216,12 @@ async fn patch_changes_only_the_fields_sent() {
 }
 
 #[tokio::test]
-async fn patch_that_leaves_no_events_is_400() {
+async fn patch_may_turn_all_events_off_and_keeps_the_listed_events() {
     let mock = start().await;
     let http = client(&mock);
     let w = create_webhook(
         &mock,
-        json!({"title": "all", "callback": CALLBACK, "all_events": true}),
+        json!({"title": "all", "callback": CALLBACK, "all_events": true, "events": ["payout.failed"]}),
     )
     .await;
     let url = webhook_url(&mock, &w);
@@ -195,9 +231,18 @@ async fn patch_that_leaves_no_events_is_400() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["__all__"][0]["code"], "invalid");
+    assert_eq!(body["all_events"], false);
+    assert_eq!(body["events"], json!(["payout.failed"]));
+    // A PATCH cannot empty the list.
+    let resp = http
+        .patch(&url)
+        .json(&json!({"events": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -354,39 +399,59 @@ async fn validation_errors_are_keyed_by_field() {
     let long_callback = format!("https://example.test/{}", "a".repeat(480));
     let cases: Vec<(Value, &str, &str)> = vec![
         (
-            json!({"title": long_title, "callback": CALLBACK, "all_events": true}),
+            json!({"title": long_title, "callback": CALLBACK, "events": EV}),
             "title",
             "max_length",
         ),
         (
-            json!({"title": "t", "callback": long_callback, "all_events": true}),
+            json!({"title": "", "callback": CALLBACK, "events": EV}),
+            "title",
+            "blank",
+        ),
+        (
+            json!({"title": " \t\n\u{3000}", "callback": CALLBACK, "events": EV}),
+            "title",
+            "blank",
+        ),
+        (
+            json!({"title": "t", "callback": long_callback, "events": EV}),
             "callback",
             "max_length",
         ),
         (
-            json!({"title": "t", "callback": "not a url", "all_events": true}),
+            json!({"title": "t", "callback": "not a url", "events": EV}),
             "callback",
             "invalid",
         ),
         (
-            json!({"title": "t", "callback": "ftp://example.test/x", "all_events": true}),
+            json!({"title": "t", "callback": "ftp://example.test/x", "events": EV}),
             "callback",
             "invalid",
         ),
         (
-            json!({"title": "t", "callback": "https://", "all_events": true}),
+            json!({"title": "t", "callback": "https://", "events": EV}),
             "callback",
             "invalid",
+        ),
+        (
+            json!({"title": "t", "callback": "https://@example.test/", "events": EV}),
+            "callback",
+            "invalid",
+        ),
+        (
+            json!({"title": "t", "callback": "", "events": EV}),
+            "callback",
+            "blank",
         ),
         (
             json!({"title": "t", "callback": CALLBACK}),
-            "__all__",
-            "invalid",
+            "events",
+            "required",
         ),
         (
-            json!({"title": "t", "callback": CALLBACK, "all_events": false}),
-            "__all__",
-            "invalid",
+            json!({"title": "t", "callback": CALLBACK, "all_events": true}),
+            "events",
+            "required",
         ),
         (
             json!({"title": "t", "callback": CALLBACK, "events": []}),
@@ -419,32 +484,28 @@ async fn validation_errors_are_keyed_by_field() {
             "invalid_choice",
         ),
         (
-            json!({"callback": CALLBACK, "all_events": true}),
+            json!({"callback": CALLBACK, "events": EV}),
             "title",
             "required",
         ),
+        (json!({"title": "t", "events": EV}), "callback", "required"),
         (
-            json!({"title": "t", "all_events": true}),
-            "callback",
-            "required",
-        ),
-        (
-            json!({"title": 5, "callback": CALLBACK, "all_events": true}),
+            json!({"title": 5, "callback": CALLBACK, "events": EV}),
             "title",
             "invalid",
         ),
         (
-            json!({"title": null, "callback": CALLBACK, "all_events": true}),
+            json!({"title": null, "callback": CALLBACK, "events": EV}),
             "title",
             "null",
         ),
         (
-            json!({"title": "t", "callback": 5, "all_events": true}),
+            json!({"title": "t", "callback": 5, "events": EV}),
             "callback",
             "invalid",
         ),
         (
-            json!({"title": "t", "callback": CALLBACK, "all_events": "yes"}),
+            json!({"title": "t", "callback": CALLBACK, "all_events": "yes", "events": EV}),
             "all_events",
             "invalid",
         ),
@@ -466,6 +527,9 @@ async fn validation_errors_are_keyed_by_field() {
     assert_eq!(mock.webhook_count(), 0);
 }
 
+/// One event list that satisfies the schema.
+const EV: [&str; 1] = ["purchase.paid"];
+
 #[tokio::test]
 async fn limits_are_inclusive_and_count_characters() {
     let mock = start().await;
@@ -474,7 +538,7 @@ async fn limits_are_inclusive_and_count_characters() {
     assert_eq!(callback.chars().count(), 500);
     let w = create_webhook(
         &mock,
-        json!({"title": title, "callback": callback, "all_events": true}),
+        json!({"title": title, "callback": callback, "all_events": true, "events": EV}),
     )
     .await;
     assert_eq!(w["title"].as_str().unwrap().chars().count(), 100);
@@ -520,7 +584,7 @@ async fn put_and_patch_validate_like_create() {
     assert_eq!(codes(&err, "events"), ["invalid_choice"]);
     let resp = http
         .put(&url)
-        .json(&json!({"title": "t", "callback": "mailto:a@b.c", "all_events": true}))
+        .json(&json!({"title": "t", "callback": "mailto:a@b.c", "events": EV}))
         .send()
         .await
         .unwrap();
@@ -545,7 +609,7 @@ async fn pagination_walks_every_page_in_creation_order() {
     for i in 0..8 {
         let w = create_webhook(
             &mock,
-            json!({"title": format!("hook {i}"), "callback": CALLBACK, "all_events": true}),
+            json!({"title": format!("hook {i}"), "callback": CALLBACK, "events": EV}),
         )
         .await;
         created.push(w["id"].clone());
@@ -593,8 +657,7 @@ async fn pagination_walks_every_page_in_creation_order() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "page={q}");
-        let body: Value = resp.json().await.unwrap();
-        assert!(body.is_object());
+        assert_bodiless_404(resp).await;
     }
 }
 
@@ -617,10 +680,18 @@ async fn an_empty_list_is_one_empty_page() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert_bodiless_404(resp).await;
+}
+
+/// CHIP declares its 404 with no content: no body, no JSON content type.
+async fn assert_bodiless_404(resp: reqwest::Response) {
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.headers().get("content-type").is_none());
+    assert!(resp.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test]
-async fn unknown_paths_are_json_404s() {
+async fn unknown_paths_are_bodiless_404s() {
     let mock = start().await;
     let http = client(&mock);
     for path in ["/webhooks", "/nope/", "/webhooks/x/y/"] {
@@ -629,8 +700,7 @@ async fn unknown_paths_are_json_404s() {
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
-        let _: Value = resp.json().await.unwrap();
+        assert_bodiless_404(resp).await;
     }
 }
 

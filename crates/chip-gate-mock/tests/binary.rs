@@ -1,4 +1,5 @@
-//! The `chip-gate-mock` binary: its two stdout lines, its flags, and a clean exit on SIGTERM.
+//! The `chip-gate-mock` binary: its stdout lines (the key only when it chose one), its flags, and
+//! a clean exit on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
@@ -9,6 +10,7 @@ fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_chip-gate-mock"))
         .args(args)
         .env("RUST_LOG", "warn")
+        .env_remove("CHIP_MOCK_API_KEY")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -42,18 +44,16 @@ async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
     ]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let second = lines.next().unwrap().unwrap();
     let base = first.strip_prefix("CHIP_BASE_URL=").unwrap().to_owned();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
     assert!(base.ends_with("/api/v1"), "{base}");
-    assert_eq!(second, "CHIP_API_KEY=test_bin_key");
 
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
     for i in 0..2 {
         let resp = http
             .post(format!("{base}/webhooks/"))
             .bearer_auth("test_bin_key")
-            .json(&serde_json::json!({"title": format!("h{i}"), "callback": "http://127.0.0.1:9/x", "all_events": true}))
+            .json(&serde_json::json!({"title": format!("h{i}"), "callback": "http://127.0.0.1:9/x", "all_events": true, "events": ["purchase.paid"]}))
             .send()
             .await
             .unwrap();
@@ -86,15 +86,17 @@ async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
     assert!(killed.success());
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status}");
-    // The key never reaches the logs.
+    // A key the user gave is never printed: not on stdout, not in the logs.
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(rest.iter().all(|l| !l.contains("test_bin_key")), "{rest:?}");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(!stderr.contains("test_bin_key"));
 }
 
-#[tokio::test]
-async fn fault_flags_apply_to_the_api() {
-    let mut child = spawn(&["--error-rate", "1.0", "--error-status", "502"]);
+/// Reads the `CHIP_BASE_URL=` line and the `CHIP_API_KEY=` line a mock prints when it chose the
+/// key itself.
+fn base_and_key(child: &mut Child) -> (String, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = lines
         .next()
@@ -110,8 +112,86 @@ async fn fault_flags_apply_to_the_api() {
         .strip_prefix("CHIP_API_KEY=")
         .unwrap()
         .to_owned();
-    assert_eq!(key, chip_gate_mock::DEFAULT_API_KEY);
-    let resp = reqwest::Client::new()
+    (base, key)
+}
+
+#[tokio::test]
+async fn without_a_key_it_chooses_a_random_one_per_run_and_prints_it() {
+    let mut a = spawn(&[]);
+    let mut b = spawn(&[]);
+    let (base, key) = base_and_key(&mut a);
+    let (_, other) = base_and_key(&mut b);
+    assert!(key.starts_with("test_mock_") && key.len() >= 40, "{key}");
+    assert_ne!(key, other);
+    assert_ne!(key, chip_gate_mock::DEFAULT_API_KEY);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let ok = http
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // The well-known key opens nothing.
+    let refused = http
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth(chip_gate_mock::DEFAULT_API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    for child in [&mut a, &mut b] {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+}
+
+#[tokio::test]
+async fn variations_flag_answers_with_chips_variations() {
+    let mut child = spawn(&["--variations", "--page-size", "1", "--reuse-keys"]);
+    let (base, key) = base_and_key(&mut child);
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for i in 0..2 {
+        let resp = http
+            .post(format!("{base}/webhooks/"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"title": format!("h{i}"), "callback": "http://127.0.0.1:9/x", "events": ["purchase.paid"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let w: serde_json::Value = resp.json().await.unwrap();
+        assert!(
+            w.get("type").is_none() && w.get("created_on").is_none(),
+            "{w}"
+        );
+    }
+    let page: serde_json::Value = http
+        .get(format!("{base}/webhooks/"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["next"], "/api/v1/webhooks/?page=2");
+    assert!(page.get("previous").is_none());
+    let resp = http.get(format!("{base}/webhooks/")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.bytes().await.unwrap().is_empty());
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn fault_flags_apply_to_the_api() {
+    let mut child = spawn(&["--error-rate", "1.0", "--error-status", "502"]);
+    let (base, key) = base_and_key(&mut child);
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
         .get(format!("{base}/webhooks/"))
         .bearer_auth(&key)
         .send()
