@@ -134,6 +134,17 @@ fn show(webhook: &Webhook, json: bool) -> Result<(), Failure> {
     }
 }
 
+/// A failed call about one webhook: a 404 names the webhook, so the user sees which id was wrong.
+fn about(id: Uuid) -> impl Fn(chip_gate::Error) -> Failure {
+    move |error| {
+        if error.status().is_some_and(|s| s.as_u16() == 404) {
+            Failure::op(format!("no webhook {id} here: {error}"))
+        } else {
+            Failure::from(error)
+        }
+    }
+}
+
 /// Runs a webhook subcommand.
 pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
     let client = client(api)?;
@@ -163,7 +174,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             json,
             public_key,
         } => {
-            let webhook = webhooks.retrieve(id).await?;
+            let webhook = webhooks.retrieve(id).await.map_err(about(id))?;
             if public_key {
                 outln!("{}", clean_lines(webhook.public_key.trim_end()))?;
             } else {
@@ -186,7 +197,13 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             }
         }
         WebhooksCommand::Update { id, settings, json } => {
-            show(&webhooks.update(id, &settings.to_new()?).await?, json)?;
+            show(
+                &webhooks
+                    .update(id, &settings.to_new()?)
+                    .await
+                    .map_err(about(id))?,
+                json,
+            )?;
         }
         WebhooksCommand::Patch {
             id,
@@ -217,10 +234,16 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
                 ));
             }
             changes.validate().map_err(Failure::usage)?;
-            show(&webhooks.partial_update(id, &changes).await?, json)?;
+            show(
+                &webhooks
+                    .partial_update(id, &changes)
+                    .await
+                    .map_err(about(id))?,
+                json,
+            )?;
         }
         WebhooksCommand::Delete { id } => {
-            webhooks.delete(id).await?;
+            webhooks.delete(id).await.map_err(about(id))?;
             outln!("Deleted webhook {id}.")?;
         }
     }

@@ -203,3 +203,25 @@ async fn nothing_a_server_sends_reaches_the_terminal_as_control_characters() {
     );
     assert!(out.stdout.contains("created_on: 1970-01-01T00:00:00Z"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_webhook_is_named_in_the_error() {
+    let mock = mock().await;
+    let id = uuid::Uuid::new_v4().to_string();
+    for args in [
+        &["webhooks", "get", &id][..],
+        &["webhooks", "delete", &id],
+        &["webhooks", "patch", &id, "--title", "x"],
+    ] {
+        let out = chip(&mock, args).await;
+        assert_eq!(out.code, Some(1), "{args:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+        assert!(
+            out.stderr
+                .starts_with(&format!("error: no webhook {id} here: ")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("404"), "{}", out.stderr);
+    }
+}
