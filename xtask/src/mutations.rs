@@ -68,7 +68,7 @@ pub fn all() -> Vec<Mutation> {
             place: "schema EventName",
             apply: |spec| {
                 array(spec, "/components/schemas/EventName/enum")?
-                    .push(json!("purchase.teleported"));
+                    .push(json!("purchase.added_by_the_evolve_walk"));
                 Ok(())
             },
         },

@@ -433,7 +433,7 @@ fn diff_lets_an_additive_change_through() {
         run.stdout.contains("+ schema EventName")
             && run
                 .stdout
-                .contains("enum value `purchase.teleported` added"),
+                .contains("enum value `purchase.added_by_the_evolve_walk` added"),
         "{}",
         run.stdout
     );
