@@ -391,73 +391,125 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
 
 /// Stores a batch in one transaction; per record, its id and whether it was a duplicate.
 ///
-/// Rows are written in dedup-key order (lanes first, in lane order) so that concurrent writers on
-/// PostgreSQL take their locks in one order and never deadlock.
+/// A few statements per batch whatever its size: the lanes in one `INSERT`, the deliveries in
+/// one `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING`, then one `UPDATE` per repeated
+/// key. Rows go in key order so that concurrent writers on PostgreSQL take their locks in one
+/// order and never deadlock.
 pub(crate) async fn store_batch(
     backend: &Backend,
     records: &[&NewRecord],
 ) -> Result<Vec<(Option<i64>, bool)>, sqlx::Error> {
+    use std::collections::BTreeMap;
+
     let now = now_ms();
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.sort_by(|&a, &b| records[a].dedup_key.cmp(&records[b].dedup_key));
+    // Each distinct key once (its first record), in key order; how many records carry it.
+    let mut keys: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    for (index, record) in records.iter().enumerate() {
+        keys.entry(record.dedup_key.as_str())
+            .and_modify(|(_, n)| *n += 1)
+            .or_insert((index, 1));
+    }
     let mut lanes: Vec<&str> = records.iter().map(|r| r.lane.as_str()).collect();
     lanes.sort_unstable();
     lanes.dedup();
-    let mut outcomes = vec![(None, false); records.len()];
+
+    let mut lanes_sql = String::from("INSERT INTO chip_inbox_lanes (lane) VALUES ");
+    for n in 1..=lanes.len() {
+        if n > 1 {
+            lanes_sql.push_str(", ");
+        }
+        lanes_sql.push_str(&format!("(${n})"));
+    }
+    lanes_sql.push_str(" ON CONFLICT (lane) DO NOTHING");
+
+    let mut insert_sql = String::from(
+        "INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+         updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
+    );
+    for row in 0..keys.len() {
+        let p = 2 + row * 9;
+        if row > 0 {
+            insert_sql.push_str(", ");
+        }
+        insert_sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $1)",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8
+        ));
+    }
+    insert_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
+
+    let mut ids: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     dispatch!(backend, pool, Db => {
         let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+        let mut query = sqlx::query(&lanes_sql);
         for lane in &lanes {
-            sqlx::query("INSERT INTO chip_inbox_lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING")
-                .bind(*lane)
-                .execute(&mut *tx)
-                .await?;
+            query = query.bind(*lane);
+        }
+        query.execute(&mut *tx).await?;
+
+        let mut query = sqlx::query(&insert_sql).bind(now);
+        for &(index, _) in keys.values() {
+            let record = records[index];
+            query = query
+                .bind(&record.dedup_key)
+                .bind(&record.lane)
+                .bind(&record.event)
+                .bind(record.object_kind)
+                .bind(&record.object_id)
+                .bind(record.updated_on)
+                .bind(&record.signature)
+                .bind(record.body.as_ref())
+                .bind(&record.typing_problem);
+        }
+        for row in query.fetch_all(&mut *tx).await? {
+            ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
         }
         let (mut new, mut duplicates) = (0_i64, 0_i64);
-        for &index in &order {
-            let record = records[index];
-            let inserted = sqlx::query(
-                "INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-                 updated_on, signature, body, typing_problem, received_at, next_attempt_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
-                 ON CONFLICT (dedup_key) DO NOTHING RETURNING id",
+        for (key, &(_, count)) in &keys {
+            let repeats = if ids.contains_key(*key) {
+                new += 1;
+                count - 1
+            } else {
+                count
+            };
+            if repeats == 0 {
+                continue;
+            }
+            duplicates += repeats;
+            let original = sqlx::query(
+                "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
+                 last_duplicate_at = $3 WHERE dedup_key = $1 RETURNING id",
             )
-            .bind(&record.dedup_key)
-            .bind(&record.lane)
-            .bind(&record.event)
-            .bind(record.object_kind)
-            .bind(&record.object_id)
-            .bind(record.updated_on)
-            .bind(&record.signature)
-            .bind(record.body.as_ref())
-            .bind(&record.typing_problem)
+            .bind(*key)
+            .bind(repeats)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
-            outcomes[index] = match inserted {
-                Some(row) => {
-                    new += 1;
-                    (Some(row.try_get::<i64, _>("id")?), false)
-                }
-                None => {
-                    duplicates += 1;
-                    let original = sqlx::query(
-                        "UPDATE chip_inbox_deliveries SET duplicates = duplicates + 1, \
-                         last_duplicate_at = $2 WHERE dedup_key = $1 RETURNING id",
-                    )
-                    .bind(&record.dedup_key)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let id = match original {
-                        Some(row) => Some(row.try_get::<i64, _>("id")?),
-                        None => None,
-                    };
-                    (id, true)
-                }
-            };
+            if let (Some(row), false) = (original, ids.contains_key(*key)) {
+                ids.insert((*key).to_owned(), (row.try_get("id")?, false));
+            }
         }
         crate::store::add_counts!(tx, [(DUPLICATES, duplicates), (RECEIVED, new)])?;
         tx.commit().await?;
     });
-    Ok(outcomes)
+    Ok(records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let first = keys.get(record.dedup_key.as_str()).map(|k| k.0);
+            match ids.get(&record.dedup_key) {
+                Some(&(id, true)) if first == Some(index) => (Some(id), false),
+                Some(&(id, _)) => (Some(id), true),
+                None => (None, true),
+            }
+        })
+        .collect())
 }

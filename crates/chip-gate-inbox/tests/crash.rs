@@ -463,6 +463,7 @@ fn crash_postgres() {
             return;
         };
         // Three receivers, each with its worker, on one PostgreSQL database.
-        crash_run("crash_postgres", url, 3, 0).await;
+        crash_run("crash_postgres", url.clone(), 3, 0).await;
+        drop_postgres(&url).await;
     });
 }

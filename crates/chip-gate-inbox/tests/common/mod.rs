@@ -74,6 +74,17 @@ pub async fn postgres_url(test: &str) -> Option<String> {
     Some(format!("{prefix}/{name}"))
 }
 
+/// Drops a database made by [`postgres_url`] (the test passed; a failed one leaves it to look at).
+pub async fn drop_postgres(url: &str) {
+    let (_, name) = url.rsplit_once('/').unwrap();
+    let base = std::env::var(POSTGRES_URL_ENV).unwrap();
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
 /// Runs an async scenario on SQLite, and on PostgreSQL when configured.
 #[macro_export]
 macro_rules! on_both {
@@ -90,7 +101,8 @@ macro_rules! on_both {
                 if let Some(url) =
                     $crate::common::postgres_url(concat!(stringify!($scenario), "::postgres")).await
                 {
-                    super::$scenario(url).await;
+                    super::$scenario(url.clone()).await;
+                    $crate::common::drop_postgres(&url).await;
                 }
             }
         }

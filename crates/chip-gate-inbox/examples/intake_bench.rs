@@ -1,0 +1,212 @@
+//! Durable intake against verification only, over HTTP on loopback, in one run.
+//!
+//! ```sh
+//! cargo run --release -p chip-gate-inbox --example intake_bench
+//! # with PostgreSQL too (a role that may create databases):
+//! CHIP_INBOX_TEST_POSTGRES_URL=postgres://chip_inbox:chip_inbox@127.0.0.1/chip_inbox \
+//!   cargo run --release -p chip-gate-inbox --example intake_bench
+//! ```
+//!
+//! Each scenario serves one axum app on 127.0.0.1 and sends it the same signed deliveries from
+//! concurrent senders (keep-alive HTTP/1.1). "verify only" checks the signature and reads the
+//! delivery, then answers. "durable" does that and stores the delivery, answering only after the
+//! commit (SQLite: WAL with `synchronous=FULL`, an fsync per commit; PostgreSQL: its defaults,
+//! `fsync=on`, `synchronous_commit=on`). Arguments: `[deliveries] [senders]` (default 4000 32).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use bytes::Bytes;
+use chip_gate::testing::TestSigner;
+use chip_gate::{Delivery, Digest, Verifier};
+use chip_gate_inbox::Inbox;
+use sqlx::Connection;
+
+const PRIVATE_KEY: &str = include_str!("../tests/fixtures/rsa2048-private-pkcs8.pem");
+const PUBLIC_KEY: &str = include_str!("../tests/fixtures/rsa2048-public-spki.pem");
+
+struct Figures {
+    name: String,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn verify_only(
+    State(verifier): State<Verifier>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    match verifier.verify_headers_and_parse(body, &headers) {
+        Ok(delivery) => {
+            std::hint::black_box(delivery.dedup_key());
+            (StatusCode::OK, "ok")
+        }
+        Err(_) => (StatusCode::UNAUTHORIZED, "invalid signature"),
+    }
+}
+
+async fn serve(app: Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn load(
+    name: &str,
+    port: u16,
+    deliveries: &Arc<Vec<(Bytes, String)>>,
+    senders: usize,
+) -> Figures {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(senders)
+        .build()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/chip/webhook");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (client, url, next, deliveries) = (
+            client.clone(),
+            url.clone(),
+            Arc::clone(&next),
+            Arc::clone(deliveries),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((body, signature)) = deliveries.get(i) else {
+                    return latencies;
+                };
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("x-signature", signature)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(response.status().is_success(), "{}", response.status());
+                let _ = response.bytes().await.unwrap();
+                latencies.push(sent.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Figures {
+        name: name.to_owned(),
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+async fn durable(
+    name: &str,
+    url: &str,
+    deliveries: &Arc<Vec<(Bytes, String)>>,
+    senders: usize,
+) -> Figures {
+    let inbox = Inbox::connect(url).await.unwrap();
+    let verifier = Verifier::from_pem(PUBLIC_KEY).unwrap();
+    let app: Router = inbox.intake(verifier).unwrap().router("/chip/webhook");
+    let port = serve(app).await;
+    let figures = load(name, port, deliveries, senders).await;
+    // Every acknowledged delivery is in the store.
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!(counts.received as usize, deliveries.len());
+    figures
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4000);
+    let senders: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
+
+    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
+    eprintln!("signing {count} deliveries...");
+    let deliveries: Vec<(Bytes, String)> = (0..count)
+        .map(|n| {
+            let body = Bytes::from(format!(
+                r#"{{"id":"bench-{n:06}","type":"purchase","event_type":"purchase.paid","created_on":1700000000,"updated_on":1700000100,"status":"paid","client":{{"email":"buyer@example.com","full_name":"Siti"}},"purchase":{{"currency":"MYR","total":12900,"products":[{{"name":"Kopi","price":12900,"quantity":"1.0000"}}]}},"brand_id":"b1","is_test":true}}"#
+            ));
+            let signature = signer.sign(&body, Digest::Sha256).unwrap();
+            let _ = Delivery::parse_unverified(body.clone()).unwrap();
+            (body, signature)
+        })
+        .collect();
+    let deliveries = Arc::new(deliveries);
+
+    let verifier = Verifier::from_pem(PUBLIC_KEY).unwrap();
+    let verify_app = Router::new()
+        .route("/chip/webhook", post(verify_only))
+        .with_state(verifier);
+    let verify_port = serve(verify_app).await;
+    // Warm up connections and caches.
+    let warm = Arc::new(deliveries.iter().take(500).cloned().collect::<Vec<_>>());
+    load("warm-up", verify_port, &warm, senders).await;
+
+    let mut results = vec![load("verify only", verify_port, &deliveries, senders).await];
+
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    results.push(durable("durable, SQLite", &sqlite, &deliveries, senders).await);
+
+    match std::env::var("CHIP_INBOX_TEST_POSTGRES_URL") {
+        Ok(base) => {
+            let name = format!("chip_inbox_bench_{:08x}", fastrand::u32(..));
+            let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            let url = format!("{prefix}/{name}");
+            results.push(durable("durable, PostgreSQL", &url, &deliveries, senders).await);
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .ok();
+        }
+        Err(_) => eprintln!("PostgreSQL skipped: set CHIP_INBOX_TEST_POSTGRES_URL to include it"),
+    }
+
+    let base = results[0].rate;
+    println!("{count} deliveries, {senders} concurrent senders, HTTP/1.1 keep-alive on loopback");
+    println!(
+        "| {:<20} | {:>13} | {:>8} | {:>8} | {:>17} |",
+        "receiver", "deliveries/s", "p50 ms", "p99 ms", "vs verify only"
+    );
+    println!(
+        "|{:-<22}|{:->15}|{:->10}|{:->10}|{:->19}|",
+        "", "", "", "", ""
+    );
+    for r in &results {
+        println!(
+            "| {:<20} | {:>13.0} | {:>8.2} | {:>8.2} | {:>17.2} |",
+            r.name,
+            r.rate,
+            r.p50.as_secs_f64() * 1000.0,
+            r.p99.as_secs_f64() * 1000.0,
+            r.rate / base
+        );
+    }
+}
