@@ -48,8 +48,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Small pages so pagination is exercised; pooled keys reused so hundreds of creates stay fast.
-RUST_LOG=warn "$BIN" --port 0 --api-key "$API_KEY" --page-size 3 --reuse-keys \
+# Small pages so pagination is exercised; pooled keys reused so hundreds of creates stay fast; a
+# webhook cap far above what a run creates, so no valid create meets the cap's 400.
+RUST_LOG=warn "$BIN" --port 0 --api-key "$API_KEY" --page-size 3 --reuse-keys --max-webhooks 1000000 \
   >"$WORK/stdout" 2>"$WORK/stderr" &
 PID=$!
 
@@ -70,14 +71,17 @@ if [ -z "$BASE_URL" ]; then
 fi
 echo "contract: mock at $BASE_URL"
 
-# Checks: all of schemathesis's checks (no 5xx; status, content type, headers and body as the
-# spec says; schema-invalid requests refused; auth enforced; unsupported methods answered 405;
-# deleted resources gone; created ones retrievable), except positive_data_acceptance: the spec's
-# schemas cannot express CHIP's cross-field rule ("all_events, or at least one event", stated in
-# the WebhookCreate description) nor "an http(s) URL", so some schema-valid bodies are rightly
-# refused with 400.
+# Checks: all of schemathesis's checks, none excluded: no 5xx; status, content type, headers and
+# body as the spec says; schema-invalid requests refused; schema-valid requests accepted
+# (positive_data_acceptance: the mock enforces exactly the spec's request constraints, which follow
+# CHIP's published schema, so a valid body is never refused with 400; a 404 for an id or page that
+# does not exist is schemathesis's default allowance and is what the spec declares); auth
+# enforced; unsupported methods answered 405; deleted resources gone; created ones retrievable.
 CHECKS="${CONTRACT_CHECKS:-all}"
-EXCLUDE_CHECKS="${CONTRACT_EXCLUDE_CHECKS:-positive_data_acceptance}"
+EXCLUDE_ARGS=()
+if [ -n "${CONTRACT_EXCLUDE_CHECKS:-}" ]; then
+  EXCLUDE_ARGS=(--exclude-checks "$CONTRACT_EXCLUDE_CHECKS")
+fi
 
 # One worker: with two, hypothesis (under CPython 3.11.7 here) intermittently fails in ast.parse
 # with "AST constructor recursion depth mismatch", a CPython threading bug, not an API problem.
@@ -86,7 +90,7 @@ python3 -m schemathesis.cli run "$SPEC" \
   --url "$BASE_URL" \
   --header "Authorization: Bearer $API_KEY" \
   --checks "$CHECKS" \
-  --exclude-checks "$EXCLUDE_CHECKS" \
+  "${EXCLUDE_ARGS[@]}" \
   --max-examples "$MAX_EXAMPLES" \
   --seed "$SEED" \
   --workers 1 \

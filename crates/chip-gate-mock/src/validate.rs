@@ -102,15 +102,21 @@ pub(crate) fn parse_object(body: &[u8]) -> Result<Map<String, Value>, ErrorBody>
     }
 }
 
-/// Whitespace as the spec's patterns mean it (`\s` in a JSON Schema pattern, as Python's `re`,
-/// which the contract check uses, reads it): Unicode White_Space plus U+001C to U+001F.
+/// Whitespace as the spec's patterns spell it out: `[\t\n\v\f\r \u00a0\u1680\u2000-\u200a
+/// \u2028\u2029\u202f\u205f\u3000]`, the characters that ECMAScript, Python and Rust regexes
+/// all count as `\s` (they disagree on U+001C to U+001F, U+0085 and U+FEFF, which are therefore
+/// not whitespace here).
 pub(crate) fn is_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+    matches!(
+        c,
+        '\t' | '\n' | '\u{0b}' | '\u{0c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}' | '\u{205f}' | '\u{3000}'
+    )
 }
 
-/// The spec's callback pattern, `^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+`: `http://` or `https://`
-/// in any case, then at least one character of a host (anything but `/`, `?`, `#`, `@` or
-/// whitespace). What follows the host is not constrained.
+/// The spec's callback pattern, `^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@<whitespace>]`: `http://` or
+/// `https://` in any case, then a first character of a host (anything but `/`, `?`, `#`, `@` or
+/// whitespace, see [`is_space`]). What follows is not constrained.
 pub(crate) fn callback_matches(s: &str) -> bool {
     let rest = if s.len() >= 8 && s.is_char_boundary(8) && s[..8].eq_ignore_ascii_case("https://") {
         &s[8..]
@@ -373,11 +379,17 @@ mod tests {
         assert!(validate(&body(json!("é".repeat(100))), Mode::Whole, None).is_ok());
         let err = validate(&body(json!("é".repeat(101))), Mode::Whole, None).unwrap_err();
         assert_eq!(err["title"][0]["code"], "max_length");
-        for blank in ["", " ", "\t\n", "\u{3000}", "\u{1f}"] {
+        for blank in ["", " ", "\t\n\u{0b}\u{0c}\r", "\u{3000}\u{a0}\u{2009}"] {
             let err = validate(&body(json!(blank)), Mode::Whole, None).unwrap_err();
             assert_eq!(err["title"][0]["code"], "blank", "{blank:?}");
         }
-        assert!(validate(&body(json!(" a ")), Mode::Whole, None).is_ok());
+        // Characters the regex dialects disagree on are not whitespace for the spec.
+        for odd in [" a ", "\u{1f}", "\u{85}", "\u{feff}", "\u{200b}"] {
+            assert!(
+                validate(&body(json!(odd)), Mode::Whole, None).is_ok(),
+                "{odd:?}"
+            );
+        }
     }
 
     #[test]
@@ -387,6 +399,7 @@ mod tests {
             "HTTPS://x.test/h?q=1",
             "http://127.0.0.1:9/x",
             "hTtP://é",
+            "http://\u{1c}",
         ] {
             assert!(callback_matches(good), "{good}");
         }
