@@ -4,14 +4,21 @@
 //! cargo run --example quickstart
 //! ```
 //!
-//! With no `CHIP_API_KEY` it starts a local CHIP Gate (the `chip-gate-mock` crate) in-process and
-//! needs no account and no network: it starts a receiver, creates a webhook for `purchase.paid`,
-//! lists webhooks, fires `purchase.paid`, receives and verifies the signed delivery, prints the
-//! typed event and deletes the webhook.
+//! It always starts a local CHIP Gate (the `chip-gate-mock` crate) in-process and needs no account
+//! and no network, whatever the environment holds (a `CHIP_API_KEY` exported for the CLI is not
+//! used): it starts a receiver, creates a webhook for `purchase.paid`, lists webhooks, fires
+//! `purchase.paid`, receives and verifies the signed delivery, prints the typed event and deletes
+//! the webhook.
 //!
-//! With `CHIP_API_KEY` set (and optionally `CHIP_BASE_URL`) it runs the management steps against
-//! CHIP itself. CHIP can only deliver to a public URL: set `CHIP_CALLBACK_URL` to one you control
-//! to register it (the webhook is deleted at the end either way).
+//! Running against a real CHIP account is a separate, explicit choice:
+//!
+//! ```sh
+//! CHIP_API_KEY=... CHIP_CALLBACK_URL=https://your.host/chip cargo run --example quickstart -- --live
+//! ```
+//!
+//! It says what it will do on that account before doing it (create one webhook named
+//! `chip-gate quickstart` for `purchase.paid` to your callback, list the webhooks, delete that one
+//! webhook), then does it.
 
 use std::error::Error;
 use std::time::Duration;
@@ -31,11 +38,52 @@ fn step(n: u32, text: impl std::fmt::Display) {
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
-    if std::env::var_os(chip_gate::API_KEY_ENV).is_some_and(|k| !k.is_empty()) {
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let live = match args.as_slice() {
+        [] => false,
+        [flag] if flag == "--live" => true,
+        _ => {
+            eprintln!(
+                "usage: cargo run --example quickstart [-- --live]\n\
+                 (without --live everything runs on a local CHIP Gate; --live uses CHIP_API_KEY)"
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let outcome = if live {
         against_chip().await
     } else {
         against_local_mock().await
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("\nThe quickstart stopped: {error}");
+            eprintln!("What to do: {}", advice(&*error, live));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A next step for the person who ran the quickstart, from what went wrong.
+fn advice(error: &(dyn Error + 'static), live: bool) -> String {
+    match error.downcast_ref::<chip_gate::Error>() {
+        Some(e) if e.status().is_some_and(|s| s.as_u16() == 401) => {
+            "CHIP refused the API key: check CHIP_API_KEY (a secret key from the CHIP dashboard)."
+                .into()
+        }
+        Some(chip_gate::Error::InvalidRequest { .. }) => {
+            "fix the setting named above and run it again.".into()
+        }
+        Some(chip_gate::Error::Transport { .. } | chip_gate::Error::Timeout { .. }) if live => {
+            "check your network and CHIP_BASE_URL (unset means https://gate.chip-in.asia/api/v1)."
+                .into()
+        }
+        _ if live => "run without --live first: `cargo run --example quickstart`.".into(),
+        _ => "this runs only on this machine; run `cargo test --workspace` and look for the same \
+              failure, or report it with the line above."
+            .into(),
     }
 }
 
@@ -70,7 +118,11 @@ async fn create_and_list(client: &Client, callback: &str, n: u32) -> Result<Webh
 }
 
 async fn against_local_mock() -> Result<()> {
-    println!("No CHIP_API_KEY set: running against a local CHIP Gate (no account, no network).\n");
+    println!("Running on a local CHIP Gate: no account, no network, nothing leaves this machine.");
+    if std::env::var_os(chip_gate::API_KEY_ENV).is_some_and(|k| !k.is_empty()) {
+        println!("(CHIP_API_KEY is set and not used; `-- --live` would use it.)");
+    }
+    println!();
 
     let mock = MockServer::start(MockConfig::default()).await?;
     step(
@@ -143,26 +195,25 @@ async fn against_local_mock() -> Result<()> {
             purchase.status.as_deref().unwrap_or("-")
         );
         if let Some(details) = &purchase.purchase {
-            println!(
-                "      total:      {} {} (minor units)",
-                details.total.unwrap_or_default(),
-                details.currency.as_deref().unwrap_or("-")
-            );
+            if let Some(total) = details.total_amount() {
+                println!("      total:      {total}");
+            }
+            let currency = details.currency.as_deref().unwrap_or("MYR");
             for product in details.products.iter().flatten() {
+                let price = product
+                    .price
+                    .map(|p| chip_gate::Amount::new(p, currency).to_string());
                 println!(
                     "      product:    {} x {} at {}",
                     product.quantity.as_deref().unwrap_or("?"),
                     product.name.as_deref().unwrap_or("?"),
-                    product.price.unwrap_or_default()
+                    price.as_deref().unwrap_or("?")
                 );
             }
         }
     }
     if let Some(key) = delivery.dedup_key() {
-        println!(
-            "      dedup key:  {} / {} / {:?}",
-            key.object_id, key.event, key.updated_on
-        );
+        println!("      dedup key:  {key}");
     }
 
     client.webhooks().delete(webhook.id).await?;
@@ -176,19 +227,33 @@ async fn against_local_mock() -> Result<()> {
 
 async fn against_chip() -> Result<()> {
     let client = Client::from_env()?;
+    let callback = std::env::var("CHIP_CALLBACK_URL").map_err(|_| {
+        "--live needs CHIP_CALLBACK_URL: a public https:// URL you control, where CHIP can deliver \
+         (nothing is created on the account without it)"
+    })?;
     println!(
-        "CHIP_API_KEY is set: managing webhooks at {}.\n",
+        "Running against CHIP at {} with CHIP_API_KEY.",
         client.base_url()
     );
-    let callback = std::env::var("CHIP_CALLBACK_URL")
-        .unwrap_or_else(|_| "https://example.com/chip-gate-quickstart".to_owned());
-    step(1, "Connected (the key is never printed)");
-    let webhook = create_and_list(&client, &callback, 2).await?;
+    println!("On that account this run will:");
     println!(
-        "\n      Delivery needs a public callback URL that CHIP can reach; this run registered {callback}.\n      \
-         Set CHIP_CALLBACK_URL to a URL you control (serving chip-gate's receiver) to receive events."
+        "  1. create one webhook named \"chip-gate quickstart\" for purchase.paid -> {callback}"
+    );
+    println!("  2. list the account's webhooks");
+    println!("  3. delete the webhook it created (and nothing else)\n");
+    let webhook = create_and_list(&client, &callback, 1).await?;
+    step(
+        3,
+        format!(
+            "CHIP will sign deliveries to this webhook with:\n{}",
+            webhook.public_key
+        ),
     );
     client.webhooks().delete(webhook.id).await?;
     step(4, format!("Deleted webhook {}", webhook.id));
+    println!(
+        "\nDone. To receive events, serve chip-gate's receiver at {callback} with that key \
+         (see the README's \"Receiving deliveries\")."
+    );
     Ok(())
 }

@@ -576,6 +576,20 @@ chip_object! {
     }
 }
 
+impl PurchaseDetails {
+    /// The total with its currency, for display (`RM 2.00`), when both are present.
+    pub fn total_amount(&self) -> Option<crate::Amount> {
+        Some(crate::Amount::new(self.total?, self.currency.clone()?))
+    }
+}
+
+impl PaymentDetails {
+    /// The amount with its currency, for display, when both are present.
+    pub fn amount_with_currency(&self) -> Option<crate::Amount> {
+        Some(crate::Amount::new(self.amount?, self.currency.clone()?))
+    }
+}
+
 /// Which kind of object a delivery carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ObjectKind {

@@ -133,6 +133,8 @@ pub use webhooks::{
 
 // Receiving deliveries: signature verification, typed deliveries, the axum extractor, test signer.
 pub mod delivery;
+mod money;
+pub use money::Amount;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod receiver_axum;

@@ -1,0 +1,103 @@
+//! The quickstart as a newcomer runs it: on the local CHIP Gate, whatever the environment holds.
+//!
+//! `cargo test` builds the examples beside the test binaries (`target/<profile>/examples/`), so the
+//! test runs the real example binary with a `CHIP_API_KEY` and a `CHIP_BASE_URL` exported, as the
+//! CLI walkthrough leaves them, and checks that nothing was sent there.
+#![allow(clippy::unwrap_used)]
+
+mod client_common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use client_common::{ScriptServer, json};
+
+fn quickstart() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let name = format!("quickstart{}", std::env::consts::EXE_SUFFIX);
+    let path = profile_dir.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run this through `cargo test`, which builds the examples",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_key_never_switches_the_quickstart_to_an_account() {
+    // A "CHIP" that records every request it gets.
+    let account = ScriptServer::start(|_, _| json(200, serde_json::json!({"results": []}))).await;
+    let mut cmd = Command::new(quickstart());
+    cmd.env("CHIP_API_KEY", client_common::KEY)
+        .env("CHIP_BASE_URL", &account.base_url)
+        .env("CHIP_CALLBACK_URL", "https://shop.example.com/chip");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("Running on a local CHIP Gate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CHIP_API_KEY is set and not used"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("total:      RM 2.00"), "{stdout}");
+    assert!(!stdout.contains("Some("), "raw Debug output: {stdout}");
+    assert_eq!(account.count(), 0, "nothing may reach the account");
+    assert!(!stdout.contains(client_common::KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_runs_say_what_they_will_do_and_fail_with_advice() {
+    // --live without a callback URL: refused before any request.
+    let account =
+        ScriptServer::start(|_, _| json(401, serde_json::json!({"detail": "Invalid token."})))
+            .await;
+    let mut cmd = Command::new(quickstart());
+    cmd.arg("--live")
+        .env("CHIP_API_KEY", client_common::KEY)
+        .env("CHIP_BASE_URL", &account.base_url)
+        .env_remove("CHIP_CALLBACK_URL");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--live needs CHIP_CALLBACK_URL"),
+        "{stderr}"
+    );
+    assert_eq!(account.count(), 0);
+
+    // With one: the plan is printed first, then CHIP's 401 becomes advice, not a Debug dump.
+    let mut cmd = Command::new(quickstart());
+    cmd.arg("--live")
+        .env("CHIP_API_KEY", client_common::KEY)
+        .env("CHIP_BASE_URL", &account.base_url)
+        .env("CHIP_CALLBACK_URL", "https://shop.example.com/chip");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("On that account this run will:"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("CHIP answered 401"), "{stderr}");
+    assert!(stderr.contains("check CHIP_API_KEY"), "{stderr}");
+    assert!(!stderr.contains("Api {"), "a Debug dump: {stderr}");
+    assert!(!format!("{stdout}{stderr}").contains(client_common::KEY));
+}
