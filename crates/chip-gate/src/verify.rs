@@ -204,6 +204,30 @@ impl VerificationKey {
         })
     }
 
+    /// Parses every public key in a PEM bundle (several `PUBLIC KEY`, `RSA PUBLIC KEY` or
+    /// `CERTIFICATE` blocks one after another, as `chip webhooks apply --keys-out` writes them), in
+    /// order. Other blocks are skipped; a private key anywhere is refused.
+    ///
+    /// # Errors
+    /// The first block's [`KeyError`] when a public block cannot be used,
+    /// [`KeyError::PrivateKeyGiven`] for a private key, [`KeyError::NoPublicKey`] when there is none.
+    pub fn all_from_pem(text: &str) -> Result<Vec<Self>, KeyError> {
+        let text = normalize_key_text(text)?;
+        let mut keys = Vec::new();
+        for block in pem_blocks(&text)? {
+            match block.label.as_str() {
+                "PUBLIC KEY" | "RSA PUBLIC KEY" => keys.push(Self::from_der(&block.der)?),
+                "CERTIFICATE" => keys.push(Self::from_certificate_der(&block.der)?),
+                label if label.ends_with("PRIVATE KEY") => return Err(KeyError::PrivateKeyGiven),
+                _ => {}
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::NoPublicKey);
+        }
+        Ok(keys)
+    }
+
     /// Parses a DER public key: SubjectPublicKeyInfo or PKCS#1 `RSAPublicKey`.
     ///
     /// # Errors
@@ -367,6 +391,15 @@ impl Verifier {
     /// A [`KeyError`] when the key cannot be used.
     pub fn from_pem(text: &str) -> Result<Self, KeyError> {
         VerificationKey::from_pem(text).map(Self::new)
+    }
+
+    /// A verifier with every key of a PEM bundle (see [`VerificationKey::all_from_pem`]): one
+    /// receiver for the deliveries of several webhooks, or across a key rotation.
+    ///
+    /// # Errors
+    /// As [`VerificationKey::all_from_pem`].
+    pub fn from_pem_bundle(text: &str) -> Result<Self, KeyError> {
+        Self::with_keys(VerificationKey::all_from_pem(text)?)
     }
 
     /// The same verifier using `digest` (SHA-512 for CHIP Send).

@@ -360,3 +360,42 @@ fn the_test_signer_round_trips_through_its_public_key() {
     );
     assert!(TestSigner::from_pem(RSA2048_PUBLIC).is_err());
 }
+
+#[test]
+fn a_pem_bundle_verifies_deliveries_of_each_of_its_keys() {
+    let bundle = format!(
+        "{}\n{}",
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/chip-collect/signed-vector/public_key.pem"
+        ))
+        .unwrap(),
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/kat/rsa3072-public-spki.pem"
+        ))
+        .unwrap()
+    );
+    let verifier = chip_gate::Verifier::from_pem_bundle(&bundle).unwrap();
+    assert_eq!(verifier.keys().len(), 2);
+    let body = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/chip-collect/signed-vector/body.json"
+    ))
+    .unwrap();
+    let signature = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/chip-collect/signed-vector/x-signature.txt"
+    ))
+    .unwrap();
+    verifier.verify(&body, &signature).unwrap();
+    let private = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/kat/rsa2048-private-pkcs8.pem"
+    ))
+    .unwrap();
+    assert_eq!(
+        chip_gate::Verifier::from_pem_bundle(&format!("{bundle}\n{private}")).err(),
+        Some(chip_gate::KeyError::PrivateKeyGiven)
+    );
+}
