@@ -54,6 +54,13 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
         || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a mock listening on `bind` checks the `Host` of every request: yes on a loopback
+/// address (a developer's machine, where a web page may rebind its name to 127.0.0.1), no when the
+/// user binds another address on purpose (then other names legitimately reach it).
+pub(crate) fn host_check_applies(bind: std::net::IpAddr) -> bool {
+    bind.is_loopback()
+}
+
 /// Refuses (403) a request whose `Host` (or absolute-form authority) is not a loopback name or
 /// address, while the mock listens on loopback.
 pub(crate) async fn require_loopback_host(
@@ -206,7 +213,19 @@ async fn drop_connection(kill: Option<ConnKill>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::is_loopback_host;
+
+    #[test]
+    fn the_host_check_follows_the_bind_address() {
+        use super::host_check_applies;
+        for on in ["127.0.0.1", "127.0.0.2", "::1"] {
+            assert!(host_check_applies(on.parse().unwrap()), "{on}");
+        }
+        for off in ["0.0.0.0", "::", "192.168.1.10", "10.0.0.1"] {
+            assert!(!host_check_applies(off.parse().unwrap()), "{off}");
+        }
+    }
 
     #[test]
     fn loopback_hosts() {

@@ -328,7 +328,7 @@ impl MockServer {
             page_size: config.page_size,
             root_url,
             variant: config.variant,
-            check_host: config.bind.is_loopback(),
+            check_host: guards::host_check_applies(config.bind),
             store: RwLock::new(store::Store::default()),
             faults: Mutex::new(faults::FaultState::new(config.faults)),
             keys,
