@@ -8,8 +8,10 @@
 //!    (the xtask's own tests aside, which pin the spec they were written for), with no other edit.
 //!    The walk fails if anything does not build or a test fails.
 //!
-//! The copy lives in `<target>/evolve/workspace` and builds into the workspace's own target folder,
-//! so dependencies are built once.
+//! The copy lives in `<target>/evolve/workspace` and builds into `<target>/evolve/target`: a target
+//! folder of its own, because the copy's binaries (this xtask, `chip`, the examples) have the same
+//! names as the workspace's and would otherwise replace them. It is kept between runs, so only the
+//! first walk on a machine builds the dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,8 +62,9 @@ pub fn run() -> Result<(), String> {
     if found.impact() != Some(Impact::Additive) {
         return Err("the additive mutations were not all classified as additive".into());
     }
-    let target = target_dir(&root);
-    let copy = target.join("evolve").join("workspace");
+    let evolve = target_dir(&root).join("evolve");
+    let copy = evolve.join("workspace");
+    let target = evolve.join("target");
     copy_workspace(&root, &copy)?;
     let yaml = serde_norway::to_string(&changed).map_err(|e| e.to_string())?;
     std::fs::write(copy.join(crate::DEFAULT_SPEC), yaml)

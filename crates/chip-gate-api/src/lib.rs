@@ -27,7 +27,7 @@ mod hooks;
 pub use hooks::Hooks;
 
 #[rustfmt::skip]
-#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, unused_imports)]
+#[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, unused_imports, unreachable_patterns)]
 mod generated;
 
 pub use generated::*;

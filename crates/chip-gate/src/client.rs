@@ -8,9 +8,9 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use url::{Host, Url};
 
+use crate::call::{self, Operation, ops};
 use crate::error::Error;
-use crate::retry::{self, Operation, RetryPolicy};
-use crate::webhooks::Webhooks;
+use crate::retry::RetryPolicy;
 
 /// CHIP's API base URL (one host for test and live keys: the key decides the mode).
 pub const DEFAULT_BASE_URL: &str = "https://gate.chip-in.asia/api/v1";
@@ -424,11 +424,6 @@ impl Client {
         self.inner.max_pages
     }
 
-    /// The webhook operations: create, list, retrieve, update, delete.
-    pub fn webhooks(&self) -> Webhooks<'_> {
-        Webhooks::new(self)
-    }
-
     /// The company public key, as PEM text with real newlines.
     ///
     /// It verifies the `X-Signature` of purchase success callbacks (each webhook's deliveries are
@@ -438,13 +433,8 @@ impl Client {
     ///
     /// Any [`Error`]; reads are retried as the [`RetryPolicy`] says.
     pub async fn public_key(&self) -> Result<String, Error> {
-        const OP: Operation = Operation {
-            name: "public_key",
-            method: "GET",
-            idempotent: true,
-        };
         let api = self.api();
-        self.call(OP, || api.public_key().send()).await
+        self.call(ops::PUBLIC_KEY, || api.public_key().send()).await
     }
 
     /// The generated client.
@@ -460,11 +450,10 @@ impl Client {
     /// Run one generated-client call under the retry policy.
     pub(crate) async fn call<T, F, Fut>(&self, op: Operation, send: F) -> Result<T, Error>
     where
-        T: retry::Success,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<chip_gate_api::ResponseValue<T>, chip_gate_api::Error<()>>>,
     {
-        retry::run(&self.inner.retry, self.inner.api_key.expose(), op, send).await
+        call::run(&self.inner.retry, self.inner.api_key.expose(), op, send).await
     }
 }
 

@@ -37,7 +37,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::verify::{Verifier, VerifyError};
-pub use chip_gate_api::types::EventName;
+use chip_gate_api::types::EventName;
 
 /// A JSON object: what each typed struct keeps in `extra`.
 pub type JsonMap = Map<String, Value>;

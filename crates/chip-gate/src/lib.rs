@@ -114,6 +114,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod call;
 mod client;
 pub mod error;
 mod pagination;

@@ -1,4 +1,5 @@
-//! When and how the client retries a failed call.
+//! When the client retries a failed call: the policy, and the pure decision it makes after each
+//! failed attempt (the loop that acts on it is in `call.rs`).
 //!
 //! # What is retried
 //!
@@ -25,14 +26,9 @@
 //! [`timeout`](crate::ClientBuilder::timeout), so a call lasts at most about `max_elapsed` plus one
 //! timeout.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chip_gate_api::ResponseValue;
-use chip_gate_api::types;
-use tracing::Instrument;
-
-use crate::error::{Error, from_generated};
+use crate::error::Error;
 
 /// How the client retries failed calls; see the [module documentation](self) for what is retried.
 ///
@@ -157,151 +153,53 @@ impl RetryPolicy {
     }
 }
 
-/// One API operation, as the retry loop and the tracing span see it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Operation {
-    /// CHIP's operation id, e.g. `webhooks_retrieve`.
-    pub(crate) name: &'static str,
-    /// The HTTP method.
-    pub(crate) method: &'static str,
-    /// Whether repeating the request is harmless (GET, PUT, DELETE).
-    pub(crate) idempotent: bool,
+/// What to do after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Wait this long, then try again.
+    RetryAfter(Duration),
+    /// Give up and return the error.
+    Stop,
 }
 
-/// A success value the generated client returns, which can also be read from the body of a 2xx status
-/// the spec does not declare (for example a `200` where CHIP documents `201`).
-pub(crate) trait Success: Sized {
-    /// Decode the value from a success body.
-    fn from_body(bytes: &[u8]) -> Result<Self, serde_json::Error>;
-}
-
-impl Success for types::Webhook {
-    fn from_body(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
-impl Success for types::WebhookList {
-    fn from_body(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
-impl Success for String {
-    fn from_body(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
-    }
-}
-
-impl Success for () {
-    fn from_body(_: &[u8]) -> Result<Self, serde_json::Error> {
-        Ok(())
-    }
-}
-
-/// The outcome of one attempt: the value, or the error and the status it came with.
-async fn attempt_outcome<T: Success>(
-    result: Result<ResponseValue<T>, chip_gate_api::Error<()>>,
-    secret: &str,
-) -> Result<(reqwest::StatusCode, T), Error> {
-    match result {
-        Ok(value) => Ok((value.status(), value.into_inner())),
-        Err(chip_gate_api::Error::UnexpectedResponse(response))
-            if response.status().is_success() =>
-        {
-            let status = response.status();
-            let bytes = response.bytes().await.map_err(Error::from_reqwest)?;
-            T::from_body(&bytes)
-                .map(|value| (status, value))
-                .map_err(|e| Error::decode(Some(status), &bytes, e, secret))
-        }
-        Err(err) => Err(from_generated(err, secret).await),
-    }
-}
-
-/// Run `send` (one call of the generated client) under `policy`, inside a tracing span that records the
-/// operation, the method, the attempt count, the final status and the elapsed time.
-pub(crate) async fn run<T, F, Fut>(
+/// The retry decision after attempt number `attempt` (1-based) failed with `error`, `elapsed` after
+/// the call began. Pure: `backoff` is the jittered wait [`RetryPolicy::backoff`] chose for this
+/// attempt, used when the server gave no `Retry-After`.
+///
+/// An idempotent operation (GET, PUT, DELETE) is retried on what [`Error::is_retryable`] calls
+/// transient; any other only when the request provably never left ([`Error::never_sent`]). Never
+/// past `max_attempts`, never beyond `max_elapsed`, and never for a `Retry-After` longer than
+/// `max_retry_after`.
+pub(crate) fn decide(
     policy: &RetryPolicy,
-    secret: &str,
-    op: Operation,
-    mut send: F,
-) -> Result<T, Error>
-where
-    T: Success,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<ResponseValue<T>, chip_gate_api::Error<()>>>,
-{
-    let span = tracing::info_span!(
-        "chip_gate.call",
-        operation = op.name,
-        method = op.method,
-        attempt = tracing::field::Empty,
-        status = tracing::field::Empty,
-        elapsed_ms = tracing::field::Empty,
-    );
-    let record = span.clone();
-    async move {
-        let start = Instant::now();
-        let mut attempt: u32 = 0;
-        loop {
-            attempt += 1;
-            let outcome = attempt_outcome(send().await, secret).await;
-            let status = match &outcome {
-                Ok((status, _)) => Some(*status),
-                Err(e) => e.status(),
-            };
-            let result = outcome.map(|(_, value)| value);
-            let finish = |result: Result<T, Error>| {
-                record.record("attempt", attempt);
-                if let Some(status) = status {
-                    record.record("status", status.as_u16());
-                }
-                record.record(
-                    "elapsed_ms",
-                    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-                );
-                if let Err(e) = &result {
-                    tracing::debug!(error = %e, "call failed");
-                }
-                result
-            };
-            let err = match &result {
-                Ok(_) => return finish(result),
-                Err(err) => err,
-            };
-            let may_retry = if op.idempotent {
-                err.is_retryable()
-            } else {
-                err.never_sent()
-            };
-            if !may_retry || attempt >= policy.max_attempts {
-                return finish(result);
-            }
-            let delay = match err.retry_after() {
-                Some(asked) if asked > policy.max_retry_after => return finish(result),
-                Some(asked) => asked,
-                None => policy.backoff(attempt),
-            };
-            if start.elapsed().saturating_add(delay) > policy.max_elapsed {
-                return finish(result);
-            }
-            tracing::info!(
-                attempt,
-                status = status.map(|s| s.as_u16()),
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %err,
-                "retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+    idempotent: bool,
+    attempt: u32,
+    elapsed: Duration,
+    error: &Error,
+    backoff: Duration,
+) -> Decision {
+    let may_retry = if idempotent {
+        error.is_retryable()
+    } else {
+        error.never_sent()
+    };
+    if !may_retry || attempt >= policy.max_attempts {
+        return Decision::Stop;
     }
-    .instrument(span)
-    .await
+    let delay = match error.retry_after() {
+        Some(asked) if asked > policy.max_retry_after => return Decision::Stop,
+        Some(asked) => asked,
+        None => backoff,
+    };
+    if elapsed.saturating_add(delay) > policy.max_elapsed {
+        return Decision::Stop;
+    }
+    Decision::RetryAfter(delay)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -317,6 +215,109 @@ mod tests {
             let late = policy.backoff(40);
             assert!(late >= Duration::from_millis(500) && late <= Duration::from_millis(1000));
         }
+    }
+
+    fn api(status: u16, retry_after: Option<u64>) -> Error {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(seconds) = retry_after {
+            headers.insert(reqwest::header::RETRY_AFTER, seconds.into());
+        }
+        Error::api_from_bytes(
+            reqwest::StatusCode::from_u16(status).unwrap_or(reqwest::StatusCode::IM_A_TEAPOT),
+            &headers,
+            b"",
+            "",
+        )
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn transient_statuses_are_retried_for_idempotent_operations_only() {
+        let policy = RetryPolicy::default();
+        for status in [408, 429, 502, 503, 504] {
+            assert_eq!(
+                decide(&policy, true, 1, Duration::ZERO, &api(status, None), 7 * MS),
+                Decision::RetryAfter(7 * MS),
+                "{status}"
+            );
+            // A create or a PATCH may have been applied: never retried on a status.
+            assert_eq!(
+                decide(
+                    &policy,
+                    false,
+                    1,
+                    Duration::ZERO,
+                    &api(status, None),
+                    7 * MS
+                ),
+                Decision::Stop,
+                "{status}"
+            );
+        }
+        for status in [400, 401, 403, 404, 409, 500, 501] {
+            assert_eq!(
+                decide(&policy, true, 1, Duration::ZERO, &api(status, None), 7 * MS),
+                Decision::Stop,
+                "{status}"
+            );
+        }
+        let invalid = Error::InvalidRequest { reason: "x".into() };
+        assert_eq!(
+            decide(&policy, true, 1, Duration::ZERO, &invalid, MS),
+            Decision::Stop
+        );
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff_within_its_cap() {
+        let policy = RetryPolicy::default().max_retry_after(Duration::from_secs(10));
+        assert_eq!(
+            decide(&policy, true, 1, Duration::ZERO, &api(429, Some(3)), 7 * MS),
+            Decision::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            decide(
+                &policy,
+                true,
+                1,
+                Duration::ZERO,
+                &api(429, Some(11)),
+                7 * MS
+            ),
+            Decision::Stop
+        );
+    }
+
+    #[test]
+    fn attempts_and_elapsed_time_are_bounded() {
+        let policy = RetryPolicy::default()
+            .max_attempts(3)
+            .max_elapsed(Duration::from_secs(5));
+        let busy = api(503, None);
+        assert!(matches!(
+            decide(&policy, true, 2, Duration::ZERO, &busy, MS),
+            Decision::RetryAfter(_)
+        ));
+        assert_eq!(
+            decide(&policy, true, 3, Duration::ZERO, &busy, MS),
+            Decision::Stop
+        );
+        assert_eq!(
+            decide(
+                &policy,
+                true,
+                1,
+                Duration::from_millis(4_990),
+                &busy,
+                20 * MS
+            ),
+            Decision::Stop
+        );
+        assert_eq!(
+            decide(&RetryPolicy::none(), true, 1, Duration::ZERO, &busy, MS),
+            Decision::Stop
+        );
     }
 
     #[test]

@@ -124,14 +124,11 @@ impl TestSigner {
             .public_key()
             .as_der()
             .map_err(|_| KeyError::NotRsaPublicKey)?;
-        let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-        for line in encoded.as_bytes().chunks(64) {
-            pem.push_str(&String::from_utf8_lossy(line));
-            pem.push('\n');
-        }
-        pem.push_str("-----END PUBLIC KEY-----\n");
-        Ok(pem)
+        let block = pem::Pem::new("PUBLIC KEY", der.as_ref().to_vec());
+        Ok(pem::encode_config(
+            &block,
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        ))
     }
 }
 

@@ -7,10 +7,10 @@ use chip_gate_api::types;
 use futures::Stream;
 use uuid::Uuid;
 
+use crate::call::ops;
 use crate::client::Client;
 use crate::error::Error;
 use crate::pagination::{self, PageLink, Pager};
-use crate::retry::Operation;
 use crate::{EventName, Webhook, WebhookList};
 
 /// The longest title CHIP accepts, in characters.
@@ -43,11 +43,14 @@ pub struct Webhooks<'a> {
     client: &'a Client,
 }
 
-impl<'a> Webhooks<'a> {
-    pub(crate) fn new(client: &'a Client) -> Self {
-        Webhooks { client }
+impl Client {
+    /// The webhook operations: create, list, retrieve, update, delete.
+    pub fn webhooks(&self) -> Webhooks<'_> {
+        Webhooks { client: self }
     }
+}
 
+impl<'a> Webhooks<'a> {
     /// Create a webhook (`POST /webhooks/`).
     ///
     /// Not retried once the request may have reached CHIP (see [`RetryPolicy`](crate::RetryPolicy)):
@@ -57,15 +60,12 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`]; CHIP's validation errors arrive as [`Error::Api`] with status 400.
     pub async fn create(&self, webhook: &NewWebhook) -> Result<Webhook, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_create",
-            method: "POST",
-            idempotent: false,
-        };
         let body = webhook.to_api()?;
         let api = self.client.api();
         self.client
-            .call(OP, || api.webhooks_create().body(body.clone()).send())
+            .call(ops::CREATE, || {
+                api.webhooks_create().body(body.clone()).send()
+            })
             .await
     }
 
@@ -75,13 +75,10 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`].
     pub async fn list(&self) -> Result<WebhookList, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_list",
-            method: "GET",
-            idempotent: true,
-        };
         let api = self.client.api();
-        self.client.call(OP, || api.webhooks_list().send()).await
+        self.client
+            .call(ops::LIST, || api.webhooks_list().send())
+            .await
     }
 
     /// One page of webhooks (`GET /webhooks/?page=N`, 1-based). Use
@@ -92,14 +89,9 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`]; CHIP answers 404 for a page past the end.
     pub async fn list_page(&self, page: NonZeroU64) -> Result<WebhookList, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_list",
-            method: "GET",
-            idempotent: true,
-        };
         let api = self.client.api();
         self.client
-            .call(OP, || api.webhooks_list().page(page).send())
+            .call(ops::LIST, || api.webhooks_list().page(page).send())
             .await
     }
 
@@ -127,13 +119,10 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`].
     pub async fn list_next(&self, link: &PageLink) -> Result<WebhookList, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_list",
-            method: "GET",
-            idempotent: true,
-        };
         let api = self.client.api().with_link_query(link.query());
-        self.client.call(OP, || api.webhooks_list().send()).await
+        self.client
+            .call(ops::LIST, || api.webhooks_list().send())
+            .await
     }
 
     /// Every webhook, as a stream that fetches one page at a time, following `next` until it is null
@@ -179,14 +168,9 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`]; an unknown id is [`Error::Api`] with status 404.
     pub async fn retrieve(&self, id: Uuid) -> Result<Webhook, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_retrieve",
-            method: "GET",
-            idempotent: true,
-        };
         let api = self.client.api();
         self.client
-            .call(OP, || api.webhooks_retrieve().id(id).send())
+            .call(ops::RETRIEVE, || api.webhooks_retrieve().id(id).send())
             .await
     }
 
@@ -196,15 +180,10 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`].
     pub async fn update(&self, id: Uuid, webhook: &NewWebhook) -> Result<Webhook, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_update",
-            method: "PUT",
-            idempotent: true,
-        };
         let body = webhook.to_api()?;
         let api = self.client.api();
         self.client
-            .call(OP, || {
+            .call(ops::UPDATE, || {
                 api.webhooks_update().id(id).body(body.clone()).send()
             })
             .await
@@ -223,15 +202,10 @@ impl<'a> Webhooks<'a> {
         id: Uuid,
         changes: &WebhookChanges,
     ) -> Result<Webhook, Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_partial_update",
-            method: "PATCH",
-            idempotent: false,
-        };
         let body = changes.to_api()?;
         let api = self.client.api();
         self.client
-            .call(OP, || {
+            .call(ops::PARTIAL_UPDATE, || {
                 api.webhooks_partial_update()
                     .id(id)
                     .body(body.clone())
@@ -249,14 +223,9 @@ impl<'a> Webhooks<'a> {
     ///
     /// Any [`Error`].
     pub async fn delete(&self, id: Uuid) -> Result<(), Error> {
-        const OP: Operation = Operation {
-            name: "webhooks_delete",
-            method: "DELETE",
-            idempotent: true,
-        };
         let api = self.client.api();
         self.client
-            .call(OP, || api.webhooks_delete().id(id).send())
+            .call(ops::DELETE, || api.webhooks_delete().id(id).send())
             .await
     }
 }
