@@ -43,8 +43,10 @@ impl IntakeOptions {
         self
     }
 
-    /// How many transactions may be writing at once (default: 1 on SQLite, which has one writer
-    /// anyway, and 4 on PostgreSQL).
+    /// How many transactions may be writing at once (default 1: one commit at a time takes
+    /// everything that arrived meanwhile, the largest batches and the fewest flushes; SQLite has
+    /// one writer anyway). On PostgreSQL more writers overlap their flushes, which can help on
+    /// fast disks; each instance of your app has its own writers.
     #[must_use]
     pub fn writers(mut self, n: usize) -> Self {
         self.writers = Some(n.max(1));
@@ -218,10 +220,7 @@ impl Intake {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| InboxError::NoRuntime)?;
         let (sender, receiver) = mpsc::channel(options.queue);
         let receiver = Arc::new(Mutex::new(receiver));
-        let writers = options.writers.unwrap_or(match inbox.shared.backend {
-            Backend::Sqlite(_) => 1,
-            Backend::Postgres(_) => 4,
-        });
+        let writers = options.writers.unwrap_or(1);
         for _ in 0..writers {
             let receiver = Arc::clone(&receiver);
             let inbox = inbox.clone();

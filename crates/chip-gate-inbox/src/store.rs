@@ -96,7 +96,8 @@ impl Default for InboxOptions {
 }
 
 impl InboxOptions {
-    /// The pool's size (default: 4 for SQLite, 10 for PostgreSQL).
+    /// The pool's size (default: 8 for SQLite, 10 for PostgreSQL). Each running handler in a
+    /// transaction holds one connection, the intake's writers one each, a claim one.
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = Some(n.max(1));
@@ -175,7 +176,7 @@ impl Inbox {
                 let size = if memory {
                     1
                 } else {
-                    options.max_connections.unwrap_or(4)
+                    options.max_connections.unwrap_or(8)
                 };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size)

@@ -21,8 +21,8 @@ use crate::store::{Backend, Dialect, Inbox, ms};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StalePolicy {
-    /// Mark it stale and do not hand it over (default): a `purchase.paid` never undoes a later
-    /// `payment.refunded` of the same object.
+    /// Mark it stale and do not hand it over (default): an older state of an object never
+    /// overwrites a newer one (a late `purchase.paid` after the purchase's `purchase.cancelled`).
     #[default]
     Skip,
     /// Hand it over anyway with [`StoredDelivery::stale`] set, and let the handler decide.
@@ -64,6 +64,9 @@ impl Backoff {
 /// The shortest retention the worker applies on its own: CHIP retries a delivery for up to 36
 /// hours, and a delivery removed before its last retry could be stored and handled again.
 pub const MIN_RETENTION: Duration = Duration::from_secs(48 * 3600);
+
+/// The longest lease, poll interval or purge interval a worker accepts.
+const DAY: Duration = Duration::from_secs(24 * 3600);
 
 /// Settings for a [`Worker`].
 #[derive(Clone, Debug)]
@@ -110,20 +113,20 @@ impl WorkerOptions {
         self
     }
 
-    /// How long a claim lasts (default 60 s). A worker that dies mid-handler loses its claim after
+    /// How long a claim lasts (default 60 s; from 100 ms to a day). A worker that dies mid-handler loses its claim after
     /// this long and another worker takes the delivery. [`Worker::run`] extends the lease while
     /// the handler runs; in [`Worker::run_in_transaction`] the database's locks hold it.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease.max(Duration::from_millis(100));
+        self.lease = lease.clamp(Duration::from_millis(100), DAY);
         self
     }
 
-    /// How often an idle worker looks for due deliveries (default 500 ms). A worker sharing an
+    /// How often an idle worker looks for due deliveries (default 500 ms, at most a day). A worker sharing an
     /// [`Inbox`] with an [`Intake`](crate::Intake) in the same process starts at once on new ones.
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
-        self.poll_interval = interval.max(Duration::from_millis(1));
+        self.poll_interval = interval.clamp(Duration::from_millis(1), DAY);
         self
     }
 
@@ -156,10 +159,10 @@ impl WorkerOptions {
         self
     }
 
-    /// How often a running worker applies retention (default 10 min).
+    /// How often a running worker applies retention (default 10 min, at most a day).
     #[must_use]
     pub fn purge_interval(mut self, interval: Duration) -> Self {
-        self.purge_interval = interval.max(Duration::from_secs(1));
+        self.purge_interval = interval.clamp(Duration::from_secs(1), DAY);
         self
     }
 

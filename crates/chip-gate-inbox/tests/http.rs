@@ -1,0 +1,138 @@
+//! The axum router over real HTTP on loopback: refusals never stored, acknowledgements only
+//! after the commit, the in-process worker woken by new deliveries.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chip_gate_inbox::{Inbox, ListFilter, StoredDelivery, WorkerOptions};
+use common::*;
+
+async fn serve(inbox: &Inbox, max_body: usize) -> String {
+    let intake = inbox
+        .intake(verifier().with_max_body_bytes(max_body))
+        .unwrap();
+    let app: axum::Router = intake.router("/chip/webhook");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://127.0.0.1:{port}/chip/webhook")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+async fn post(url: &str, signature: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let mut request = client().post(url).body(body);
+    if let Some(signature) = signature {
+        request = request.header("x-signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+async fn over_http(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let endpoint = serve(&inbox, 2048).await;
+    let body = purchase_body("h-1", "purchase.paid", 7);
+    let signature = signer().sign(&body, chip_gate::Digest::Sha256).unwrap();
+    let wrong = other_signer()
+        .sign(&body, chip_gate::Digest::Sha256)
+        .unwrap();
+
+    assert_eq!(
+        post(&endpoint, None, body.to_vec()).await,
+        (401, "invalid signature".into())
+    );
+    assert_eq!(post(&endpoint, Some(&wrong), body.to_vec()).await.0, 401);
+    assert_eq!(
+        post(&endpoint, Some("AAAA"), b"{not json".to_vec()).await.0,
+        401
+    );
+    let big = vec![b'x'; 4096];
+    let big_signature = signer().sign(&big, chip_gate::Digest::Sha256).unwrap();
+    assert_eq!(
+        post(&endpoint, Some(&big_signature), big).await,
+        (413, "body too large".into())
+    );
+    assert!(
+        inbox.list(&ListFilter::new()).await.unwrap().is_empty(),
+        "refusals are never stored"
+    );
+
+    assert_eq!(
+        post(&endpoint, Some(&signature), body.to_vec()).await,
+        (200, "stored".into())
+    );
+    assert_eq!(
+        post(&endpoint, Some(&signature), body.to_vec()).await,
+        (200, "duplicate".into())
+    );
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (1, 1));
+
+    // The database goes away: 503, so that CHIP delivers again.
+    inbox.close().await;
+    let other = purchase_body("h-2", "purchase.paid", 7);
+    let other_signature = signer().sign(&other, chip_gate::Digest::Sha256).unwrap();
+    assert_eq!(
+        post(&endpoint, Some(&other_signature), other.to_vec())
+            .await
+            .0,
+        503
+    );
+}
+on_both!(over_http);
+
+async fn a_new_delivery_wakes_the_worker(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let endpoint = serve(&inbox, 1 << 20).await;
+    let seen = Arc::new(Mutex::new(None));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = inbox.worker(WorkerOptions::default().poll_interval(Duration::from_secs(30)));
+    let record = Arc::clone(&seen);
+    let running = tokio::spawn(async move {
+        worker
+            .run_until(
+                move |delivery: StoredDelivery| {
+                    let record = Arc::clone(&record);
+                    async move {
+                        *record.lock().unwrap() = Some((Instant::now(), delivery.id()));
+                        Ok::<(), String>(())
+                    }
+                },
+                async move {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+    });
+    // Let the worker go idle (its next poll is 30 s away), then deliver.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = purchase_body("h-3", "purchase.paid", 1);
+    let signature = signer().sign(&body, chip_gate::Digest::Sha256).unwrap();
+    let sent = Instant::now();
+    assert_eq!(
+        post(&endpoint, Some(&signature), body.to_vec()).await.0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let handled_at = loop {
+        if let Some((at, _)) = *seen.lock().unwrap() {
+            break at;
+        }
+        assert!(Instant::now() < deadline, "the worker was not woken");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(handled_at.duration_since(sent) < Duration::from_secs(2));
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the worker stops on shutdown")
+        .unwrap();
+}
+on_both!(a_new_delivery_wakes_the_worker);
