@@ -11,6 +11,7 @@
 
 pub mod diff;
 pub mod evolve;
+mod limits;
 pub mod mutations;
 mod normalize;
 mod open_enum;
@@ -224,6 +225,12 @@ pub fn generate_from_bytes(bytes: &[u8], shown: &str) -> Result<Generated, Error
         message,
     })?;
     mark_non_exhaustive(&mut file);
+    let limits: syn::File =
+        syn::parse2(limits::tokens(&limits::collect(&spec))).map_err(|e| Error::Generator {
+            path: shown.to_owned(),
+            message: format!("the limits module does not parse: {e}"),
+        })?;
+    file.items.extend(limits.items);
 
     let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();

@@ -2025,3 +2025,23 @@ pub mod builder {
 pub mod prelude {
     pub use self::super::Client;
 }
+/// The length and count limits the spec declares, one constant per property and keyword
+/// (lengths count characters, as JSON Schema does).
+pub mod limits {
+    ///`WebhookCreate.title`: at least 1 (`minLength`).
+    pub const WEBHOOK_CREATE_TITLE_MIN_LENGTH: usize = 1;
+    ///`WebhookCreate.title`: at most 100 (`maxLength`).
+    pub const WEBHOOK_CREATE_TITLE_MAX_LENGTH: usize = 100;
+    ///`WebhookCreate.events`: at least 1 (`minItems`).
+    pub const WEBHOOK_CREATE_EVENTS_MIN_ITEMS: usize = 1;
+    ///`WebhookCreate.callback`: at most 500 (`maxLength`).
+    pub const WEBHOOK_CREATE_CALLBACK_MAX_LENGTH: usize = 500;
+    ///`WebhookPatch.title`: at least 1 (`minLength`).
+    pub const WEBHOOK_PATCH_TITLE_MIN_LENGTH: usize = 1;
+    ///`WebhookPatch.title`: at most 100 (`maxLength`).
+    pub const WEBHOOK_PATCH_TITLE_MAX_LENGTH: usize = 100;
+    ///`WebhookPatch.events`: at least 1 (`minItems`).
+    pub const WEBHOOK_PATCH_EVENTS_MIN_ITEMS: usize = 1;
+    ///`WebhookPatch.callback`: at most 500 (`maxLength`).
+    pub const WEBHOOK_PATCH_CALLBACK_MAX_LENGTH: usize = 500;
+}

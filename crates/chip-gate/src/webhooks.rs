@@ -13,11 +13,11 @@ use crate::error::Error;
 use crate::pagination::{self, PageLink, Pager};
 use crate::{EventName, Webhook, WebhookList};
 
-/// The longest title CHIP accepts, in characters.
-pub const MAX_TITLE_CHARS: usize = 100;
+/// The longest title CHIP accepts, in characters (from the spec's `maxLength`).
+pub const MAX_TITLE_CHARS: usize = chip_gate_api::limits::WEBHOOK_CREATE_TITLE_MAX_LENGTH;
 
-/// The longest callback URL CHIP accepts, in characters.
-pub const MAX_CALLBACK_CHARS: usize = 500;
+/// The longest callback URL CHIP accepts, in characters (from the spec's `maxLength`).
+pub const MAX_CALLBACK_CHARS: usize = chip_gate_api::limits::WEBHOOK_CREATE_CALLBACK_MAX_LENGTH;
 
 /// The webhook operations of a [`Client`]; get one with [`Client::webhooks`].
 ///
