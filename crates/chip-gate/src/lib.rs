@@ -118,6 +118,7 @@ mod call;
 mod client;
 pub mod error;
 mod pagination;
+pub mod plan;
 pub mod retry;
 mod webhooks;
 pub use chip_gate_api::types::{EventName, Webhook, WebhookList};
@@ -127,6 +128,7 @@ pub use client::{
 };
 pub use error::Error;
 pub use pagination::{DEFAULT_MAX_PAGES, PageLink};
+pub use plan::{Plan, PlanOptions, WebhookFile};
 pub use retry::RetryPolicy;
 pub use webhooks::{
     MAX_CALLBACK_CHARS, MAX_TITLE_CHARS, NewWebhook, NewWebhookBuilder, WebhookChanges, Webhooks,

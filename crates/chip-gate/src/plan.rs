@@ -1,0 +1,1417 @@
+//! Webhooks as code: describe the webhooks an account should have in a TOML file, see what would
+//! change ([`plan()`]), then make it so ([`apply()`]), as Terraform does for infrastructure.
+//!
+//! # The file
+//!
+//! ```toml
+//! # chip-webhooks.toml: one file for every environment; ${VAR} comes from the environment.
+//! [[webhook]]
+//! title = "Orders (${SHOP_ENV})"          # the identity of the webhook: unique in the file
+//! callback = "https://${SHOP_HOST}/chip/webhook"
+//! events = ["purchase.paid", "payment.refunded"]
+//!
+//! [[webhook]]
+//! title = "Audit log (${SHOP_ENV})"
+//! callback = "https://${SHOP_HOST}/chip/audit"
+//! all_events = true                       # every event, present and future
+//! ```
+//!
+//! | key | where | meaning |
+//! |---|---|---|
+//! | `[[webhook]]` | top level, repeated | one webhook the account should have |
+//! | `title` | webhook, required | its name, at most 100 characters, not blank; **the identity**: the account's webhook with exactly this title is this webhook, so titles are unique in the file |
+//! | `callback` | webhook, required | an `http(s)://` URL, at most 500 characters |
+//! | `events` | webhook | CHIP's event names, at least one, each once |
+//! | `all_events` | webhook | `true` for every event (instead of `events`) |
+//! | `allow_unknown_events` | top level, default `false` | accept event names this version does not know (CHIP added one) |
+//!
+//! Every string may use `${NAME}` (letters, digits and `_`); `$${` writes a literal `${`. A variable
+//! that is unset or empty is an error, and so is `${CHIP_API_KEY}`: the secret key never goes into a
+//! webhook. Every error in the file (TOML syntax, an unknown key, a missing or bad value, an unknown
+//! event, a title used twice, an unset variable) is reported with its line before any call is made.
+//!
+//! # Plan and apply
+//!
+//! ```no_run
+//! use chip_gate::Client;
+//! use chip_gate::plan::{self, PlanOptions, WebhookFile};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::from_env()?;
+//! let file = WebhookFile::load("chip-webhooks.toml")?;
+//! let plan = plan::plan(&client, &file, &PlanOptions::new()).await?;
+//! print!("{plan}");
+//! let report = plan::apply(&client, &plan).await;
+//! if let Some(error) = report.failure() {
+//!     eprintln!("stopped: {error}; run it again, it picks up where it stopped");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Safety rules, all enforced by the types (a [`Plan`] can only be made by [`plan()`] or
+//! [`Plan::compute`]):
+//!
+//! - A webhook whose title is not in the file is never touched, unless pruning is on
+//!   ([`PlanOptions::prune`]) *and* its title starts with a prefix given to
+//!   [`PlanOptions::prune_prefix`].
+//! - Several webhooks on the account with one title of the file are reported
+//!   ([`Plan::duplicates`]); with pruning on, all but one are deleted (the one that already matches
+//!   the file, else the oldest).
+//! - Updates are `PUT`s of the whole webhook, so an update that was interrupted is simply made again.
+//! - A second apply with nothing changed makes no write call: [`Plan::is_empty`].
+//! - An apply stops at its first failed step. Running plan and apply again converges: a create
+//!   whose answer was lost is found by its title on the next listing, and is not created twice.
+//!
+//! Two applies must not run against one account at the same time (a deploy pipeline runs one
+//! at a time); each plan is made from one listing of the account.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use chip_gate_api::types;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::verify::{KeyError, VerificationKey};
+use crate::webhooks::{MAX_CALLBACK_CHARS, MAX_TITLE_CHARS, NewWebhook};
+use crate::{EventName, Webhook};
+
+/// The largest webhook file [`WebhookFile::load`] reads.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The environment variable that is never interpolated into a file: the secret API key.
+const FORBIDDEN_VARIABLE: &str = "CHIP_API_KEY";
+
+// ---------------------------------------------------------------------------------------------
+// Errors in the file.
+
+/// A problem with a webhook file, found before any call to CHIP: where it is and what is wrong.
+///
+/// Its `Display` is one line: `FILE:LINE: message` (or `line LINE: message` for text parsed without
+/// a path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileError {
+    path: Option<PathBuf>,
+    line: Option<usize>,
+    message: String,
+}
+
+impl FileError {
+    fn at(line: Option<usize>, message: impl Into<String>) -> Self {
+        FileError {
+            path: None,
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn with_path(mut self, path: &Path) -> Self {
+        self.path = Some(path.to_owned());
+        self
+    }
+
+    /// The file, when it was read with [`WebhookFile::load`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The line (1-based) the problem is on, when it is on one.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// What is wrong, without the place.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.path, self.line) {
+            (Some(path), Some(line)) => write!(f, "{}:{line}: {}", path.display(), self.message),
+            (Some(path), None) => write!(f, "{}: {}", path.display(), self.message),
+            (None, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for FileError {}
+
+// ---------------------------------------------------------------------------------------------
+// The file.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    allow_unknown_events: Option<bool>,
+    #[serde(default)]
+    webhook: Vec<Spanned<RawWebhook>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    title: Option<Spanned<String>>,
+    callback: Option<Spanned<String>>,
+    events: Option<Spanned<Vec<Spanned<String>>>>,
+    all_events: Option<Spanned<bool>>,
+}
+
+/// One webhook the account should have: its settings, checked against CHIP's limits, and the line
+/// of the file that declares it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DesiredWebhook {
+    title: String,
+    callback: String,
+    all_events: bool,
+    #[serde(serialize_with = "event_strings")]
+    events: Vec<EventName>,
+    line: Option<usize>,
+    #[serde(skip)]
+    new: NewWebhook,
+}
+
+fn event_strings<S: serde::Serializer>(events: &[EventName], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(events.iter().map(EventName::as_str))
+}
+
+impl DesiredWebhook {
+    fn from_new(new: NewWebhook, line: Option<usize>) -> Self {
+        DesiredWebhook {
+            title: new.title().to_owned(),
+            callback: new.callback().to_owned(),
+            all_events: new.is_all_events(),
+            events: new.event_names().map(<[_]>::to_vec).unwrap_or_default(),
+            line,
+            new,
+        }
+    }
+
+    /// The title: the webhook's identity.
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// The callback URL.
+    pub fn callback(&self) -> &str {
+        &self.callback
+    }
+
+    /// Whether it receives every event.
+    pub fn is_all_events(&self) -> bool {
+        self.all_events
+    }
+
+    /// The events it receives (empty when it receives every event).
+    pub fn event_names(&self) -> &[EventName] {
+        &self.events
+    }
+
+    /// The line of the file that declares it (its `[[webhook]]` table), when it came from a file.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The settings, as [`Webhooks::create`](crate::Webhooks::create) and
+    /// [`Webhooks::update`](crate::Webhooks::update) take them.
+    pub fn to_new_webhook(&self) -> &NewWebhook {
+        &self.new
+    }
+
+    /// How `existing` differs from this webhook; empty when it matches. The title is the identity
+    /// and is not compared; events are compared as a set.
+    pub fn differences(&self, existing: &Webhook) -> Vec<FieldChange> {
+        let mut changes = Vec::new();
+        if existing.callback != self.callback {
+            changes.push(FieldChange::Callback {
+                from: existing.callback.clone(),
+                to: self.callback.clone(),
+            });
+        }
+        if existing.all_events != self.all_events {
+            changes.push(FieldChange::AllEvents {
+                from: existing.all_events,
+                to: self.all_events,
+            });
+        }
+        if !self.all_events {
+            let have: BTreeSet<&str> = existing.event_names().iter().map(|e| e.as_str()).collect();
+            let want: BTreeSet<&str> = self.events.iter().map(EventName::as_str).collect();
+            let added: Vec<String> = self
+                .events
+                .iter()
+                .map(EventName::as_str)
+                .filter(|e| !have.contains(e))
+                .map(str::to_owned)
+                .collect();
+            let mut seen = BTreeSet::new();
+            let removed: Vec<String> = existing
+                .event_names()
+                .iter()
+                .map(|e| e.as_str())
+                .filter(|e| !want.contains(e) && seen.insert(*e))
+                .map(str::to_owned)
+                .collect();
+            if !added.is_empty() || !removed.is_empty() {
+                changes.push(FieldChange::Events { added, removed });
+            }
+        }
+        changes
+    }
+}
+
+/// The webhooks an account should have: a parsed, checked webhook file.
+///
+/// ```
+/// use chip_gate::plan::WebhookFile;
+///
+/// let text = r#"
+/// [[webhook]]
+/// title = "Orders (${ENV})"
+/// callback = "https://shop.example.com/chip"
+/// events = ["purchase.paid"]
+/// "#;
+/// let file = WebhookFile::parse_with(text, |name| (name == "ENV").then(|| "live".to_owned()))?;
+/// assert_eq!(file.webhooks()[0].title(), "Orders (live)");
+///
+/// let error = WebhookFile::parse_with(text, |_| None).unwrap_err();
+/// assert_eq!(error.to_string(), "line 3: environment variable ENV is not set");
+/// # Ok::<(), chip_gate::plan::FileError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookFile {
+    webhooks: Vec<DesiredWebhook>,
+}
+
+impl WebhookFile {
+    /// Reads and parses the file at `path` (at most [`MAX_FILE_BYTES`]), interpolating `${VAR}`
+    /// from the process environment. Errors name the file and the line.
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] when the file cannot be read or is not a valid webhook file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, FileError> {
+        let path = path.as_ref();
+        let read = || -> Result<String, String> {
+            let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+            let mut bytes = Vec::new();
+            file.take(MAX_FILE_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read it: {e}"))?;
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(format!(
+                    "larger than {} MiB; refusing to read it",
+                    MAX_FILE_BYTES / (1024 * 1024)
+                ));
+            }
+            String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
+        };
+        let text = read().map_err(|message| FileError::at(None, message).with_path(path))?;
+        Self::parse(&text).map_err(|e| e.with_path(path))
+    }
+
+    /// Parses a webhook file, interpolating `${VAR}` from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] naming the line of the first problem.
+    pub fn parse(text: &str) -> Result<Self, FileError> {
+        Self::parse_with(text, |name| std::env::var(name).ok())
+    }
+
+    /// Parses a webhook file, interpolating `${VAR}` with `lookup` (`None` means unset).
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] naming the line of the first problem.
+    pub fn parse_with(
+        text: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, FileError> {
+        let lines = LineIndex::new(text);
+        let raw: RawFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|span| lines.line(span.start));
+            FileError::at(line, toml_message(e.message()))
+        })?;
+        let allow_unknown = raw.allow_unknown_events.unwrap_or(false);
+        let mut webhooks: Vec<DesiredWebhook> = Vec::with_capacity(raw.webhook.len());
+        let mut titles: HashMap<String, usize> = HashMap::new();
+        for entry in raw.webhook {
+            let entry_line = lines.line(entry.span().start);
+            let desired = read_webhook(
+                entry.into_inner(),
+                entry_line,
+                &lines,
+                &lookup,
+                allow_unknown,
+            )?;
+            if let Some(first) = titles.get(&desired.title) {
+                return Err(FileError::at(
+                    desired.line,
+                    format!(
+                        "title {:?} is already used at line {first}: the title identifies a \
+                         webhook, so each must be unique",
+                        desired.title
+                    ),
+                ));
+            }
+            titles.insert(desired.title.clone(), desired.line.unwrap_or(entry_line));
+            webhooks.push(desired);
+        }
+        Ok(WebhookFile { webhooks })
+    }
+
+    /// A file made in code: these webhooks, whose titles must be unique.
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] when two webhooks share a title.
+    pub fn from_webhooks(
+        webhooks: impl IntoIterator<Item = NewWebhook>,
+    ) -> Result<Self, FileError> {
+        let mut out: Vec<DesiredWebhook> = Vec::new();
+        for new in webhooks {
+            if out.iter().any(|w| w.title == new.title()) {
+                return Err(FileError::at(
+                    None,
+                    format!(
+                        "title {:?} is used twice: the title identifies a webhook",
+                        new.title()
+                    ),
+                ));
+            }
+            out.push(DesiredWebhook::from_new(new, None));
+        }
+        Ok(WebhookFile { webhooks: out })
+    }
+
+    /// The webhooks, in file order.
+    pub fn webhooks(&self) -> &[DesiredWebhook] {
+        &self.webhooks
+    }
+
+    /// The webhook with this title.
+    pub fn get(&self, title: &str) -> Option<&DesiredWebhook> {
+        self.webhooks.iter().find(|w| w.title == title)
+    }
+}
+
+/// Byte offsets to 1-based line numbers.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { starts }
+    }
+
+    fn line(&self, offset: usize) -> usize {
+        match self.starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
+    fn span(&self, span: &Range<usize>) -> Option<usize> {
+        Some(self.line(span.start))
+    }
+}
+
+/// The toml crate's message, on one line.
+fn toml_message(message: &str) -> String {
+    let flat: Vec<&str> = message.split_whitespace().collect();
+    let flat = flat.join(" ");
+    if flat.is_empty() {
+        "not a valid TOML file".to_owned()
+    } else {
+        flat
+    }
+}
+
+fn read_webhook(
+    raw: RawWebhook,
+    entry_line: usize,
+    lines: &LineIndex,
+    lookup: &impl Fn(&str) -> Option<String>,
+    allow_unknown: bool,
+) -> Result<DesiredWebhook, FileError> {
+    let at_entry = |message: String| FileError::at(Some(entry_line), message);
+    let expand = |value: &Spanned<String>| -> Result<String, FileError> {
+        interpolate(value.get_ref(), lookup)
+            .map_err(|m| FileError::at(lines.span(&value.span()), m))
+    };
+
+    let Some(title_raw) = &raw.title else {
+        return Err(at_entry(
+            "this webhook has no title (the title identifies it)".into(),
+        ));
+    };
+    let title_line = lines.span(&title_raw.span());
+    let title = expand(title_raw)?;
+    if title.trim().is_empty() {
+        return Err(FileError::at(title_line, "the title is blank"));
+    }
+    let chars = title.chars().count();
+    if chars > MAX_TITLE_CHARS {
+        return Err(FileError::at(
+            title_line,
+            format!("the title is {chars} characters long; CHIP allows at most {MAX_TITLE_CHARS}"),
+        ));
+    }
+    types::WebhookCreateTitle::try_from(title.as_str()).map_err(|e| {
+        FileError::at(
+            title_line,
+            format!("the title is not accepted by CHIP: {e}"),
+        )
+    })?;
+
+    let Some(callback_raw) = &raw.callback else {
+        return Err(at_entry(format!("webhook {title:?} has no callback")));
+    };
+    let callback_line = lines.span(&callback_raw.span());
+    let callback = expand(callback_raw)?;
+    let chars = callback.chars().count();
+    if chars > MAX_CALLBACK_CHARS {
+        return Err(FileError::at(
+            callback_line,
+            format!(
+                "the callback is {chars} characters long; CHIP allows at most {MAX_CALLBACK_CHARS}"
+            ),
+        ));
+    }
+    types::WebhookCreateCallback::try_from(callback.as_str()).map_err(|_| {
+        FileError::at(
+            callback_line,
+            "the callback must be an http:// or https:// URL with a host",
+        )
+    })?;
+
+    let all_events = raw.all_events.as_ref().is_some_and(|a| *a.get_ref());
+    let builder = NewWebhook::new(title.clone(), callback.clone());
+    let new = match (&raw.events, all_events) {
+        (Some(events), true) => {
+            return Err(FileError::at(
+                lines.span(&events.span()),
+                format!(
+                    "webhook {title:?} sets both events and all_events = true: keep one of them"
+                ),
+            ));
+        }
+        (None, true) => builder.all_events(),
+        (None, false) => {
+            return Err(at_entry(format!(
+                "webhook {title:?} has no events: list them (events = [\"purchase.paid\"]) or set \
+                 all_events = true"
+            )));
+        }
+        (Some(events), false) => {
+            let events_line = lines.span(&events.span());
+            if events.get_ref().is_empty() {
+                return Err(FileError::at(
+                    events_line,
+                    "events is empty: list at least one event, or set all_events = true",
+                ));
+            }
+            let mut names: Vec<EventName> = Vec::with_capacity(events.get_ref().len());
+            for event in events.get_ref() {
+                let line = lines.span(&event.span());
+                let text =
+                    interpolate(event.get_ref(), lookup).map_err(|m| FileError::at(line, m))?;
+                let name = EventName::from(text.as_str());
+                if !name.is_known() && !allow_unknown {
+                    return Err(FileError::at(line, unknown_event_message(&text)));
+                }
+                if text.trim().is_empty() {
+                    return Err(FileError::at(line, "an event name is empty"));
+                }
+                if names.iter().any(|n| n.as_str() == text) {
+                    return Err(FileError::at(
+                        line,
+                        format!("event {text:?} is listed twice"),
+                    ));
+                }
+                names.push(name);
+            }
+            builder.events(names)
+        }
+    };
+    let new = new.map_err(|e| at_entry(invalid_reason(e)))?;
+    Ok(DesiredWebhook::from_new(new, Some(entry_line)))
+}
+
+fn invalid_reason(error: Error) -> String {
+    match error {
+        Error::InvalidRequest { reason } => reason,
+        other => other.to_string(),
+    }
+}
+
+fn unknown_event_message(text: &str) -> String {
+    let suggestion = EventName::ALL
+        .iter()
+        .map(|e| (edit_distance(text, e.as_str()), e.as_str()))
+        .min_by_key(|(d, _)| *d)
+        .filter(|(d, _)| *d <= 3)
+        .map(|(_, name)| format!(" (did you mean {name:?}?)"))
+        .unwrap_or_default();
+    format!(
+        "unknown event name {text:?}{suggestion}; CHIP's names are listed in the README. If CHIP \
+         added it after this version, set allow_unknown_events = true at the top of the file"
+    )
+}
+
+/// Levenshtein distance, on characters; long inputs are cut (a suggestion, not a proof).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().take(128).collect();
+    let b: Vec<char> = b.chars().take(128).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let current = row[j + 1];
+            row[j + 1] = if ca == cb {
+                previous
+            } else {
+                1 + previous.min(row[j]).min(current)
+            };
+            previous = current;
+        }
+    }
+    row[b.len()]
+}
+
+/// Replaces `${NAME}` with the variable's value; `$${` is a literal `${`.
+fn interpolate(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(escaped) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = escaped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err("`${` without a closing `}` (write `$${` for a literal `${`)".into());
+            };
+            let name = &body[..end];
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "`${{{}}}` is not a variable name (letters, digits and _, not starting with a \
+                     digit)",
+                    name.chars().take(64).collect::<String>()
+                ));
+            }
+            if name == FORBIDDEN_VARIABLE {
+                return Err(format!(
+                    "${{{FORBIDDEN_VARIABLE}}} is the secret API key: it never goes into a webhook"
+                ));
+            }
+            match lookup(name) {
+                None => return Err(format!("environment variable {name} is not set")),
+                Some(value) if value.is_empty() => {
+                    return Err(format!("environment variable {name} is empty"));
+                }
+                Some(value) => out.push_str(&value),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan.
+
+/// What [`plan()`] may delete. The default deletes nothing.
+///
+/// ```
+/// use chip_gate::plan::PlanOptions;
+///
+/// // Delete extra copies of the file's titles, and webhooks titled "shop: ..." that the file no
+/// // longer lists.
+/// let options = PlanOptions::new().prune(true).prune_prefix("shop: ")?;
+/// assert!(options.is_pruning());
+/// assert!(PlanOptions::new().prune_prefix("  ").is_err()); // would match every webhook
+/// # Ok::<(), chip_gate::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    prune: bool,
+    prefixes: Vec<String>,
+}
+
+impl PlanOptions {
+    /// Delete nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the plan may delete: extra webhooks that share a title of the file (all but one),
+    /// and webhooks whose title starts with a [`prune_prefix`](Self::prune_prefix) and is not in the
+    /// file. Other webhooks are never deleted.
+    #[must_use]
+    pub fn prune(mut self, prune: bool) -> Self {
+        self.prune = prune;
+        self
+    }
+
+    /// With [`prune`](Self::prune): the webhooks whose title starts with `prefix` belong to the file,
+    /// so those it does not list are deleted. May be given several times.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] for a blank prefix, which would match every webhook.
+    pub fn prune_prefix(mut self, prefix: impl Into<String>) -> Result<Self, Error> {
+        let prefix = prefix.into();
+        if prefix.trim().is_empty() {
+            return Err(Error::invalid(
+                "a blank prune prefix would match every webhook on the account",
+            ));
+        }
+        self.prefixes.push(prefix);
+        Ok(self)
+    }
+
+    /// Whether deletes are allowed.
+    pub fn is_pruning(&self) -> bool {
+        self.prune
+    }
+
+    /// The prune prefixes.
+    pub fn prefixes(&self) -> &[String] {
+        &self.prefixes
+    }
+}
+
+/// One field of a webhook that an update changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "field", rename_all = "snake_case")]
+pub enum FieldChange {
+    /// The callback URL.
+    Callback {
+        /// On the account now.
+        from: String,
+        /// In the file.
+        to: String,
+    },
+    /// Whether every event is delivered.
+    AllEvents {
+        /// On the account now.
+        from: bool,
+        /// In the file.
+        to: bool,
+    },
+    /// The events (compared as a set).
+    Events {
+        /// In the file, not on the account.
+        added: Vec<String>,
+        /// On the account, not in the file.
+        removed: Vec<String>,
+    },
+}
+
+/// Why a webhook is deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeleteReason {
+    /// Another webhook with this title of the file is kept.
+    Duplicate {
+        /// The webhook kept for the title.
+        kept: Uuid,
+    },
+    /// Its title starts with a prune prefix and is not in the file.
+    Prefix {
+        /// The prefix it matched.
+        prefix: String,
+    },
+}
+
+/// One write [`apply()`] makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Change {
+    /// `POST /webhooks/`: no webhook on the account has this title.
+    Create {
+        /// What to create.
+        webhook: DesiredWebhook,
+    },
+    /// `PUT /webhooks/{id}/`: the webhook with this title differs from the file.
+    Update {
+        /// The webhook on the account.
+        id: Uuid,
+        /// What differs.
+        fields: Vec<FieldChange>,
+        /// Its settings afterwards (the whole webhook is sent).
+        webhook: DesiredWebhook,
+    },
+    /// `DELETE /webhooks/{id}/` (only with pruning).
+    Delete {
+        /// The webhook on the account.
+        id: Uuid,
+        /// Its title.
+        title: String,
+        /// Its callback.
+        callback: String,
+        /// Why it goes.
+        reason: DeleteReason,
+    },
+}
+
+impl Change {
+    /// The title of the webhook the change is about.
+    pub fn title(&self) -> &str {
+        match self {
+            Change::Create { webhook } | Change::Update { webhook, .. } => webhook.title(),
+            Change::Delete { title, .. } => title,
+        }
+    }
+
+    /// `create`, `update` or `delete`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Change::Create { .. } => "create",
+            Change::Update { .. } => "update",
+            Change::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// A webhook on the account: its id and title.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AccountWebhook {
+    /// Its id.
+    pub id: Uuid,
+    /// Its title.
+    pub title: String,
+}
+
+impl From<&Webhook> for AccountWebhook {
+    fn from(webhook: &Webhook) -> Self {
+        AccountWebhook {
+            id: webhook.id,
+            title: webhook.title.clone(),
+        }
+    }
+}
+
+/// Several webhooks on the account share one title of the file: each event is delivered to every
+/// one of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Duplicate {
+    /// The title.
+    pub title: String,
+    /// The webhook kept (it matches the file, or is the oldest).
+    pub kept: Uuid,
+    /// The others: deleted with pruning, left (and reported) without.
+    pub extra: Vec<Uuid>,
+}
+
+/// What [`apply()`] would do to make the account match a [`WebhookFile`]: made by [`plan()`] (or
+/// [`Plan::compute`] from a listing), never by hand.
+///
+/// Its `Display` is the readable difference that `chip webhooks plan` prints; it serializes to the
+/// JSON of `chip webhooks plan --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    changes: Vec<Change>,
+    unchanged: Vec<AccountWebhook>,
+    duplicates: Vec<Duplicate>,
+    unmanaged: Vec<AccountWebhook>,
+    prune: bool,
+    prune_prefixes: Vec<String>,
+    #[serde(skip)]
+    managed: Vec<Webhook>,
+}
+
+impl Plan {
+    /// The plan for `file` against the account's `existing` webhooks (every page of the list).
+    ///
+    /// For each title of the file: no webhook with it means create; one that differs means update
+    /// (a `PUT` of the whole webhook); several mean a [`Duplicate`]: the one that already matches is
+    /// kept (else the oldest), the others are deleted with pruning. Webhooks whose title is not in
+    /// the file are deleted only with pruning and a matching prefix; all others are left alone
+    /// ([`unmanaged`](Self::unmanaged)). Changes come in the order [`apply()`] makes them:
+    /// creates, updates, then deletes.
+    pub fn compute(file: &WebhookFile, existing: &[Webhook], options: &PlanOptions) -> Plan {
+        let mut by_title: HashMap<&str, Vec<&Webhook>> = HashMap::new();
+        for webhook in existing {
+            by_title
+                .entry(webhook.title.as_str())
+                .or_default()
+                .push(webhook);
+        }
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
+        let mut deletes = Vec::new();
+        let mut unchanged = Vec::new();
+        let mut duplicates = Vec::new();
+        let mut managed = Vec::new();
+        for desired in &file.webhooks {
+            let Some(candidates) = by_title.get(desired.title.as_str()) else {
+                creates.push(Change::Create {
+                    webhook: desired.clone(),
+                });
+                continue;
+            };
+            // Keep the oldest one that already matches, else the oldest; list order breaks ties.
+            let oldest = |list: Vec<(usize, &&Webhook)>| {
+                list.into_iter()
+                    .min_by_key(|(i, w)| (w.created_on.unwrap_or(i64::MAX), *i))
+                    .map(|(i, _)| i)
+            };
+            let matching: Vec<(usize, &&Webhook)> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| desired.differences(w).is_empty())
+                .collect();
+            let kept_index = oldest(matching)
+                .or_else(|| oldest(candidates.iter().enumerate().collect()))
+                .unwrap_or(0);
+            let Some(kept) = candidates.get(kept_index).copied() else {
+                continue;
+            };
+            managed.push(kept.clone());
+            let fields = desired.differences(kept);
+            if fields.is_empty() {
+                unchanged.push(AccountWebhook::from(kept));
+            } else {
+                updates.push(Change::Update {
+                    id: kept.id,
+                    fields,
+                    webhook: desired.clone(),
+                });
+            }
+            let extra: Vec<&Webhook> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != kept_index)
+                .map(|(_, w)| *w)
+                .collect();
+            if !extra.is_empty() {
+                duplicates.push(Duplicate {
+                    title: desired.title.clone(),
+                    kept: kept.id,
+                    extra: extra.iter().map(|w| w.id).collect(),
+                });
+                if options.prune {
+                    deletes.extend(extra.iter().map(|w| Change::Delete {
+                        id: w.id,
+                        title: w.title.clone(),
+                        callback: w.callback.clone(),
+                        reason: DeleteReason::Duplicate { kept: kept.id },
+                    }));
+                }
+            }
+        }
+        let mut unmanaged = Vec::new();
+        for webhook in existing {
+            if file.get(&webhook.title).is_some() {
+                continue;
+            }
+            let prefix = options
+                .prefixes
+                .iter()
+                .find(|p| webhook.title.starts_with(p.as_str()));
+            match prefix {
+                Some(prefix) if options.prune => deletes.push(Change::Delete {
+                    id: webhook.id,
+                    title: webhook.title.clone(),
+                    callback: webhook.callback.clone(),
+                    reason: DeleteReason::Prefix {
+                        prefix: prefix.clone(),
+                    },
+                }),
+                _ => unmanaged.push(AccountWebhook::from(webhook)),
+            }
+        }
+        let mut changes = creates;
+        changes.append(&mut updates);
+        changes.append(&mut deletes);
+        Plan {
+            changes,
+            unchanged,
+            duplicates,
+            unmanaged,
+            prune: options.prune,
+            prune_prefixes: options.prefixes.clone(),
+            managed,
+        }
+    }
+
+    /// The writes to make, in order: creates, updates, deletes.
+    pub fn changes(&self) -> &[Change] {
+        &self.changes
+    }
+
+    /// The file's webhooks that already match.
+    pub fn unchanged(&self) -> &[AccountWebhook] {
+        &self.unchanged
+    }
+
+    /// Titles of the file with several webhooks on the account.
+    pub fn duplicates(&self) -> &[Duplicate] {
+        &self.duplicates
+    }
+
+    /// Webhooks on the account that the file does not manage: never touched.
+    pub fn unmanaged(&self) -> &[AccountWebhook] {
+        &self.unmanaged
+    }
+
+    /// The account's webhooks that stand for the file's titles (one per title; the kept one when
+    /// there are duplicates), as listed when the plan was made. After a plan with no changes these
+    /// are exactly the file's webhooks, with their public keys.
+    pub fn managed(&self) -> &[Webhook] {
+        &self.managed
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// Whether the account matches the file: nothing to write and no title on the account twice.
+    pub fn is_converged(&self) -> bool {
+        self.changes.is_empty() && self.duplicates.is_empty()
+    }
+
+    /// How many changes of each kind: `(create, update, delete)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for change in &self.changes {
+            match change {
+                Change::Create { .. } => counts.0 += 1,
+                Change::Update { .. } => counts.1 += 1,
+                Change::Delete { .. } => counts.2 += 1,
+            }
+        }
+        counts
+    }
+
+    /// The public keys of the [`managed`](Self::managed) webhooks as one PEM bundle: a comment line
+    /// naming each webhook, then its key as SPKI PEM. [`Verifier::from_pem_bundle`] reads it.
+    ///
+    /// [`Verifier::from_pem_bundle`]: crate::Verifier::from_pem_bundle
+    ///
+    /// # Errors
+    ///
+    /// The [`KeyError`] of the first key that cannot be used, with the webhook's id.
+    pub fn key_bundle(&self) -> Result<String, (Uuid, KeyError)> {
+        key_bundle(&self.managed)
+    }
+}
+
+/// The public keys of `webhooks` as one PEM bundle (see [`Plan::key_bundle`]).
+///
+/// # Errors
+///
+/// The webhook's id and the [`KeyError`] of the first key that cannot be used.
+pub fn key_bundle(webhooks: &[Webhook]) -> Result<String, (Uuid, KeyError)> {
+    let mut out = String::new();
+    for webhook in webhooks {
+        let key = VerificationKey::from_pem(&webhook.public_key).map_err(|e| (webhook.id, e))?;
+        let title: String = webhook
+            .title
+            .chars()
+            .map(|c| if c.is_control() || c == '-' { ' ' } else { c })
+            .collect();
+        out.push_str(&format!("# webhook {} {:?}\n", webhook.id, title.trim()));
+        out.push_str(&pem::encode(&pem::Pem::new(
+            "PUBLIC KEY",
+            key.spki_der().to_vec(),
+        )));
+    }
+    Ok(out)
+}
+
+fn quoted(text: &str) -> String {
+    format!("{text:?}")
+}
+
+fn events_text(events: &[impl AsRef<str>]) -> String {
+    events
+        .iter()
+        .map(AsRef::as_ref)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn write_settings(f: &mut fmt::Formatter<'_>, webhook: &DesiredWebhook) -> fmt::Result {
+    writeln!(f, "      callback:   {}", webhook.callback)?;
+    if webhook.all_events {
+        writeln!(f, "      all_events: true")
+    } else {
+        let names: Vec<&str> = webhook.events.iter().map(EventName::as_str).collect();
+        writeln!(f, "      events:     {}", events_text(&names))
+    }
+}
+
+impl fmt::Display for Plan {
+    /// The readable form: one block per change (`+ create`, `~ update` with each field's old and
+    /// new value, `- delete` with the reason), the unchanged ones, warnings about duplicates, and a
+    /// summary line. Titles and URLs may come from the account: print it through a filter for
+    /// terminal control characters.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for change in &self.changes {
+            match change {
+                Change::Create { webhook } => {
+                    writeln!(f, "+ create {}", quoted(&webhook.title))?;
+                    write_settings(f, webhook)?;
+                }
+                Change::Update {
+                    id,
+                    fields,
+                    webhook,
+                } => {
+                    writeln!(f, "~ update {} ({id})", quoted(&webhook.title))?;
+                    for field in fields {
+                        match field {
+                            FieldChange::Callback { from, to } => {
+                                writeln!(f, "      callback:   {from} -> {to}")?;
+                            }
+                            FieldChange::AllEvents { from, to } => {
+                                writeln!(f, "      all_events: {from} -> {to}")?;
+                            }
+                            FieldChange::Events { added, removed } => {
+                                let mut parts = Vec::new();
+                                if !added.is_empty() {
+                                    parts.push(format!("+ {}", events_text(added)));
+                                }
+                                if !removed.is_empty() {
+                                    parts.push(format!("- {}", events_text(removed)));
+                                }
+                                writeln!(f, "      events:     {}", parts.join("  "))?;
+                            }
+                        }
+                    }
+                }
+                Change::Delete {
+                    id,
+                    title,
+                    callback,
+                    reason,
+                } => {
+                    let why = match reason {
+                        DeleteReason::Duplicate { kept } => {
+                            format!("a duplicate: {kept} is kept for this title")
+                        }
+                        DeleteReason::Prefix { prefix } => format!(
+                            "not in the file, and its title starts with the prune prefix {}",
+                            quoted(prefix)
+                        ),
+                    };
+                    writeln!(f, "- delete {} ({id})", quoted(title))?;
+                    writeln!(f, "      callback:   {callback}")?;
+                    writeln!(f, "      why:        {why}")?;
+                }
+            }
+        }
+        for webhook in &self.unchanged {
+            writeln!(f, "= unchanged {} ({})", quoted(&webhook.title), webhook.id)?;
+        }
+        for duplicate in &self.duplicates {
+            let ids: Vec<String> = duplicate.extra.iter().map(Uuid::to_string).collect();
+            if self.prune {
+                writeln!(
+                    f,
+                    "! {} webhooks are titled {}: keeping {}, deleting {}",
+                    duplicate.extra.len() + 1,
+                    quoted(&duplicate.title),
+                    duplicate.kept,
+                    ids.join(", ")
+                )?;
+            } else {
+                writeln!(
+                    f,
+                    "! {} webhooks are titled {} and each gets every delivery: {} is managed; \
+                     run with --prune to delete {}",
+                    duplicate.extra.len() + 1,
+                    quoted(&duplicate.title),
+                    duplicate.kept,
+                    ids.join(", ")
+                )?;
+            }
+        }
+        if !self.unmanaged.is_empty() {
+            writeln!(
+                f,
+                "  ({} other webhook(s) on the account are not in the file and are left alone)",
+                self.unmanaged.len()
+            )?;
+        }
+        let (create, update, delete) = self.counts();
+        if self.changes.is_empty() {
+            if self.duplicates.is_empty() {
+                writeln!(f, "No changes: the account matches the file.")
+            } else {
+                writeln!(
+                    f,
+                    "No changes to make, but the account does not match the file: duplicates remain."
+                )
+            }
+        } else {
+            writeln!(
+                f,
+                "Plan: {create} to create, {update} to update, {delete} to delete, {} unchanged.",
+                self.unchanged.len()
+            )
+        }
+    }
+}
+
+/// Lists every webhook on the account (all pages) and computes the [`Plan`] for `file`.
+///
+/// # Errors
+///
+/// Any [`Error`] from listing; nothing is written.
+pub async fn plan(
+    client: &Client,
+    file: &WebhookFile,
+    options: &PlanOptions,
+) -> Result<Plan, Error> {
+    let existing: Vec<Webhook> = client.webhooks().list_all().try_collect().await?;
+    Ok(Plan::compute(file, &existing, options))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apply.
+
+/// How one change went.
+#[derive(Debug)]
+pub enum StepOutcome {
+    /// Made; the webhook as CHIP answered (none for a delete).
+    Done(Option<Box<Webhook>>),
+    /// A delete answered 404: the webhook was already gone (for instance an earlier, interrupted
+    /// delete went through).
+    AlreadyGone,
+    /// The call failed; apply stopped here. The change may or may not have been made (a create whose
+    /// answer was lost): plan again, and the next apply converges.
+    Failed(Error),
+    /// Not tried, because an earlier step failed.
+    NotRun,
+}
+
+/// One change and how it went.
+#[derive(Debug)]
+pub struct Step {
+    /// The change.
+    pub change: Change,
+    /// How it went.
+    pub outcome: StepOutcome,
+}
+
+impl Step {
+    /// Whether a write call was made for it (successful or not).
+    pub fn was_attempted(&self) -> bool {
+        !matches!(self.outcome, StepOutcome::NotRun)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let id = match &self.change {
+            Change::Update { id, .. } | Change::Delete { id, .. } => Some(*id),
+            Change::Create { .. } => None,
+        };
+        let title = quoted(self.change.title());
+        match &self.outcome {
+            StepOutcome::Done(webhook) => {
+                let id = id.or_else(|| webhook.as_ref().map(|w| w.id));
+                let past = match &self.change {
+                    Change::Create { .. } => "created",
+                    Change::Update { .. } => "updated",
+                    Change::Delete { .. } => "deleted",
+                };
+                match id {
+                    Some(id) => write!(f, "{past} {title} ({id})"),
+                    None => write!(f, "{past} {title}"),
+                }
+            }
+            StepOutcome::AlreadyGone => write!(f, "deleted {title}: it was already gone"),
+            StepOutcome::Failed(error) => {
+                write!(f, "failed to {} {title}: {error}", self.change.verb())
+            }
+            StepOutcome::NotRun => write!(f, "not run: {} {title}", self.change.verb()),
+        }
+    }
+}
+
+/// What [`apply()`] did, step by step.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Every change of the plan, in order, with its outcome.
+    pub steps: Vec<Step>,
+}
+
+impl ApplyReport {
+    /// The error that stopped the apply, if any.
+    pub fn failure(&self) -> Option<&Error> {
+        self.steps.iter().find_map(|s| match &s.outcome {
+            StepOutcome::Failed(error) => Some(error),
+            _ => None,
+        })
+    }
+
+    /// Whether every change was made.
+    pub fn is_complete(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| matches!(s.outcome, StepOutcome::Done(_) | StepOutcome::AlreadyGone))
+    }
+
+    /// How many write calls were made (one per attempted change; the client's own retries of a
+    /// `PUT` or `DELETE` are not counted separately).
+    pub fn write_calls(&self) -> usize {
+        self.steps.iter().filter(|s| s.was_attempted()).count()
+    }
+}
+
+/// Makes the plan's changes one by one, in order, and stops at the first that fails.
+///
+/// A plan with no changes makes no call. Creates are `POST`s (never retried once they may have
+/// reached CHIP), updates `PUT`s of the whole webhook, deletes `DELETE`s (a 404 means already
+/// gone). After a failure, make a new plan: it sees what was done, including a create whose answer
+/// was lost, so running plan and apply again converges.
+pub async fn apply(client: &Client, plan: &Plan) -> ApplyReport {
+    apply_with_progress(client, plan, |_| {}).await
+}
+
+/// [`apply()`], calling `progress` after each step (to print it as it happens).
+pub async fn apply_with_progress(
+    client: &Client,
+    plan: &Plan,
+    mut progress: impl FnMut(&Step),
+) -> ApplyReport {
+    let webhooks = client.webhooks();
+    let mut report = ApplyReport::default();
+    let mut failed = false;
+    for change in &plan.changes {
+        let outcome = if failed {
+            StepOutcome::NotRun
+        } else {
+            let result = match change {
+                Change::Create { webhook } => webhooks
+                    .create(webhook.to_new_webhook())
+                    .await
+                    .map(|w| StepOutcome::Done(Some(Box::new(w)))),
+                Change::Update { id, webhook, .. } => webhooks
+                    .update(*id, webhook.to_new_webhook())
+                    .await
+                    .map(|w| StepOutcome::Done(Some(Box::new(w)))),
+                Change::Delete { id, .. } => match webhooks.delete(*id).await {
+                    Ok(()) => Ok(StepOutcome::Done(None)),
+                    Err(e) if e.status().is_some_and(|s| s.as_u16() == 404) => {
+                        Ok(StepOutcome::AlreadyGone)
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            result.unwrap_or_else(|error| {
+                failed = true;
+                StepOutcome::Failed(error)
+            })
+        };
+        let step = Step {
+            change: change.clone(),
+            outcome,
+        };
+        if step.was_attempted() {
+            progress(&step);
+        }
+        report.steps.push(step);
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "HOST" => Some("shop.example.com".into()),
+            "ENV" => Some("live".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn interpolation() {
+        assert_eq!(
+            interpolate("https://${HOST}/x", &env).unwrap(),
+            "https://shop.example.com/x"
+        );
+        assert_eq!(
+            interpolate("$${HOST} $ $x ${ENV}$", &env).unwrap(),
+            "${HOST} $ $x live$"
+        );
+        assert!(
+            interpolate("${NOPE}", &env)
+                .unwrap_err()
+                .contains("NOPE is not set")
+        );
+        assert!(
+            interpolate("${EMPTY}", &env)
+                .unwrap_err()
+                .contains("EMPTY is empty")
+        );
+        assert!(interpolate("${HOST", &env).unwrap_err().contains("closing"));
+        assert!(
+            interpolate("${1A}", &env)
+                .unwrap_err()
+                .contains("not a variable name")
+        );
+        assert!(
+            interpolate("${}", &env)
+                .unwrap_err()
+                .contains("not a variable name")
+        );
+        assert!(
+            interpolate("${CHIP_API_KEY}", &|_| Some("sk".into()))
+                .unwrap_err()
+                .contains("secret")
+        );
+        assert_eq!(interpolate("ünï${ENV}çödé", &env).unwrap(), "ünïliveçödé");
+    }
+
+    #[test]
+    fn lines_and_distances() {
+        let index = LineIndex::new("a\nbc\n\nd");
+        assert_eq!(index.line(0), 1);
+        assert_eq!(index.line(1), 1);
+        assert_eq!(index.line(2), 2);
+        assert_eq!(index.line(5), 3);
+        assert_eq!(index.line(6), 4);
+        assert_eq!(index.line(600), 4);
+        assert_eq!(edit_distance("purchase.payed", "purchase.paid"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}
