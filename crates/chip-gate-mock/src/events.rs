@@ -11,76 +11,105 @@ use chip_gate_api::types::EventName;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-/// The 17 published samples, keyed by the event they were delivered for.
-const SAMPLES: [(&str, &str); 17] = [
-    (
-        "purchase.paid",
-        include_str!("../samples/01-event-Purchase-paid.json"),
-    ),
-    (
-        "purchase.created",
-        include_str!("../samples/02-event-Purchase-created.json"),
-    ),
-    (
-        "purchase.viewed",
-        include_str!("../samples/03-event-Purchase-viewed.json"),
-    ),
-    (
-        "purchase.payment_failure",
-        include_str!("../samples/04-event-Purchase-failed.json"),
-    ),
-    (
-        "purchase.pending_execute",
-        include_str!("../samples/05-event-Purchase-pending-execute.json"),
-    ),
-    (
-        "purchase.preauthorized",
-        include_str!("../samples/06-event-Purchase-preauthorized.json"),
-    ),
-    (
-        "purchase.settled",
-        include_str!("../samples/07-event-Purchase-settled.json"),
-    ),
-    (
-        "purchase.hold",
-        include_str!("../samples/08-event-Purchase-hold.json"),
-    ),
-    (
-        "purchase.pending_capture",
-        include_str!("../samples/09-event-Purchase-pending-capture.json"),
-    ),
-    (
-        "purchase.captured",
-        include_str!("../samples/10-event-Purchase-captured.json"),
-    ),
-    (
-        "purchase.pending_refund",
-        include_str!("../samples/11-event-Purchase-pending-refund.json"),
-    ),
-    (
-        "payment.refunded",
-        include_str!("../samples/12-event-Purchase-refunded.json"),
-    ),
-    (
-        "purchase.pending_recurring_token_delete",
-        include_str!("../samples/13-event-Purchase-pending-recurring-token-delete.json"),
-    ),
-    (
-        "purchase.recurring_token_deleted",
-        include_str!("../samples/14-event-Purchase-recurring-token-deleted.json"),
-    ),
-    (
-        "purchase.pending_release",
-        include_str!("../samples/15-event-Purchase-pending-release.json"),
-    ),
-    (
-        "purchase.released",
-        include_str!("../samples/16-event-Purchase-released.json"),
-    ),
-    (
-        "purchase.cancelled",
-        include_str!("../samples/17-event-Purchase-cancelled.json"),
-    ),
+/// One of CHIP's published delivery samples: the exact bytes CHIP posted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// The event it was delivered for (its `event_type`).
+    pub event: &'static str,
+    /// Its file name under the crate's `samples/` folder.
+    pub file: &'static str,
+    /// The body, byte for byte as CHIP sent it.
+    pub body: &'static str,
+}
+
+/// The 17 published samples: the one copy in the workspace. The mock builds its deliveries from
+/// them, and the wrapper's tests parse them.
+pub const SAMPLES: [Sample; 17] = [
+    Sample {
+        event: "purchase.paid",
+        file: "01-event-Purchase-paid.json",
+        body: include_str!("../samples/01-event-Purchase-paid.json"),
+    },
+    Sample {
+        event: "purchase.created",
+        file: "02-event-Purchase-created.json",
+        body: include_str!("../samples/02-event-Purchase-created.json"),
+    },
+    Sample {
+        event: "purchase.viewed",
+        file: "03-event-Purchase-viewed.json",
+        body: include_str!("../samples/03-event-Purchase-viewed.json"),
+    },
+    Sample {
+        event: "purchase.payment_failure",
+        file: "04-event-Purchase-failed.json",
+        body: include_str!("../samples/04-event-Purchase-failed.json"),
+    },
+    Sample {
+        event: "purchase.pending_execute",
+        file: "05-event-Purchase-pending-execute.json",
+        body: include_str!("../samples/05-event-Purchase-pending-execute.json"),
+    },
+    Sample {
+        event: "purchase.preauthorized",
+        file: "06-event-Purchase-preauthorized.json",
+        body: include_str!("../samples/06-event-Purchase-preauthorized.json"),
+    },
+    Sample {
+        event: "purchase.settled",
+        file: "07-event-Purchase-settled.json",
+        body: include_str!("../samples/07-event-Purchase-settled.json"),
+    },
+    Sample {
+        event: "purchase.hold",
+        file: "08-event-Purchase-hold.json",
+        body: include_str!("../samples/08-event-Purchase-hold.json"),
+    },
+    Sample {
+        event: "purchase.pending_capture",
+        file: "09-event-Purchase-pending-capture.json",
+        body: include_str!("../samples/09-event-Purchase-pending-capture.json"),
+    },
+    Sample {
+        event: "purchase.captured",
+        file: "10-event-Purchase-captured.json",
+        body: include_str!("../samples/10-event-Purchase-captured.json"),
+    },
+    Sample {
+        event: "purchase.pending_refund",
+        file: "11-event-Purchase-pending-refund.json",
+        body: include_str!("../samples/11-event-Purchase-pending-refund.json"),
+    },
+    Sample {
+        event: "payment.refunded",
+        file: "12-event-Purchase-refunded.json",
+        body: include_str!("../samples/12-event-Purchase-refunded.json"),
+    },
+    Sample {
+        event: "purchase.pending_recurring_token_delete",
+        file: "13-event-Purchase-pending-recurring-token-delete.json",
+        body: include_str!("../samples/13-event-Purchase-pending-recurring-token-delete.json"),
+    },
+    Sample {
+        event: "purchase.recurring_token_deleted",
+        file: "14-event-Purchase-recurring-token-deleted.json",
+        body: include_str!("../samples/14-event-Purchase-recurring-token-deleted.json"),
+    },
+    Sample {
+        event: "purchase.pending_release",
+        file: "15-event-Purchase-pending-release.json",
+        body: include_str!("../samples/15-event-Purchase-pending-release.json"),
+    },
+    Sample {
+        event: "purchase.released",
+        file: "16-event-Purchase-released.json",
+        body: include_str!("../samples/16-event-Purchase-released.json"),
+    },
+    Sample {
+        event: "purchase.cancelled",
+        file: "17-event-Purchase-cancelled.json",
+        body: include_str!("../samples/17-event-Purchase-cancelled.json"),
+    },
 ];
 
 fn samples() -> &'static [(&'static str, Map<String, Value>)] {
@@ -88,8 +117,8 @@ fn samples() -> &'static [(&'static str, Map<String, Value>)] {
     PARSED.get_or_init(|| {
         SAMPLES
             .iter()
-            .filter_map(|(event, text)| match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => Some((*event, map)),
+            .filter_map(|sample| match serde_json::from_str::<Value>(sample.body) {
+                Ok(Value::Object(map)) => Some((sample.event, map)),
                 _ => None,
             })
             .collect()

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 pub use chip_gate_api;
 pub use delivery::{DeliveryRecord, LOG_CAP, TriggerDelivery, TriggerReport};
+pub use events::{SAMPLES, Sample};
 pub use faults::{Fault, Faults};
 
 /// A fixed, well-known API key, for tests that want a stable one. [`MockConfig::default`] does

@@ -8,10 +8,10 @@ use serde_json::{Map, Value, json};
 
 use crate::store::Webhook;
 
-/// CHIP's limit on `title`, in characters.
-pub(crate) const TITLE_MAX: usize = 100;
-/// CHIP's limit on `callback`, in characters.
-pub(crate) const CALLBACK_MAX: usize = 500;
+/// CHIP's limit on `title`, in characters (the spec's `maxLength`).
+pub(crate) const TITLE_MAX: usize = chip_gate_api::limits::WEBHOOK_CREATE_TITLE_MAX_LENGTH;
+/// CHIP's limit on `callback`, in characters (the spec's `maxLength`).
+pub(crate) const CALLBACK_MAX: usize = chip_gate_api::limits::WEBHOOK_CREATE_CALLBACK_MAX_LENGTH;
 
 /// Which operation a body is validated for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

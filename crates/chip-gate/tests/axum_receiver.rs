@@ -110,11 +110,13 @@ async fn a_genuine_chip_delivery_reaches_the_handler_typed() {
 async fn a_delivery_signed_by_the_second_key_is_accepted() {
     let (url, seen) = serve().await;
     let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
-    let body = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chip-collect/deliveries/12-event-Purchase-refunded.json"
-    ))
-    .unwrap();
+    let body = chip_gate_mock::SAMPLES
+        .iter()
+        .find(|s| s.file == "12-event-Purchase-refunded.json")
+        .unwrap()
+        .body
+        .as_bytes()
+        .to_vec();
     let signature = signer.sign(&body, Digest::Sha256).unwrap();
     let (status, _) = post_body(&url, body, Some(&signature)).await;
     assert_eq!(status, 200);
