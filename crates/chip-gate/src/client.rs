@@ -434,7 +434,25 @@ impl Client {
     /// Any [`Error`]; reads are retried as the [`RetryPolicy`] says.
     pub async fn public_key(&self) -> Result<String, Error> {
         let api = self.api();
-        self.call(ops::PUBLIC_KEY, || api.public_key().send()).await
+        self.call(ops::PUBLIC_KEY, || api.public_key().send())
+            .await
+            .map_err(|e| e.with_hint_for(404, || self.wrong_base_url_hint()))
+    }
+
+    /// The hint of a 404 on a request that CHIP always answers (the list, the public key): the base
+    /// URL is not CHIP's API root.
+    pub(crate) fn wrong_base_url_hint(&self) -> String {
+        let base = self.base_url();
+        if base.ends_with("/api/v1") {
+            format!(
+                "nothing answers at {base}/webhooks/: is {base} CHIP's API (e.g. {DEFAULT_BASE_URL})?"
+            )
+        } else {
+            format!(
+                "the base URL {base} should end in /api/v1, like {DEFAULT_BASE_URL} (or \
+                 http://127.0.0.1:PORT/api/v1 for the local mock)"
+            )
+        }
     }
 
     /// The generated client.

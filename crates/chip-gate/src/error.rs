@@ -56,7 +56,11 @@ pub enum Error {
     /// `{"code", "message"}`, `{"__all__": {"message", "code"}}`,
     /// `{"<field>": [{"message", "code"}]}` (the message is then prefixed with the field name), a
     /// list of plain strings per field, or `{"detail": "..."}`.
-    #[error("CHIP answered {status}{}", describe(code.as_deref(), message.as_deref()))]
+    #[error(
+        "CHIP answered {status}{}{}",
+        describe(code.as_deref(), message.as_deref()),
+        hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+    )]
     Api {
         /// The HTTP status.
         status: StatusCode,
@@ -70,6 +74,9 @@ pub enum Error {
         body: String,
         /// The delay the server asked for in `Retry-After` (whole seconds or an HTTP date).
         retry_after: Option<Duration>,
+        /// What the client knows that the answer does not say: which webhook id was not found,
+        /// or that a 404 on the list means the base URL is not CHIP's API.
+        hint: Option<String>,
     },
     /// The request could not be sent, or the connection failed before a full answer arrived.
     ///
@@ -250,7 +257,20 @@ impl Error {
             message: message.map(|m| truncate(scrub(&m, secret), MAX_MESSAGE_BYTES)),
             body: truncate(body, MAX_ERROR_BODY),
             retry_after: retry_after(headers),
+            hint: None,
         }
+    }
+
+    /// The same error with `text` as its hint, when it is an [`Error::Api`] with `status`.
+    pub(crate) fn with_hint_for(mut self, status: u16, text: impl FnOnce() -> String) -> Self {
+        if let Error::Api {
+            status: got, hint, ..
+        } = &mut self
+            && got.as_u16() == status
+        {
+            *hint = Some(text());
+        }
+        self
     }
 
     /// An [`Error::Decode`] for a body that did not decode.

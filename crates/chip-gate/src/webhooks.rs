@@ -79,6 +79,7 @@ impl<'a> Webhooks<'a> {
         self.client
             .call(ops::LIST, || api.webhooks_list().send())
             .await
+            .map_err(|e| e.with_hint_for(404, || self.client.wrong_base_url_hint()))
     }
 
     /// One page of webhooks (`GET /webhooks/?page=N`, 1-based). Use
@@ -172,6 +173,7 @@ impl<'a> Webhooks<'a> {
         self.client
             .call(ops::RETRIEVE, || api.webhooks_retrieve().id(id).send())
             .await
+            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
     }
 
     /// Replace all of a webhook's settings (`PUT /webhooks/{id}/`).
@@ -187,6 +189,7 @@ impl<'a> Webhooks<'a> {
                 api.webhooks_update().id(id).body(body.clone()).send()
             })
             .await
+            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
     }
 
     /// Change only the settings set in `changes` (`PATCH /webhooks/{id}/`).
@@ -212,6 +215,7 @@ impl<'a> Webhooks<'a> {
                     .send()
             })
             .await
+            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
     }
 
     /// Delete a webhook (`DELETE /webhooks/{id}/`); its deliveries stop.
@@ -227,7 +231,16 @@ impl<'a> Webhooks<'a> {
         self.client
             .call(ops::DELETE, || api.webhooks_delete().id(id).send())
             .await
+            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
     }
+}
+
+/// The hint of a 404 for a webhook id.
+fn no_such_webhook(id: Uuid) -> String {
+    format!(
+        "no webhook {id} on this account: it was deleted, or belongs to another account or to \
+         the other mode (test or live)"
+    )
 }
 
 /// A webhook's full settings, checked against CHIP's limits: what [`Webhooks::create`] and

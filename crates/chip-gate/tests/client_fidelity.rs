@@ -339,3 +339,34 @@ async fn a_dropped_connection_names_its_cause() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_404_says_what_was_not_found() {
+    let server = ScriptServer::start(|_, _| Step::Reply(404, vec![], String::new())).await;
+    // A base URL without /api/v1: the list and the public key cannot be missing on CHIP.
+    let root = server.base_url.trim_end_matches("/api/v1").to_owned();
+    let client = client_with(&root, RetryPolicy::none());
+    let err = client.webhooks().list().await.unwrap_err();
+    assert!(err.to_string().contains("should end in /api/v1"), "{err}");
+    let err = client.public_key().await.unwrap_err();
+    assert!(err.to_string().contains("should end in /api/v1"), "{err}");
+    // A webhook id that is not there is named.
+    let client = client_with(&server.base_url, RetryPolicy::none());
+    for err in [
+        client.webhooks().retrieve(id()).await.unwrap_err(),
+        client.webhooks().delete(id()).await.unwrap_err(),
+    ] {
+        assert!(
+            err.to_string().contains(&format!("no webhook {ID}")),
+            "{err}"
+        );
+        assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
+    }
+    // A page past the end is just a 404.
+    let err = client
+        .webhooks()
+        .list_page(std::num::NonZeroU64::new(9).unwrap())
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("base URL"), "{err}");
+}
