@@ -302,17 +302,36 @@ async fn load_verifier(api: &ApiArgs, args: &ListenArgs) -> Result<Verifier, Fai
     Verifier::from_pem(&pem).map_err(|e| Failure::usage(format!("unusable key: {e}")))
 }
 
-/// Waits for SIGTERM (Unix), or forever elsewhere.
-async fn terminate() {
+/// Ctrl-C or SIGTERM. On Unix both handlers are installed when this is called, not when the future
+/// is first polled, so a signal sent right after the "Listening on" line is never missed (and never
+/// kills the process with the default action).
+fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            term.recv().await;
-            return;
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {}
+                () = wait(terminate) => {}
+            }
         }
     }
-    std::future::pending::<()>().await;
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Runs the receiver until Ctrl-C or SIGTERM, or until `--max` deliveries verified.
@@ -347,6 +366,7 @@ pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
         save,
         done: Notify::new(),
     });
+    let stop = stop_signal();
     let app = axum::Router::new()
         .fallback(axum::routing::post(receive))
         .with_state(state.clone());
@@ -363,8 +383,7 @@ pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
     );
     tokio::select! {
         () = state.done.notified() => {}
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate() => {}
+        () = stop => {}
     }
     let _ = stop_tx.send(true);
     // Let the request that reached --max get its answer; never linger on idle connections.

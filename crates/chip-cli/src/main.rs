@@ -10,6 +10,7 @@ mod listen;
 #[allow(dead_code)]
 mod mock;
 mod output;
+mod plan;
 mod term;
 mod trigger;
 mod verify;

@@ -37,6 +37,12 @@ pub fn warn_line(args: fmt::Arguments<'_>) {
         .and_then(|()| stderr.write_all(b"\n"));
 }
 
+/// Writes a prompt to stderr without a newline and flushes it, ignoring a closed stderr.
+pub fn warn_prompt(args: fmt::Arguments<'_>) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr.write_fmt(args).and_then(|()| stderr.flush());
+}
+
 /// `println!` for stdout paths: formats a line and returns `Result<(), Failure>` instead of
 /// panicking when stdout is gone.
 #[macro_export]

@@ -80,6 +80,12 @@ pub enum WebhooksCommand {
         /// The webhook's id.
         id: Uuid,
     },
+    /// Show what `apply` would change to make the account match a webhook file (no change is
+    /// made).
+    Plan(crate::plan::PlanArgs),
+    /// Make the account match a webhook file: show the plan, ask, apply it step by step, check.
+    /// Exits 0 only when the account matches the file afterwards.
+    Apply(crate::plan::ApplyArgs),
 }
 
 /// The settings of a webhook, as create and update take them.
@@ -147,6 +153,12 @@ fn about(id: Uuid) -> impl Fn(chip_gate::Error) -> Failure {
 
 /// Runs a webhook subcommand.
 pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
+    // The webhook file is read and checked before anything else (the client included).
+    let command = match command {
+        WebhooksCommand::Plan(args) => return crate::plan::plan(api, args).await,
+        WebhooksCommand::Apply(args) => return crate::plan::apply(api, args).await,
+        other => other,
+    };
     let client = client(api)?;
     let webhooks = client.webhooks();
     match command {
@@ -246,6 +258,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             webhooks.delete(id).await.map_err(about(id))?;
             outln!("Deleted webhook {id}.")?;
         }
+        WebhooksCommand::Plan(_) | WebhooksCommand::Apply(_) => {}
     }
     Ok(0)
 }
