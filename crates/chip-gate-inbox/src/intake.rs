@@ -412,12 +412,21 @@ pub(crate) async fn store_batch(
     lanes.sort_unstable();
     lanes.dedup();
 
+    // PostgreSQL takes numbered parameters (`$N`; the receive time is `$1` in every row). SQLite
+    // gets anonymous ones (`?`), bound in order: for each of a statement's parameters sqlx asks
+    // SQLite its name, and SQLite finds a name by walking the whole list, which makes thousands of
+    // named parameters quadratic.
+    let numbered = matches!(backend, Backend::Postgres(_));
     let mut lanes_sql = String::from("INSERT INTO chip_inbox_lanes (lane) VALUES ");
     for n in 1..=lanes.len() {
         if n > 1 {
             lanes_sql.push_str(", ");
         }
-        lanes_sql.push_str(&format!("(${n})"));
+        if numbered {
+            lanes_sql.push_str(&format!("(${n})"));
+        } else {
+            lanes_sql.push_str("(?)");
+        }
     }
     lanes_sql.push_str(" ON CONFLICT (lane) DO NOTHING");
 
@@ -426,22 +435,19 @@ pub(crate) async fn store_batch(
          updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
     );
     for row in 0..keys.len() {
-        let p = 2 + row * 9;
         if row > 0 {
             insert_sql.push_str(", ");
         }
-        insert_sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $1)",
-            p,
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8
-        ));
+        if numbered {
+            let p = 2 + row * 9;
+            insert_sql.push('(');
+            for n in p..p + 9 {
+                insert_sql.push_str(&format!("${n}, "));
+            }
+            insert_sql.push_str("$1, $1)");
+        } else {
+            insert_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
     }
     insert_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
 
@@ -454,7 +460,10 @@ pub(crate) async fn store_batch(
         }
         query.execute(&mut *tx).await?;
 
-        let mut query = sqlx::query(&insert_sql).bind(now);
+        let mut query = sqlx::query(&insert_sql);
+        if numbered {
+            query = query.bind(now);
+        }
         for &(index, _) in keys.values() {
             let record = records[index];
             query = query
@@ -467,6 +476,9 @@ pub(crate) async fn store_batch(
                 .bind(&record.signature)
                 .bind(record.body.as_ref())
                 .bind(&record.typing_problem);
+            if !numbered {
+                query = query.bind(now).bind(now);
+            }
         }
         for row in query.fetch_all(&mut *tx).await? {
             ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
