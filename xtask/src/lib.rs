@@ -15,6 +15,7 @@ mod limits;
 pub mod mutations;
 mod normalize;
 mod open_enum;
+pub mod readme;
 mod validate;
 
 use std::panic::{self, AssertUnwindSafe};

@@ -28,6 +28,9 @@ enum Command {
     /// Walk through spec changes: breaking ones must be named by `diff`; additive ones, applied to
     /// a copy of the workspace and regenerated, must build and pass the tests with no other edit.
     Evolve,
+    /// Check that the README's library section (its dependencies and code blocks) builds as one
+    /// program in a crate of its own, as a user would copy it.
+    Readme,
 }
 
 #[derive(Args)]
@@ -72,6 +75,15 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (result, verb) = match cli.command {
         Command::Diff(args) => return run_diff(args),
+        Command::Readme => {
+            return match xtask::readme::run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Evolve => {
             return match xtask::evolve::run() {
                 Ok(()) => ExitCode::SUCCESS,
