@@ -148,7 +148,8 @@ pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
     let plan = gate_plan::plan(&client, &file, &options).await?;
     print_plan(&plan)?;
 
-    let after = if plan.is_empty() {
+    let applied = !plan.is_empty();
+    let after = if !applied {
         plan
     } else {
         if !args.yes && !confirm(plan.changes().len()).await? {
@@ -205,7 +206,9 @@ pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
             "the account does not match the file: {reason}"
         )));
     }
-    outln!("The account matches the file.")?;
+    if applied {
+        outln!("The account matches the file.")?;
+    }
 
     if let Some(path) = &args.keys_out {
         let bundle = after.key_bundle().map_err(|(id, e)| {

@@ -164,7 +164,7 @@ Plan: 1 to create, 1 to update, 0 to delete, 0 unchanged.
         format!(
             "= unchanged \"shop/staging/orders\" ({orders})\n= unchanged \"shop/staging/audit\" \
              ({audit})\n  (1 other webhook(s) on the account are not in the file and are left \
-             alone)\nNo changes: the account matches the file.\nThe account matches the file.\n"
+             alone)\nNo changes: the account matches the file.\n"
         )
     );
     assert_eq!(count, 2);

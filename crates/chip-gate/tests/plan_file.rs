@@ -369,3 +369,13 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_readme_shows_this_very_file() {
+    let readme = include_str!("../../../README.md");
+    let section = &readme[readme.find("## Webhooks as code").unwrap()..];
+    assert!(
+        section.contains(&format!("```toml\n{FIXTURE}```\n")),
+        "README.md's \"Webhooks as code\" file differs from tests/fixtures/plan/chip-webhooks.toml"
+    );
+}
