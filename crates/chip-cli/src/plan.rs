@@ -200,7 +200,9 @@ pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
                 titles.join(", ")
             )
         } else {
-            "the account changed while applying; run apply again".to_owned()
+            "after applying, the account still differs (see \"Still to do\"): it changed \
+             meanwhile, or CHIP stored a value differently from how the file writes it"
+                .to_owned()
         };
         return Err(Failure::op(format!(
             "the account does not match the file: {reason}"

@@ -465,6 +465,15 @@ fn read_webhook(
     if title.trim().is_empty() {
         return Err(FileError::at(title_line, "the title is blank"));
     }
+    if title.trim() != title {
+        // A server that trims titles would store another title than the file's: the webhook
+        // would never be found by its title again, and each apply would create one more.
+        return Err(FileError::at(
+            title_line,
+            "the title starts or ends with whitespace; remove it (the title identifies the \
+             webhook and must come back from CHIP exactly as written)",
+        ));
+    }
     let chars = title.chars().count();
     if chars > MAX_TITLE_CHARS {
         return Err(FileError::at(

@@ -218,6 +218,11 @@ fn callbacks_and_titles_are_checked_against_chips_limits() {
         2,
         &["title is blank"],
     );
+    assert_error(
+        "[[webhook]]\ntitle = \"orders \"\ncallback = \"https://a.example\"\nall_events = true\n",
+        2,
+        &["starts or ends with whitespace"],
+    );
     let text = format!(
         "[[webhook]]\ntitle = \"{}\"\ncallback = \"https://a.example\"\nall_events = true\n",
         "é".repeat(101)
