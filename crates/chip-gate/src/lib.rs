@@ -137,6 +137,7 @@ pub use webhooks::{
 // Receiving deliveries: signature verification, typed deliveries, the axum extractor, test signer.
 pub mod delivery;
 mod money;
+mod objects;
 pub use money::Amount;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
@@ -145,12 +146,12 @@ pub mod receiver_axum;
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;
 pub mod verify;
-pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind, ReceiveError};
+pub use delivery::{DedupKey, Delivery, DeliveryError, DeliveryObject, ObjectKind};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use receiver_axum::{DeliveryRejection, VerifiedDelivery};
 pub use verify::{
-    DEFAULT_MAX_BODY_BYTES, Digest, KeyError, VerificationKey, Verifier, VerifyError,
+    DEFAULT_MAX_BODY_BYTES, Digest, KeyError, ReceiveError, VerificationKey, Verifier, VerifyError,
 };
 
 // The workspace README's examples compile as doctests of this crate.

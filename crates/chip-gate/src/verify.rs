@@ -37,6 +37,10 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use http::HeaderMap;
 use http::header::HeaderValue;
 
+use bytes::Bytes;
+
+use crate::delivery::{Delivery, DeliveryError};
+
 /// The name of the header that carries the signature (`X-Signature`, lower-cased as `http` stores it).
 pub const SIGNATURE_HEADER: &str = "x-signature";
 
@@ -486,6 +490,54 @@ impl Verifier {
                 expected,
             })
         }
+    }
+}
+
+/// Either step of receiving a delivery failed: the signature, or (after it verified) the body.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// The signature was rejected: answer 401 and do not look at the body.
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    /// The body is not a delivery. Only strict parsing of an unverified body gives this: the
+    /// verifying calls return a verified body whatever it holds (see [`Delivery::typing_problem`]).
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+impl Verifier {
+    /// Verifies the body against an `X-Signature` value, then reads it.
+    ///
+    /// A verified body is always returned, even one these types cannot read: see
+    /// [`Delivery::typing_problem`].
+    ///
+    /// # Errors
+    /// [`ReceiveError::Signature`] (answer 401) when the signature is missing or wrong; never
+    /// [`ReceiveError::Delivery`].
+    pub fn verify_and_parse(
+        &self,
+        body: impl Into<Bytes>,
+        x_signature: &str,
+    ) -> Result<Delivery, ReceiveError> {
+        let body: Bytes = body.into();
+        self.verify(&body, x_signature)?;
+        Ok(Delivery::from_verified(body))
+    }
+
+    /// Verifies the body against the `X-Signature` header in `headers`, then reads it, as
+    /// [`verify_and_parse`](Self::verify_and_parse) does.
+    ///
+    /// # Errors
+    /// [`ReceiveError::Signature`] (answer 401) when the header is missing, repeated or wrong.
+    pub fn verify_headers_and_parse(
+        &self,
+        body: impl Into<Bytes>,
+        headers: &http::HeaderMap,
+    ) -> Result<Delivery, ReceiveError> {
+        let body: Bytes = body.into();
+        self.verify_headers(&body, headers)?;
+        Ok(Delivery::from_verified(body))
     }
 }
 
