@@ -58,6 +58,10 @@ fn respond(result: Result<crate::intake::Receipt, IntakeError>) -> Response {
 impl Intake {
     /// A router answering `POST path` with [`handler`]. Merge it into your app:
     /// `app.merge(intake.router("/chip/webhook"))`.
+    ///
+    /// # Panics
+    /// As [`Router::route`] does, when `path` is not a valid route (it must start with `/`):
+    /// a fixed string in your code, never request input.
     pub fn router<S>(&self, path: &str) -> Router<S> {
         Router::new()
             .route(path, post(handler))

@@ -277,6 +277,17 @@ async fn failures_retry_with_backoff_then_die(url: String) {
     assert_eq!((counts.retried, counts.dead, counts.done), (2, 1, 1));
     let status = inbox.status().await.unwrap();
     assert_eq!((status.dead, status.pending), (1, 0));
+    let dead_list = inbox
+        .list(&ListFilter::new().state(DeliveryState::Dead))
+        .await
+        .unwrap();
+    assert_eq!(dead_list.len(), 1);
+    assert_eq!(dead_list[0].id, first_id);
+    let of_object = inbox
+        .list(&ListFilter::new().object_id("p-5").before_id(first_id + 1))
+        .await
+        .unwrap();
+    assert_eq!(of_object.len(), 1, "newest first, below the id given");
 
     // Retry a dead delivery: a fresh set of attempts. It is now older than the handled one, so
     // the usual rules mark it stale; replay would hand it over.
