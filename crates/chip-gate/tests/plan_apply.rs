@@ -620,3 +620,30 @@ all_events = true
     assert!(managed.iter().all(|id| verified.contains_key(id)));
     assert_eq!(verified.values().sum::<i32>(), 5);
 }
+
+#[tokio::test]
+async fn the_variations_chip_allows_converge_too() {
+    // Relative page links, no created_on (so the oldest is the first listed), events null for an
+    // all-events webhook.
+    let mock = MockServer::start(MockConfig {
+        page_size: 2,
+        generate_keys: false,
+        variant: chip_gate_mock::Variant::Variations,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = client(&mock);
+    let made = seed(&client).await;
+    let file = file();
+    let options = PlanOptions::new()
+        .prune(true)
+        .prune_prefix("shop/")
+        .unwrap();
+    let plan = plan::plan(&client, &file, &options).await.unwrap();
+    assert_eq!(plan.counts(), (1, 1, 2));
+    assert!(plan::apply(&client, &plan).await.is_complete());
+    let again = plan::plan(&client, &file, &options).await.unwrap();
+    assert!(again.is_converged(), "{again}");
+    assert_exactly_the_file(&client, &file, &made["billing"]).await;
+}
