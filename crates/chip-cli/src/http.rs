@@ -1,7 +1,6 @@
 //! The HTTP clients the CLI builds: plain http never goes through a proxy, every request has a
 //! timeout, and redirects are never followed (a key must not follow one).
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use url::{Host, Url};
@@ -17,17 +16,13 @@ pub fn is_plain_loopback(url: &Url) -> bool {
     url.scheme() == "http" && is_loopback(url.host())
 }
 
-/// Whether `host` is a loopback address or `localhost`.
+/// Whether `host` is a loopback address or `localhost` (the workspace's one rule,
+/// [`chip_gate_api::is_loopback_host`]).
 pub fn is_loopback(host: Option<Host<&str>>) -> bool {
     match host {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| IpAddr::V4(v4).is_loopback())
-        }
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
+        Some(Host::Ipv6(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
+        Some(Host::Domain(name)) => chip_gate_api::is_loopback_host(name),
         None => false,
     }
 }

@@ -305,7 +305,7 @@ async fn load_verifier(api: &ApiArgs, args: &ListenArgs) -> Result<Verifier, Fai
 /// Ctrl-C or SIGTERM. On Unix both handlers are installed when this is called, not when the future
 /// is first polled, so a signal sent right after the "Listening on" line is never missed (and never
 /// kills the process with the default action).
-fn stop_signal() -> impl Future<Output = ()> {
+pub(crate) fn stop_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

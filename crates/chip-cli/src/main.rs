@@ -5,9 +5,6 @@
 mod http;
 mod input;
 mod listen;
-// `chip trigger` moved to trigger.rs; mock.rs (owned separately) still holds its old copy until
-// that copy is deleted there.
-#[allow(dead_code)]
 mod mock;
 mod output;
 mod plan;

@@ -24,7 +24,9 @@
 
 mod conveniences;
 mod hooks;
+mod loopback;
 pub use hooks::Hooks;
+pub use loopback::is_loopback_host;
 
 #[rustfmt::skip]
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, unused_imports, unreachable_patterns)]

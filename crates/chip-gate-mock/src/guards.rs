@@ -1,7 +1,7 @@
 //! The checks every request passes before a route sees it: a loopback `Host` (against DNS
 //! rebinding), the bearer key, and, on API paths, injected faults.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +49,7 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     if !port.is_empty() && (port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit())) {
         return false;
     }
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<Ipv4Addr>().is_ok_and(|ip| ip.is_loopback())
+    chip_gate_api::is_loopback_host(name)
 }
 
 /// Whether a mock listening on `bind` checks the `Host` of every request: yes on a loopback

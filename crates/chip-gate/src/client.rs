@@ -1,7 +1,6 @@
 //! The CHIP API client: configuration, authentication and the company public key.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -296,18 +295,13 @@ fn parse_base_url(raw: &str) -> Result<Url, Error> {
     Ok(url)
 }
 
-/// Whether `host` is a loopback address: `127.0.0.0/8`, `::1` (or an IPv4-mapped loopback) or
-/// `localhost`.
+/// Whether `host` is a loopback address (the workspace's one rule,
+/// [`chip_gate_api::is_loopback_host`]).
 fn is_loopback(host: Option<Host<&str>>) -> bool {
     match host {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| IpAddr::V4(v4).is_loopback())
-        }
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
+        Some(Host::Ipv6(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
+        Some(Host::Domain(name)) => chip_gate_api::is_loopback_host(name),
         None => false,
     }
 }
