@@ -573,3 +573,74 @@ fn dedup_keys() {
     assert_ne!(ka, kb);
     assert_eq!(ka, chip_gate_inbox::dedup_key(&a), "deterministic");
 }
+
+async fn a_long_handler_keeps_its_lease(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    store(&inbox, purchase_body("p-12", "purchase.paid", 1)).await;
+    let options = fast_worker().lease(Duration::from_millis(300));
+    let calls = Arc::new(Mutex::new(0));
+    let slow = {
+        let worker = inbox.worker(options.clone());
+        let calls = Arc::clone(&calls);
+        tokio::spawn(async move {
+            worker
+                .process_batch(move |_d: StoredDelivery| {
+                    let calls = Arc::clone(&calls);
+                    async move {
+                        *calls.lock().unwrap() += 1;
+                        // Three leases long: the worker extends its lease meanwhile.
+                        tokio::time::sleep(Duration::from_millis(1000)).await;
+                        Ok::<(), String>(())
+                    }
+                })
+                .await
+                .unwrap()
+        })
+    };
+    while *calls.lock().unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = inbox.worker(options);
+    while !slow.is_finished() {
+        let calls = Arc::clone(&calls);
+        other
+            .process_batch(move |_d: StoredDelivery| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    *calls.lock().unwrap() += 1;
+                    Ok::<(), String>(())
+                }
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = slow.await.unwrap();
+    assert_eq!(report.done, 1, "{report:?} calls={}", calls.lock().unwrap());
+    assert_eq!(*calls.lock().unwrap(), 1, "handed over once");
+}
+on_both!(a_long_handler_keeps_its_lease);
+
+async fn a_panicking_handler_is_retried(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let receipt = store(&inbox, purchase_body("p-13", "purchase.paid", 1)).await;
+    let report = inbox
+        .worker(fast_worker())
+        .process_batch(|d: StoredDelivery| async move {
+            if d.attempt() == 1 {
+                panic!("handler bug");
+            }
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.retried, 1);
+    let stored = inbox.get(receipt.id.unwrap()).await.unwrap();
+    assert_eq!(
+        stored.summary.last_error.as_deref(),
+        Some("the handler panicked")
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
+}
+on_both!(a_panicking_handler_is_retried);
