@@ -3,6 +3,8 @@
 use chip_gate::EventName;
 use clap::Args;
 
+use chip_gate_mock::TriggerReport;
+
 use crate::term::clean;
 use crate::{ApiArgs, Failure, Outcome, api_key, base_url, http, outln};
 
@@ -94,43 +96,35 @@ pub async fn run(api: &ApiArgs, args: TriggerArgs) -> Outcome {
             "the mock refused the trigger ({status}): {said}"
         )));
     }
-    let report = json.ok_or_else(|| Failure::op("the mock's answer is not JSON"))?;
+    let report: TriggerReport = serde_json::from_slice(&body).map_err(|e| {
+        Failure::op(format!(
+            "the mock's answer is not a trigger report ({e}); is {base} a chip mock?"
+        ))
+    })?;
     print_report(&report)?;
     Ok(0)
 }
 
-fn print_report(report: &serde_json::Value) -> Result<(), Failure> {
-    let text = |v: &serde_json::Value, key: &str| match v.get(key) {
-        Some(serde_json::Value::String(s)) => clean(s),
-        Some(serde_json::Value::Null) | None => "-".to_owned(),
-        Some(other) => clean(&other.to_string()),
-    };
+/// One line for the event, then one line per subscribed webhook: what its first attempt got.
+fn print_report(report: &TriggerReport) -> Result<(), Failure> {
     outln!(
         "Fired {} for object {}",
-        text(report, "event"),
-        text(report, "object_id")
+        clean(report.event.as_str()),
+        report.object_id
     )?;
-    let deliveries = report
-        .get("deliveries")
-        .and_then(|d| d.as_array())
-        .cloned()
-        .unwrap_or_default();
-    if deliveries.is_empty() {
+    if report.deliveries.is_empty() {
         outln!("No webhook is subscribed to this event.")?;
     }
-    for d in deliveries {
-        let answer = if d.get("queued").and_then(|q| q.as_bool()) == Some(true) {
+    for d in &report.deliveries {
+        let answer = if d.queued {
             "queued behind an earlier event for this object".to_owned()
         } else {
-            let outcome = match (
-                d.get("status").and_then(|s| s.as_u64()),
-                d.get("error").and_then(|e| e.as_str()),
-            ) {
+            let outcome = match (d.status, d.error.as_deref()) {
                 (Some(status), _) => format!("answered {status}"),
                 (None, Some(error)) => format!("no answer ({})", clean(error)),
                 (None, None) => "no answer".to_owned(),
             };
-            let verdict = if d.get("accepted").and_then(|a| a.as_bool()) == Some(true) {
+            let verdict = if d.accepted {
                 "accepted"
             } else {
                 "not accepted, will retry"
@@ -139,8 +133,8 @@ fn print_report(report: &serde_json::Value) -> Result<(), Failure> {
         };
         outln!(
             "  webhook {} -> {}: {answer}",
-            text(&d, "webhook_id"),
-            text(&d, "callback")
+            d.webhook_id,
+            clean(&d.callback)
         )?;
     }
     Ok(())
