@@ -377,6 +377,19 @@ async fn crash_run(label: &str, url: String, receivers: usize, workers: usize) {
     }
 
     let (effects, stored) = read_back(&inbox).await;
+    let attempts_sql =
+        "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM chip_inbox_deliveries";
+    let claims: i64 = match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+        (Some(pool), _) => sqlx::query_scalar(attempts_sql)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        (_, Some(pool)) => sqlx::query_scalar(attempts_sql)
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        _ => unreachable!(),
+    };
     let counts = inbox.counts().await.unwrap();
     let acked = acked.lock().await.clone();
     let store_keys: HashMap<&str, (&str, &str, i64)> = stored
@@ -389,12 +402,13 @@ async fn crash_run(label: &str, url: String, receivers: usize, workers: usize) {
     println!(
         "{label}: {distinct} distinct deliveries, {requests_planned} planned sends, {} HTTP attempts \
          ({} refused or cut by kills, {} acknowledged as duplicates), {kills} SIGKILLs, \
-         {} effects, {} stale, counts {:?}, {:.1} s",
+         {} effects, {} stale, {} claims cut short by a kill and handed over again, counts {:?}, {:.1} s",
         attempts.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
         dup_acks.load(Ordering::Relaxed),
         effects.len(),
         stale.len(),
+        claims - i64::try_from(done).unwrap() - i64::try_from(counts.retried).unwrap(),
         counts,
         started.elapsed().as_secs_f64(),
     );
