@@ -60,7 +60,12 @@ pub fn sqlite_url() -> (String, tempfile::TempDir) {
 /// line saying the test was skipped) when the variable is not set.
 pub async fn postgres_url(test: &str) -> Option<String> {
     let Ok(base) = std::env::var(POSTGRES_URL_ENV) else {
-        eprintln!("SKIPPED {test}: set {POSTGRES_URL_ENV} to a PostgreSQL URL to run it");
+        // Straight to stderr, past the test harness's capture, so that a skip is always seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: set {POSTGRES_URL_ENV} to a PostgreSQL URL to run it"
+        );
         return None;
     };
     let name = format!("chip_inbox_t_{:016x}", fastrand::u64(..));
