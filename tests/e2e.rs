@@ -30,7 +30,7 @@ async fn start(config: MockConfig) -> (MockServer, Client) {
 async fn a_signed_delivery_reaches_the_receiver_verified_and_typed() {
     let (mock, client) = start(MockConfig::default()).await;
     let receiver = Receiver::bind().await.unwrap();
-    let new = NewWebhook::new("orders", receiver.url())
+    let new = NewWebhook::builder("orders", receiver.url())
         .events([EventName::PurchasePaid])
         .unwrap();
     let webhook = client.webhooks().create(&new).await.unwrap();
@@ -73,10 +73,10 @@ async fn a_signed_delivery_reaches_the_receiver_verified_and_typed() {
 async fn one_endpoint_verifies_deliveries_of_two_webhooks() {
     let (mock, client) = start(MockConfig::default()).await;
     let receiver = Receiver::bind().await.unwrap();
-    let paid = NewWebhook::new("paid", receiver.url())
+    let paid = NewWebhook::builder("paid", receiver.url())
         .events([EventName::PurchasePaid])
         .unwrap();
-    let everything = NewWebhook::new("everything", receiver.url())
+    let everything = NewWebhook::builder("everything", receiver.url())
         .all_events()
         .unwrap();
     let a = client.webhooks().create(&paid).await.unwrap();
@@ -123,10 +123,10 @@ async fn a_receiver_with_the_wrong_key_rejects_every_attempt() {
     };
     let (mock, client) = start(config).await;
     let receiver = Receiver::bind().await.unwrap();
-    let target = NewWebhook::new("target", receiver.url())
+    let target = NewWebhook::builder("target", receiver.url())
         .events([EventName::PurchasePaid])
         .unwrap();
-    let decoy = NewWebhook::new("decoy", "https://decoy.example.com/")
+    let decoy = NewWebhook::builder("decoy", "https://decoy.example.com/")
         .events([EventName::PurchaseCreated])
         .unwrap();
     client.webhooks().create(&target).await.unwrap();
@@ -150,7 +150,11 @@ async fn events_for_one_object_arrive_in_order() {
     let receiver = Receiver::bind().await.unwrap();
     let hook = client
         .webhooks()
-        .create(&NewWebhook::new("all", receiver.url()).all_events().unwrap())
+        .create(
+            &NewWebhook::builder("all", receiver.url())
+                .all_events()
+                .unwrap(),
+        )
         .await
         .unwrap();
     let mut serving = receiver.serve(Verifier::from_pem(&hook.public_key).unwrap());
@@ -179,7 +183,7 @@ async fn the_client_rides_out_a_misbehaving_server() {
     })
     .await;
     for i in 0..7 {
-        let new = NewWebhook::new(format!("hook {i}"), "https://shop.example.com/chip")
+        let new = NewWebhook::builder(format!("hook {i}"), "https://shop.example.com/chip")
             .all_events()
             .unwrap();
         client.webhooks().create(&new).await.unwrap();

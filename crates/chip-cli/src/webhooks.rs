@@ -122,7 +122,7 @@ pub fn parse_event(text: &str) -> Result<EventName, String> {
 
 impl Settings {
     fn to_new(&self) -> Result<NewWebhook, Failure> {
-        let builder = NewWebhook::new(self.title.clone(), self.callback.clone());
+        let builder = NewWebhook::builder(self.title.clone(), self.callback.clone());
         let new = if self.all_events {
             builder.all_events()
         } else {

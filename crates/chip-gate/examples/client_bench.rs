@@ -36,7 +36,7 @@ async fn main() -> Result<(), BoxError> {
     let webhook = client
         .webhooks()
         .create(
-            &NewWebhook::new("bench", "https://bench.example.com/chip")
+            &NewWebhook::builder("bench", "https://bench.example.com/chip")
                 .events([EventName::PurchasePaid])?,
         )
         .await?;

@@ -89,7 +89,7 @@ fn advice(error: &(dyn Error + 'static), live: bool) -> String {
 
 async fn create_and_list(client: &Client, callback: &str, n: u32) -> Result<Webhook> {
     let new =
-        NewWebhook::new("chip-gate quickstart", callback).events([EventName::PurchasePaid])?;
+        NewWebhook::builder("chip-gate quickstart", callback).events([EventName::PurchasePaid])?;
     let webhook = client.webhooks().create(&new).await?;
     step(
         n,

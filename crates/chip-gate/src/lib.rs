@@ -17,7 +17,7 @@
 //!
 //! // Invalid settings (a 101-character title, a callback that is not a URL, no events, the same
 //! // event twice) are refused here, before anything is sent.
-//! let new = NewWebhook::new("Paid orders", "https://shop.example.com/chip/webhook")
+//! let new = NewWebhook::builder("Paid orders", "https://shop.example.com/chip/webhook")
 //!     .events([EventName::PurchasePaid, EventName::PaymentRefunded])?;
 //! let webhook = client.webhooks().create(&new).await?;
 //! // Deliveries to this callback are signed; `webhook.public_key` verifies them.

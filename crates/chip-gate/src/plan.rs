@@ -510,7 +510,7 @@ fn read_webhook(
     })?;
 
     let all_events = raw.all_events.as_ref().is_some_and(|a| *a.get_ref());
-    let builder = NewWebhook::new(title.clone(), callback.clone());
+    let builder = NewWebhook::builder(title.clone(), callback.clone());
     let new = match (&raw.events, all_events) {
         (Some(events), true) => {
             return Err(FileError::at(

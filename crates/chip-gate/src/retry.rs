@@ -40,18 +40,27 @@ use crate::error::Error;
 ///     .max_attempts(5)
 ///     .initial_backoff(Duration::from_millis(500))
 ///     .max_elapsed(Duration::from_secs(120));
-/// assert_eq!(patient.get_max_attempts(), 5);
+/// assert_eq!(patient.max_attempts, 5);
 ///
 /// let never = RetryPolicy::none();
-/// assert_eq!(never.get_max_attempts(), 1);
+/// assert_eq!(never.max_attempts, 1);
 /// ```
+///
+/// The settings are plain public fields for reading; set them with the builder methods of the
+/// same names.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
-    max_attempts: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    max_elapsed: Duration,
-    max_retry_after: Duration,
+    /// The most attempts one call makes, the first included (0 acts as 1).
+    pub max_attempts: u32,
+    /// The wait before the first retry; each later wait doubles it, up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// The longest wait between two attempts when the server gave no `Retry-After`.
+    pub max_backoff: Duration,
+    /// No retry starts once this much time has passed since the call began (waits included).
+    pub max_elapsed: Duration,
+    /// The longest `Retry-After` the client waits for.
+    pub max_retry_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -112,31 +121,6 @@ impl RetryPolicy {
     pub fn max_retry_after(mut self, delay: Duration) -> Self {
         self.max_retry_after = delay;
         self
-    }
-
-    /// See [`max_attempts`](Self::max_attempts).
-    pub fn get_max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// See [`initial_backoff`](Self::initial_backoff).
-    pub fn get_initial_backoff(&self) -> Duration {
-        self.initial_backoff
-    }
-
-    /// See [`max_backoff`](Self::max_backoff).
-    pub fn get_max_backoff(&self) -> Duration {
-        self.max_backoff
-    }
-
-    /// See [`max_elapsed`](Self::max_elapsed).
-    pub fn get_max_elapsed(&self) -> Duration {
-        self.max_elapsed
-    }
-
-    /// See [`max_retry_after`](Self::max_retry_after).
-    pub fn get_max_retry_after(&self) -> Duration {
-        self.max_retry_after
     }
 
     /// The jittered wait after the `retry`-th failed attempt (1-based): the exponential delay `d`,
@@ -322,6 +306,6 @@ mod tests {
 
     #[test]
     fn zero_attempts_means_one() {
-        assert_eq!(RetryPolicy::new().max_attempts(0).get_max_attempts(), 1);
+        assert_eq!(RetryPolicy::new().max_attempts(0).max_attempts, 1);
     }
 }

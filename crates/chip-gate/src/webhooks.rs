@@ -29,7 +29,7 @@ pub const MAX_CALLBACK_CHARS: usize = chip_gate_api::limits::WEBHOOK_CREATE_CALL
 /// let webhook = client
 ///     .webhooks()
 ///     .create(
-///         &NewWebhook::new("Orders", "https://shop.example.com/chip/webhook")
+///         &NewWebhook::builder("Orders", "https://shop.example.com/chip/webhook")
 ///             .events([EventName::PurchasePaid, EventName::PaymentRefunded])?,
 ///     )
 ///     .await?;
@@ -246,23 +246,23 @@ fn no_such_webhook(id: Uuid) -> String {
 /// A webhook's full settings, checked against CHIP's limits: what [`Webhooks::create`] and
 /// [`Webhooks::update`] send.
 ///
-/// Start with [`NewWebhook::new`], then choose the events with [`NewWebhookBuilder::events`] or
+/// Start with [`NewWebhook::builder`], then choose the events with [`NewWebhookBuilder::events`] or
 /// [`NewWebhookBuilder::all_events`]; both check every limit and return an [`Error::InvalidRequest`]
 /// that names the problem, before anything is sent.
 ///
 /// ```
 /// use chip_gate::{EventName, NewWebhook};
 ///
-/// let paid = NewWebhook::new("Paid orders", "https://shop.example.com/chip")
+/// let paid = NewWebhook::builder("Paid orders", "https://shop.example.com/chip")
 ///     .events([EventName::PurchasePaid])?;
 /// assert_eq!(paid.event_names(), Some(&[EventName::PurchasePaid][..]));
 ///
-/// let everything = NewWebhook::new("Audit log", "https://audit.example.com/chip").all_events()?;
+/// let everything = NewWebhook::builder("Audit log", "https://audit.example.com/chip").all_events()?;
 /// assert!(everything.is_all_events());
 ///
 /// // Invalid settings never get as far as a request:
-/// assert!(NewWebhook::new("x", "not a url").all_events().is_err());
-/// assert!(NewWebhook::new("x", "https://a.example").events([]).is_err());
+/// assert!(NewWebhook::builder("x", "not a url").all_events().is_err());
+/// assert!(NewWebhook::builder("x", "https://a.example").events([]).is_err());
 /// # Ok::<(), chip_gate::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,8 +284,7 @@ impl NewWebhook {
     /// Start a webhook named `title` (at most 100 characters) that delivers to `callback` (an
     /// `http(s)://` URL of at most 500 characters). Finish it with
     /// [`events`](NewWebhookBuilder::events) or [`all_events`](NewWebhookBuilder::all_events).
-    #[allow(clippy::new_ret_no_self)]
-    pub fn new(title: impl Into<String>, callback: impl Into<String>) -> NewWebhookBuilder {
+    pub fn builder(title: impl Into<String>, callback: impl Into<String>) -> NewWebhookBuilder {
         NewWebhookBuilder {
             title: title.into(),
             callback: callback.into(),
@@ -549,23 +548,29 @@ mod tests {
     #[test]
     fn limits_are_enforced_before_sending() {
         let ok = "https://example.com/hook";
-        assert!(NewWebhook::new("t".repeat(100), ok).all_events().is_ok());
-        assert!(reason(NewWebhook::new("t".repeat(101), ok).all_events()).starts_with("title"));
-        assert!(reason(NewWebhook::new("  ", ok).all_events()).starts_with("title"));
+        assert!(
+            NewWebhook::builder("t".repeat(100), ok)
+                .all_events()
+                .is_ok()
+        );
+        assert!(reason(NewWebhook::builder("t".repeat(101), ok).all_events()).starts_with("title"));
+        assert!(reason(NewWebhook::builder("  ", ok).all_events()).starts_with("title"));
         let long = format!("https://example.com/{}", "a".repeat(481));
-        assert!(reason(NewWebhook::new("t", long).all_events()).contains("at most 500"));
-        assert!(reason(NewWebhook::new("t", "ftp://example.com/").all_events()).contains("ftp"));
-        assert!(reason(NewWebhook::new("t", "/relative").all_events()).contains("valid URL"));
-        assert!(reason(NewWebhook::new("t", ok).events([])).contains("at least one"));
+        assert!(reason(NewWebhook::builder("t", long).all_events()).contains("at most 500"));
+        assert!(
+            reason(NewWebhook::builder("t", "ftp://example.com/").all_events()).contains("ftp")
+        );
+        assert!(reason(NewWebhook::builder("t", "/relative").all_events()).contains("valid URL"));
+        assert!(reason(NewWebhook::builder("t", ok).events([])).contains("at least one"));
         let twice = [EventName::PurchasePaid, EventName::from("purchase.paid")];
-        assert!(reason(NewWebhook::new("t", ok).events(twice)).contains("more than once"));
+        assert!(reason(NewWebhook::builder("t", ok).events(twice)).contains("more than once"));
         let future = EventName::from("purchase.teleported");
-        assert!(NewWebhook::new("t", ok).events([future]).is_ok());
+        assert!(NewWebhook::builder("t", ok).events([future]).is_ok());
     }
 
     #[test]
     fn bodies_carry_only_what_was_set() -> Result<(), Error> {
-        let all = NewWebhook::new("t", "https://example.com/").all_events()?;
+        let all = NewWebhook::builder("t", "https://example.com/").all_events()?;
         let body =
             serde_json::to_value(all.to_api()?).map_err(|e| Error::invalid(e.to_string()))?;
         let every: Vec<&str> = EventName::ALL.iter().map(EventName::as_str).collect();

@@ -36,7 +36,7 @@ async fn every_operation() {
     let webhooks = client.webhooks();
 
     // Create, with events.
-    let new = NewWebhook::new("Orders", "https://shop.example.com/chip")
+    let new = NewWebhook::builder("Orders", "https://shop.example.com/chip")
         .events([EventName::PurchasePaid, EventName::PaymentRefunded])
         .unwrap();
     let created = webhooks.create(&new).await.unwrap();
@@ -53,7 +53,7 @@ async fn every_operation() {
     // Create, all events.
     let audit = webhooks
         .create(
-            &NewWebhook::new("Audit", "https://audit.example.com/chip")
+            &NewWebhook::builder("Audit", "https://audit.example.com/chip")
                 .all_events()
                 .unwrap(),
         )
@@ -74,7 +74,7 @@ async fn every_operation() {
     assert_eq!(webhooks.next_page(&page).unwrap(), None);
 
     // Replace (PUT).
-    let replacement = NewWebhook::new("Orders v2", "https://shop.example.com/chip/v2")
+    let replacement = NewWebhook::builder("Orders v2", "https://shop.example.com/chip/v2")
         .events([EventName::PurchaseCancelled])
         .unwrap();
     let replaced = webhooks.update(created.id, &replacement).await.unwrap();
@@ -113,7 +113,7 @@ async fn list_all_walks_several_pages() {
     let client = client_for(&mock);
     let mut made = HashSet::new();
     for i in 0..10 {
-        let new = NewWebhook::new(format!("hook {i}"), format!("https://h{i}.example.com/"))
+        let new = NewWebhook::builder(format!("hook {i}"), format!("https://h{i}.example.com/"))
             .events([EventName::PurchasePaid])
             .unwrap();
         made.insert(client.webhooks().create(&new).await.unwrap().id);
@@ -160,7 +160,7 @@ async fn the_mock_validation_errors_arrive_typed() {
     let client = client_for(&mock);
     // The wrapper lets an event name it does not know through (CHIP may know it); the mock, like
     // CHIP, refuses it with a field error.
-    let new = NewWebhook::new("Future", "https://shop.example.com/chip")
+    let new = NewWebhook::builder("Future", "https://shop.example.com/chip")
         .events([EventName::from("purchase.teleported")])
         .unwrap();
     let err = client.webhooks().create(&new).await.unwrap_err();
@@ -192,7 +192,7 @@ async fn calls_and_streams_run_on_spawned_tasks() {
     for i in 0..6 {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let new = NewWebhook::new(format!("task {i}"), "https://tasks.example.com/")
+            let new = NewWebhook::builder(format!("task {i}"), "https://tasks.example.com/")
                 .all_events()
                 .unwrap();
             let made = client.webhooks().create(&new).await?;

@@ -16,7 +16,7 @@ fn id() -> Uuid {
 /// Create a webhook against a server that always answers `step`, and return the error.
 async fn create_error(step: Step) -> (Error, usize) {
     let server = ScriptServer::start(move |_, _| step.clone()).await;
-    let hook = NewWebhook::new("Orders", "https://shop.example.com/chip")
+    let hook = NewWebhook::builder("Orders", "https://shop.example.com/chip")
         .events([EventName::PurchasePaid])
         .unwrap();
     let err = client(&server.base_url)
@@ -210,7 +210,7 @@ async fn an_undeclared_success_status_is_still_read() {
     // CHIP documents 201 for create; a 200 carrying the webhook is accepted too.
     let server =
         ScriptServer::start(|_, _| json(200, webhook_json(ID, "Orders", &["purchase.paid"]))).await;
-    let hook = NewWebhook::new("Orders", "https://shop.example.com/chip")
+    let hook = NewWebhook::builder("Orders", "https://shop.example.com/chip")
         .events([EventName::PurchasePaid])
         .unwrap();
     let created = client(&server.base_url)
@@ -251,7 +251,7 @@ async fn unknown_event_names_are_kept() {
 async fn invalid_webhooks_are_refused_before_sending() {
     let server = ScriptServer::start(|_, _| json(500, json!({}))).await;
     let client = client(&server.base_url);
-    let err = NewWebhook::new("x".repeat(101), "https://a.example/")
+    let err = NewWebhook::builder("x".repeat(101), "https://a.example/")
         .all_events()
         .unwrap_err();
     assert!(matches!(err, Error::InvalidRequest { .. }), "{err:?}");

@@ -34,7 +34,7 @@ fn client_for(mock: &MockServer, timeout: Duration, policy: RetryPolicy) -> Clie
 }
 
 fn hook(title: &str) -> NewWebhook {
-    NewWebhook::new(title, "https://shop.example.com/chip")
+    NewWebhook::builder(title, "https://shop.example.com/chip")
         .events([EventName::PurchasePaid])
         .unwrap()
 }

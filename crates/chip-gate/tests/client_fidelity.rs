@@ -95,7 +95,7 @@ async fn messages_are_read_where_the_body_has_them() {
         let err = client(&server.base_url)
             .webhooks()
             .create(
-                &NewWebhook::new("t", "https://shop.example.com/")
+                &NewWebhook::builder("t", "https://shop.example.com/")
                     .events([EventName::PurchasePaid])
                     .unwrap(),
             )
@@ -113,7 +113,7 @@ async fn an_unknown_id_is_a_404_for_every_operation_as_chip_documents_it() {
     let server = ScriptServer::start(|_, _| Step::Reply(404, vec![], String::new())).await;
     let client = client_with(&server.base_url, RetryPolicy::none());
     let webhooks = client.webhooks();
-    let replacement = NewWebhook::new("t", "https://shop.example.com/")
+    let replacement = NewWebhook::builder("t", "https://shop.example.com/")
         .all_events()
         .unwrap();
     let results = [
@@ -167,7 +167,7 @@ async fn an_all_events_webhook_satisfies_chips_schema_and_its_prose() {
     })
     .await;
     let client = client(&server.base_url);
-    let new = NewWebhook::new("Audit", "https://audit.example.com/chip")
+    let new = NewWebhook::builder("Audit", "https://audit.example.com/chip")
         .all_events()
         .unwrap();
     let created = client.webhooks().create(&new).await.unwrap();

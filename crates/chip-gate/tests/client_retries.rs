@@ -17,7 +17,7 @@ fn id() -> Uuid {
 }
 
 fn hook() -> NewWebhook {
-    NewWebhook::new("Orders", "https://shop.example.com/chip")
+    NewWebhook::builder("Orders", "https://shop.example.com/chip")
         .events([EventName::PurchasePaid])
         .unwrap()
 }

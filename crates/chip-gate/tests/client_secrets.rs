@@ -151,7 +151,7 @@ async fn failures_of_every_kind_do_not_show_the_key() {
         .retry_policy(RetryPolicy::none())
         .build()
         .unwrap();
-    let hook = NewWebhook::new("t", "https://a.example/")
+    let hook = NewWebhook::builder("t", "https://a.example/")
         .events([EventName::PurchasePaid])
         .unwrap();
 

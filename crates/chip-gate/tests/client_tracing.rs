@@ -111,7 +111,7 @@ async fn a_create_is_retried_only_when_the_connection_could_not_be_opened(captur
         &format!("http://127.0.0.1:{port}/api/v1"),
         RetryPolicy::default().max_attempts(3),
     );
-    let hook = NewWebhook::new("t", "https://a.example/")
+    let hook = NewWebhook::builder("t", "https://a.example/")
         .all_events()
         .unwrap();
     let err = client.webhooks().create(&hook).await.unwrap_err();

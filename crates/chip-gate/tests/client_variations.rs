@@ -40,7 +40,7 @@ async fn every_operation_against_chips_variations() {
     // Create with events: the answer has no type, created_on, updated_on or all_events.
     let orders = webhooks
         .create(
-            &NewWebhook::new("Orders", "https://shop.example.com/chip")
+            &NewWebhook::builder("Orders", "https://shop.example.com/chip")
                 .events([EventName::PurchasePaid, EventName::PaymentRefunded])
                 .unwrap(),
         )
@@ -58,7 +58,7 @@ async fn every_operation_against_chips_variations() {
     // Create for all events: the answer's `events` is null.
     let audit = webhooks
         .create(
-            &NewWebhook::new("Audit", "https://audit.example.com/chip")
+            &NewWebhook::builder("Audit", "https://audit.example.com/chip")
                 .all_events()
                 .unwrap(),
         )
@@ -77,7 +77,7 @@ async fn every_operation_against_chips_variations() {
     // list_all across several pages linked relatively, the last page without `next`.
     let mut made = HashSet::from([orders.id, audit.id]);
     for i in 0..6 {
-        let new = NewWebhook::new(format!("hook {i}"), format!("https://h{i}.example.com/"))
+        let new = NewWebhook::builder(format!("hook {i}"), format!("https://h{i}.example.com/"))
             .events([EventName::PurchasePaid])
             .unwrap();
         made.insert(webhooks.create(&new).await.unwrap().id);

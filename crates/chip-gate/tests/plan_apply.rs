@@ -66,7 +66,7 @@ fn file() -> WebhookFile {
 }
 
 fn new(title: &str, callback: &str, events: &[EventName]) -> NewWebhook {
-    let builder = NewWebhook::new(title, callback);
+    let builder = NewWebhook::builder(title, callback);
     if events.is_empty() {
         builder.all_events().unwrap()
     } else {

@@ -334,7 +334,7 @@ fn load_names_the_file() {
 #[test]
 fn files_made_in_code_refuse_duplicate_titles() {
     let hook = |title: &str| {
-        chip_gate::NewWebhook::new(title, "https://a.example")
+        chip_gate::NewWebhook::builder(title, "https://a.example")
             .all_events()
             .unwrap()
     };
