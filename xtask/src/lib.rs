@@ -226,6 +226,7 @@ pub fn generate_from_bytes(bytes: &[u8], shown: &str) -> Result<Generated, Error
         message,
     })?;
     mark_non_exhaustive(&mut file);
+    hide_response_builders(&mut file, &request_types(&spec));
     let limits: syn::File =
         syn::parse2(limits::tokens(&limits::collect(&spec))).map_err(|e| Error::Generator {
             path: shown.to_owned(),
@@ -268,6 +269,87 @@ fn mark_non_exhaustive(file: &mut syn::File) {
         };
         if !attrs.iter().any(|a| a.path().is_ident("non_exhaustive")) {
             attrs.push(attribute.clone());
+        }
+    }
+}
+
+/// The component schemas that request bodies use directly: the types callers build.
+fn request_types(spec: &openapiv3::OpenAPI) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (_, item) in spec.paths.iter() {
+        let Some(item) = item.as_item() else { continue };
+        for (_, op) in item.iter() {
+            let Some(body) = op.request_body.as_ref().and_then(|b| b.as_item()) else {
+                continue;
+            };
+            for media in body.content.values() {
+                if let Some(openapiv3::ReferenceOr::Reference { reference }) = &media.schema
+                    && let Some(name) = reference.strip_prefix("#/components/schemas/")
+                {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Hides the generated builders of the types callers never build (what the API answers with):
+/// `Webhook::builder()` and its `types::builder::Webhook` would only puzzle a reader of the docs.
+/// They stay usable (the crate's own conversions need them); request types keep theirs shown.
+fn hide_response_builders(file: &mut syn::File, requests: &std::collections::BTreeSet<String>) {
+    let hidden: syn::Attribute = syn::parse_quote!(#[doc(hidden)]);
+    let Some((_, items)) = file.items.iter_mut().find_map(|item| match item {
+        syn::Item::Mod(m) if m.ident == "types" => m.content.as_mut(),
+        _ => None,
+    }) else {
+        return;
+    };
+    let last_segment = |ty: &syn::Type| match ty {
+        syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
+        _ => None,
+    };
+    let mut responses = std::collections::BTreeSet::new();
+    for item in items.iter_mut() {
+        if let syn::Item::Impl(block) = item
+            && block.trait_.is_none()
+            && let Some(name) = last_segment(&block.self_ty)
+            && !requests.contains(&name)
+        {
+            for inner in &mut block.items {
+                if let syn::ImplItem::Fn(f) = inner
+                    && f.sig.ident == "builder"
+                {
+                    f.attrs.push(hidden.clone());
+                    responses.insert(name.clone());
+                }
+            }
+        }
+    }
+    for item in items.iter_mut() {
+        let syn::Item::Mod(module) = item else {
+            continue;
+        };
+        if module.ident != "builder" {
+            continue;
+        }
+        let Some((_, inner)) = module.content.as_mut() else {
+            continue;
+        };
+        for item in inner.iter_mut() {
+            match item {
+                syn::Item::Struct(s) if responses.contains(&s.ident.to_string()) => {
+                    s.attrs.push(hidden.clone());
+                }
+                syn::Item::Impl(block) => {
+                    let named =
+                        last_segment(&block.self_ty).is_some_and(|n| responses.contains(&n));
+                    if named && block.trait_.is_some() {
+                        block.attrs.push(hidden.clone());
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

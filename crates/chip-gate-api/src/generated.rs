@@ -87,6 +87,7 @@ delivery this webhook sends.
         pub updated_on: ::std::option::Option<i64>,
     }
     impl Webhook {
+        #[doc(hidden)]
         pub fn builder() -> builder::Webhook {
             Default::default()
         }
@@ -325,6 +326,7 @@ one is read against the API's base URL), or null on the last page.
         pub results: ::std::vec::Vec<Webhook>,
     }
     impl WebhookList {
+        #[doc(hidden)]
         pub fn builder() -> builder::WebhookList {
             Default::default()
         }
@@ -520,6 +522,7 @@ one is read against the API's base URL), or null on the last page.
     /// Types for composing complex structures.
     pub mod builder {
         #[derive(Clone, Debug)]
+        #[doc(hidden)]
         pub struct Webhook {
             all_events: ::std::result::Result<bool, ::std::string::String>,
             callback: ::std::result::Result<
@@ -549,6 +552,7 @@ one is read against the API's base URL), or null on the last page.
                 ::std::string::String,
             >,
         }
+        #[doc(hidden)]
         impl ::std::default::Default for Webhook {
             fn default() -> Self {
                 Self {
@@ -674,6 +678,7 @@ one is read against the API's base URL), or null on the last page.
                 self
             }
         }
+        #[doc(hidden)]
         impl ::std::convert::TryFrom<Webhook> for super::Webhook {
             type Error = super::error::ConversionError;
             fn try_from(
@@ -692,6 +697,7 @@ one is read against the API's base URL), or null on the last page.
                 })
             }
         }
+        #[doc(hidden)]
         impl ::std::convert::From<super::Webhook> for Webhook {
             fn from(value: super::Webhook) -> Self {
                 Self {
@@ -807,6 +813,7 @@ one is read against the API's base URL), or null on the last page.
             }
         }
         #[derive(Clone, Debug)]
+        #[doc(hidden)]
         pub struct WebhookList {
             next: ::std::result::Result<
                 ::std::option::Option<::std::string::String>,
@@ -821,6 +828,7 @@ one is read against the API's base URL), or null on the last page.
                 ::std::string::String,
             >,
         }
+        #[doc(hidden)]
         impl ::std::default::Default for WebhookList {
             fn default() -> Self {
                 Self {
@@ -868,6 +876,7 @@ one is read against the API's base URL), or null on the last page.
                 self
             }
         }
+        #[doc(hidden)]
         impl ::std::convert::TryFrom<WebhookList> for super::WebhookList {
             type Error = super::error::ConversionError;
             fn try_from(
@@ -880,6 +889,7 @@ one is read against the API's base URL), or null on the last page.
                 })
             }
         }
+        #[doc(hidden)]
         impl ::std::convert::From<super::WebhookList> for WebhookList {
             fn from(value: super::WebhookList) -> Self {
                 Self {
