@@ -3,6 +3,7 @@
 //! Every failure is one line on stderr and a non-zero exit; the API key is never printed.
 
 mod http;
+mod inbox;
 mod input;
 mod listen;
 mod mock;
@@ -90,6 +91,8 @@ enum Command {
     Trigger(trigger::TriggerArgs),
     /// Receive deliveries locally: verify each one and print a line per delivery.
     Listen(listen::ListenArgs),
+    /// Look into and act on a durable inbox (chip-gate-inbox) by its database URL.
+    Inbox(inbox::InboxArgs),
 }
 
 /// A failed command: what to print and the exit code.
@@ -162,6 +165,7 @@ fn main() -> ExitCode {
             Command::Mock(args) => mock::run(args).await,
             Command::Trigger(args) => trigger::run(&cli.api, args).await,
             Command::Listen(args) => listen::run(&cli.api, args).await,
+            Command::Inbox(args) => inbox::run(args).await,
         }
     });
     match outcome {
