@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::error::{InboxError, IntakeError};
-use crate::store::{Backend, DUPLICATES, Dialect, Inbox, RECEIVED, dispatch, now_ms};
+use crate::store::{Backend, DUPLICATES, Dialect, Inbox, RECEIVED, now_ms};
 
 /// Settings for [`Intake`].
 #[derive(Clone, Debug)]
@@ -412,21 +412,23 @@ pub(crate) async fn store_batch(
     lanes.sort_unstable();
     lanes.dedup();
 
-    // PostgreSQL takes numbered parameters (`$N`; the receive time is `$1` in every row). SQLite
-    // gets anonymous ones (`?`), bound in order: for each of a statement's parameters sqlx asks
+    let pool = match backend {
+        Backend::Postgres(pool) => {
+            let ids = store_batch_postgres(pool, records, &keys, now).await?;
+            return Ok(outcomes(records, &keys, &ids));
+        }
+        Backend::Sqlite(pool) => pool,
+    };
+
+    // Anonymous parameters (`?`), bound in order: for each of a statement's parameters sqlx asks
     // SQLite its name, and SQLite finds a name by walking the whole list, which makes thousands of
     // named parameters quadratic.
-    let numbered = matches!(backend, Backend::Postgres(_));
     let mut lanes_sql = String::from("INSERT INTO chip_inbox_lanes (lane) VALUES ");
     for n in 1..=lanes.len() {
         if n > 1 {
             lanes_sql.push_str(", ");
         }
-        if numbered {
-            lanes_sql.push_str(&format!("(${n})"));
-        } else {
-            lanes_sql.push_str("(?)");
-        }
+        lanes_sql.push_str("(?)");
     }
     lanes_sql.push_str(" ON CONFLICT (lane) DO NOTHING");
 
@@ -438,22 +440,15 @@ pub(crate) async fn store_batch(
         if row > 0 {
             insert_sql.push_str(", ");
         }
-        if numbered {
-            let p = 2 + row * 9;
-            insert_sql.push('(');
-            for n in p..p + 9 {
-                insert_sql.push_str(&format!("${n}, "));
-            }
-            insert_sql.push_str("$1, $1)");
-        } else {
-            insert_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
-        }
+        insert_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     insert_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
 
     let mut ids: BTreeMap<String, (i64, bool)> = BTreeMap::new();
-    dispatch!(backend, pool, Db => {
-        let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+    {
+        let mut tx = pool
+            .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
+            .await?;
         let mut query = sqlx::query(&lanes_sql);
         for lane in &lanes {
             query = query.bind(*lane);
@@ -461,9 +456,6 @@ pub(crate) async fn store_batch(
         query.execute(&mut *tx).await?;
 
         let mut query = sqlx::query(&insert_sql);
-        if numbered {
-            query = query.bind(now);
-        }
         for &(index, _) in keys.values() {
             let record = records[index];
             query = query
@@ -476,9 +468,7 @@ pub(crate) async fn store_batch(
                 .bind(&record.signature)
                 .bind(record.body.as_ref())
                 .bind(&record.typing_problem);
-            if !numbered {
-                query = query.bind(now).bind(now);
-            }
+            query = query.bind(now).bind(now);
         }
         for row in query.fetch_all(&mut *tx).await? {
             ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
@@ -510,8 +500,18 @@ pub(crate) async fn store_batch(
         }
         crate::store::add_counts!(tx, [(DUPLICATES, duplicates), (RECEIVED, new)])?;
         tx.commit().await?;
-    });
-    Ok(records
+    }
+    Ok(outcomes(records, &keys, &ids))
+}
+
+/// Per record: the id it is stored under and whether it repeats a delivery stored before (or
+/// earlier in the same batch).
+fn outcomes(
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    ids: &std::collections::BTreeMap<String, (i64, bool)>,
+) -> Vec<(Option<i64>, bool)> {
+    records
         .iter()
         .enumerate()
         .map(|(index, record)| {
@@ -522,5 +522,95 @@ pub(crate) async fn store_batch(
                 None => (None, true),
             }
         })
-        .collect())
+        .collect()
+}
+
+/// The PostgreSQL batch: one statement (arrays unnested: the same prepared statement for every
+/// batch size) stores the lanes, the deliveries and the count in one round trip and one commit;
+/// a second one records repeats, when there are any. Keys go in sorted order, so concurrent
+/// writers lock in one order.
+async fn store_batch_postgres(
+    pool: &sqlx::PgPool,
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    now: i64,
+) -> Result<std::collections::BTreeMap<String, (i64, bool)>, sqlx::Error> {
+    let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
+    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
+    let stored = sqlx::query(
+        "WITH input AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
+             AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
+         ), new_lanes AS ( \
+             INSERT INTO chip_inbox_lanes (lane) SELECT DISTINCT lane FROM input ORDER BY lane \
+             ON CONFLICT (lane) DO NOTHING \
+         ), stored AS ( \
+             INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+                 updated_on, signature, body, typing_problem, received_at, next_attempt_at) \
+             SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, \
+                 typing_problem, $10, $10 FROM input ORDER BY dedup_key \
+             ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key \
+         ), counted AS ( \
+             INSERT INTO chip_inbox_counters (name, shard, value) \
+             SELECT 'received', $11, COUNT(*) FROM stored HAVING COUNT(*) > 0 \
+             ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
+         ) SELECT id, dedup_key FROM stored",
+    )
+    .bind(rows.iter().map(|r| r.dedup_key.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.lane.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.object_kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.object_id.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_on).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.signature.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.body.as_ref()).collect::<Vec<&[u8]>>())
+    .bind(rows.iter().map(|r| r.typing_problem.as_deref()).collect::<Vec<_>>())
+    .bind(now)
+    .bind(shard)
+    .fetch_all(pool)
+    .await?;
+    let mut ids = std::collections::BTreeMap::new();
+    for row in stored {
+        ids.insert(
+            row.try_get::<String, _>("dedup_key")?,
+            (row.try_get::<i64, _>("id")?, true),
+        );
+    }
+    // Repeats: keys that were there already, and second copies within this batch.
+    let mut repeated: Vec<&str> = Vec::new();
+    let mut counts: Vec<i64> = Vec::new();
+    for (key, &(_, n)) in keys {
+        let repeats = if ids.contains_key(*key) { n - 1 } else { n };
+        if repeats > 0 {
+            repeated.push(key);
+            counts.push(repeats);
+        }
+    }
+    if !repeated.is_empty() {
+        let originals = sqlx::query(
+            "WITH repeats AS ( \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(dedup_key, n) \
+             ), updated AS ( \
+                 UPDATE chip_inbox_deliveries d SET duplicates = d.duplicates + r.n, last_duplicate_at = $3 \
+                 FROM repeats r WHERE d.dedup_key = r.dedup_key RETURNING d.id, d.dedup_key \
+             ), counted AS ( \
+                 INSERT INTO chip_inbox_counters (name, shard, value) \
+                 SELECT 'duplicates', $4, CAST(SUM(n) AS BIGINT) FROM repeats HAVING SUM(n) > 0 \
+                 ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
+             ) SELECT id, dedup_key FROM updated",
+        )
+        .bind(&repeated)
+        .bind(&counts)
+        .bind(now)
+        .bind(shard)
+        .fetch_all(pool)
+        .await?;
+        for row in originals {
+            let key: String = row.try_get("dedup_key")?;
+            let id: i64 = row.try_get("id")?;
+            ids.entry(key).or_insert((id, false));
+        }
+    }
+    Ok(ids)
 }

@@ -21,12 +21,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://chip-inbox.db";
 macro_rules! dispatch {
     ($backend:expr, $pool:ident, $db:ident => $body:expr) => {
         match $backend {
-            $crate::store::Backend::Sqlite($pool) => {
+            Backend::Sqlite($pool) => {
                 #[allow(dead_code)]
                 type $db = sqlx::Sqlite;
                 $body
             }
-            $crate::store::Backend::Postgres($pool) => {
+            Backend::Postgres($pool) => {
                 #[allow(dead_code)]
                 type $db = sqlx::Postgres;
                 $body
@@ -34,7 +34,6 @@ macro_rules! dispatch {
         }
     };
 }
-pub(crate) use dispatch;
 
 /// What differs between the backends' SQL.
 pub(crate) trait Dialect {

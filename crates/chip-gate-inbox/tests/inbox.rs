@@ -628,7 +628,7 @@ async fn a_panicking_handler_is_retried(url: String) {
         .worker(fast_worker())
         .process_batch(|d: StoredDelivery| async move {
             if d.attempt() == 1 {
-                panic!("handler bug");
+                panic!("a deliberate panic in a test handler");
             }
             Ok::<(), String>(())
         })

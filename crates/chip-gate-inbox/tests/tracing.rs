@@ -66,6 +66,10 @@ fn spans_per_delivery_and_no_body_in_logs() {
             })
             .await
             .unwrap();
+        // SQLite's connection threads hold on to the span of their last command until they are
+        // done with it: close them, so that every span has closed (and been logged).
+        inbox.close().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     });
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("chip_inbox.intake"), "{text}");
