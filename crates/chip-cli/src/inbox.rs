@@ -373,7 +373,13 @@ async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
         } else {
             1
         };
-        let mut message = format!("cannot open the inbox at {}: {e}", url.shown());
+        // Only the library's text is scrubbed: the URL is already shown without its password
+        // (scrubbing it too would hide a user or database name equal to the password).
+        let mut message = format!(
+            "cannot open the inbox at {}: {}",
+            url.shown(),
+            url.scrub(&e.to_string())
+        );
         if message.contains("timed out") {
             message.push_str(&format!(
                 " (no connection within {} s: is the server running, and are the host and port \
@@ -383,7 +389,7 @@ async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
         }
         Failure {
             code,
-            message: url.scrub(&message),
+            message,
             quiet: false,
         }
     })

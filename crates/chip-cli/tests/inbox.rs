@@ -43,7 +43,13 @@ struct Stored {
 /// An inbox in `dir` with two done deliveries (one delivered twice), one dead and one pending.
 async fn populate(dir: &Path) -> (String, Stored) {
     let url = format!("sqlite://{}", dir.join("inbox.db").display());
-    let inbox = Inbox::connect(&url).await.unwrap();
+    let stored = populate_url(&url).await;
+    (url, stored)
+}
+
+/// Fills the inbox at `url` as [`populate`] describes.
+async fn populate_url(url: &str) -> Stored {
+    let inbox = Inbox::connect(url).await.unwrap();
     let verifier = chip_gate::Verifier::from_pem(&fixture("rsa2048-public-spki.pem")).unwrap();
     let signer = TestSigner::from_pem(&fixture("rsa2048-private-pkcs8.pem")).unwrap();
     let intake = inbox.intake(verifier).unwrap();
@@ -75,13 +81,12 @@ async fn populate(dir: &Path) -> (String, Stored) {
     }
     let pending = store(purchase("p3", HOSTILE_EVENT, 400)).await;
     inbox.close().await;
-    let stored = Stored {
+    Stored {
         created: created.id.unwrap(),
         paid: paid.id.unwrap(),
         dead: dead.id.unwrap(),
         pending: pending.id.unwrap(),
-    };
-    (url, stored)
+    }
 }
 
 struct Run {
@@ -568,4 +573,79 @@ async fn a_closed_stdout_ends_every_inbox_command_quietly() {
     // The retry and the replay were made before the output failed.
     let status = json(&inbox(&url, &["status", "--json"]).await);
     assert_eq!(status["pending"], 3);
+}
+
+/// The same commands on PostgreSQL, when `CHIP_INBOX_TEST_POSTGRES_URL` names a role that may
+/// create databases (as for chip-gate-inbox's tests); otherwise the test says it was skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_commands_on_postgres() {
+    use sqlx::Connection;
+    const ENV: &str = "CHIP_INBOX_TEST_POSTGRES_URL";
+    let Some(base) = std::env::var(ENV).ok().filter(|u| !u.trim().is_empty()) else {
+        eprintln!("SKIPPED the_same_commands_on_postgres: set {ENV} to a PostgreSQL URL to run it");
+        return;
+    };
+    let name = format!(
+        "chip_inbox_t_cli_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let url = format!("{prefix}/{name}");
+    let ids = populate_url(&url).await;
+
+    let status = json(&inbox(&url, &["status", "--json"]).await);
+    assert_eq!(status["counts"]["received"], 4);
+    assert_eq!(status["counts"]["duplicates"], 1);
+    assert_eq!(
+        (status["pending"].as_u64(), status["dead"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let dead = inbox(&url, &["list", "--state", "dead"]).await;
+    assert!(dead.ok().contains("warehouse said no"), "{}", dead.stdout);
+    let shown = inbox(&url, &["show", &ids.dead.to_string(), "--body"]).await;
+    assert!(shown.ok().contains("\"id\":\"p2\""), "{}", shown.stdout);
+    inbox(&url, &["retry", &ids.dead.to_string()]).await.ok();
+    inbox(&url, &["replay", &ids.created.to_string()])
+        .await
+        .ok();
+    let missing = inbox(&url, &["show", "9999"]).await;
+    assert_eq!(missing.failed(1), "error: no delivery with id 9999");
+    let purged = inbox(&url, &["purge", "--older-than", "0s", "--force"]).await;
+    assert!(purged.ok().starts_with("Removed 1 "), "{}", purged.stdout);
+
+    // A wrong password: refused, and neither password is printed.
+    let wrong = match url.split_once('@') {
+        Some((user_info, rest)) => {
+            let user = user_info
+                .rsplit_once(':')
+                .map_or(user_info, |(user, _)| user);
+            format!("{user}:n0t-th3-pa55w0rd@{rest}")
+        }
+        None => url.replacen("://", "://nobody:n0t-th3-pa55w0rd@", 1),
+    };
+    let refused = inbox(&wrong, &["status"]).await;
+    let line = refused.failed(1);
+    assert!(!line.contains("n0t-th3-pa55w0rd"), "{line}");
+    if let Some(password) = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(user_info, _)| user_info.split_once(':'))
+        .map(|(_, password)| password)
+    {
+        assert!(!line.contains(&format!(":{password}@")), "{line}");
+    }
+
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
