@@ -25,7 +25,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Delivery, Digest, Verifier};
-use chip_gate_inbox::Inbox;
+use chip_gate_inbox::{Inbox, Intake, IntakeOptions};
 use sqlx::Connection;
 
 const PRIVATE_KEY: &str = include_str!("../tests/fixtures/rsa2048-private-pkcs8.pem");
@@ -123,10 +123,13 @@ async fn durable(
     url: &str,
     deliveries: &Arc<Vec<(Bytes, String)>>,
     senders: usize,
+    writers: usize,
 ) -> Figures {
     let inbox = Inbox::connect(url).await.unwrap();
     let verifier = Verifier::from_pem(PUBLIC_KEY).unwrap();
-    let app: Router = inbox.intake(verifier).unwrap().router("/chip/webhook");
+    let options = IntakeOptions::default().writers(writers);
+    let intake = Intake::new(&inbox, verifier, options).unwrap();
+    let app: Router = intake.router("/chip/webhook");
     let port = serve(app).await;
     let figures = load(name, port, deliveries, senders).await;
     // Every acknowledged delivery is in the store.
@@ -140,6 +143,7 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(4000);
     let senders: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(32);
+    let writers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1);
 
     let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
     eprintln!("signing {count} deliveries...");
@@ -168,7 +172,7 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    results.push(durable("durable, SQLite", &sqlite, &deliveries, senders).await);
+    results.push(durable("durable, SQLite", &sqlite, &deliveries, senders, 1).await);
 
     match std::env::var("CHIP_INBOX_TEST_POSTGRES_URL") {
         Ok(base) => {
@@ -180,7 +184,7 @@ async fn main() {
                 .unwrap();
             let (prefix, _) = base.rsplit_once('/').unwrap();
             let url = format!("{prefix}/{name}");
-            results.push(durable("durable, PostgreSQL", &url, &deliveries, senders).await);
+            results.push(durable("durable, PostgreSQL", &url, &deliveries, senders, writers).await);
             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut conn)
                 .await
@@ -190,7 +194,10 @@ async fn main() {
     }
 
     let base = results[0].rate;
-    println!("{count} deliveries, {senders} concurrent senders, HTTP/1.1 keep-alive on loopback");
+    println!(
+        "{count} deliveries, {senders} concurrent senders, HTTP/1.1 keep-alive on loopback, \
+         {writers} PostgreSQL writer(s)"
+    );
     println!(
         "| {:<20} | {:>13} | {:>8} | {:>8} | {:>17} |",
         "receiver", "deliveries/s", "p50 ms", "p99 ms", "vs verify only"
