@@ -644,3 +644,29 @@ async fn a_panicking_handler_is_retried(url: String) {
     assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
 }
 on_both!(a_panicking_handler_is_retried);
+
+async fn concurrent_copies_are_stored_once(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let body = purchase_body("p-14", "purchase.paid", 3);
+    let headers = signed_headers(&signer(), &body);
+    // Copies arriving together land in one group commit (and on PostgreSQL in one statement).
+    let copies: Vec<_> = (0..20)
+        .map(|_| {
+            let (intake, headers, body) = (intake.clone(), headers.clone(), body.clone());
+            tokio::spawn(async move { intake.receive(&headers, body).await.unwrap() })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for copy in copies {
+        receipts.push(copy.await.unwrap());
+    }
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    let id = receipts[0].id;
+    assert!(receipts.iter().all(|r| r.id == id && id.is_some()));
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (1, 19));
+    assert_eq!(inbox.get(id.unwrap()).await.unwrap().summary.duplicates, 19);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
+}
+on_both!(concurrent_copies_are_stored_once);
