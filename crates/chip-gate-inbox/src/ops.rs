@@ -30,6 +30,10 @@ pub(crate) struct ClaimRules {
     pub(crate) skip_stale: bool,
 }
 
+/// A handler's outcome to record: `Ok`, or the error text with the attempt limit and the wait
+/// before the next attempt (ms).
+pub(crate) type Finish<'a> = (&'a Lease, Result<(), (&'a str, i64, i64)>);
+
 /// What a claim did besides handing deliveries over.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ClaimTally {
@@ -106,12 +110,19 @@ macro_rules! backend_ops {
                 let mut tally = ClaimTally::default();
                 let mut claimed = Vec::new();
                 let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+                // The oldest due deliveries that head their lane (no pending delivery of the same
+                // object comes before them) in lanes nobody holds. Walks pending deliveries in id
+                // order and stops after enough: cheap however long the backlog.
                 let candidates = sqlx::query(
-                    "SELECT d.lane AS lane, MIN(d.id) AS first_id FROM chip_inbox_deliveries d \
+                    "SELECT d.lane AS lane FROM chip_inbox_deliveries d \
                      LEFT JOIN chip_inbox_lanes l ON l.lane = d.lane \
                      WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
                      AND (l.lease_until IS NULL OR l.lease_until <= $1) \
-                     GROUP BY d.lane ORDER BY first_id LIMIT $2",
+                     AND NOT EXISTS (SELECT 1 FROM chip_inbox_deliveries e \
+                         WHERE e.lane = d.lane AND e.state = 'pending' \
+                         AND (COALESCE(e.updated_on, -1) < COALESCE(d.updated_on, -1) \
+                              OR (COALESCE(e.updated_on, -1) = COALESCE(d.updated_on, -1) AND e.id < d.id))) \
+                     ORDER BY d.id LIMIT $2",
                 )
                 .bind(now)
                 .bind(rules.limit.saturating_mul(4))
@@ -284,6 +295,15 @@ macro_rules! backend_ops {
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;
+                Ok(())
+            }
+
+            /// Marks the delivery done and counts it (the caller holds the lease).
+            pub(crate) async fn mark_done_counted(
+                conn: &mut $conn,
+                lease: &Lease,
+            ) -> Result<(), sqlx::Error> {
+                mark_done(conn, lease).await?;
                 add_counts!(conn, [(DONE, 1)])?;
                 Ok(())
             }
@@ -326,37 +346,47 @@ macro_rules! backend_ops {
                 .bind(&lease.lane)
                 .execute(&mut *conn)
                 .await?;
-                if dead {
-                    add_counts!(conn, [(DEAD, 1)])?;
-                } else {
-                    add_counts!(conn, [(RETRIED, 1)])?;
-                }
                 Ok(dead)
             }
 
-            /// Records a handler's outcome in its own transaction, if the lease is still held.
-            /// `Ok(None)` when the lease was lost; `Ok(Some(dead))` otherwise.
-            pub(crate) async fn finish(
+            /// Records handlers' outcomes in one transaction (one flush for the lot), each only
+            /// if its lease is still held: per item `None` when the lease was lost, otherwise
+            /// `Some(dead)`. Lanes are locked in lane order, the counts added once at the end.
+            pub(crate) async fn finish_many(
                 pool: &Pool<Db>,
-                lease: &Lease,
-                outcome: Result<(), (&str, i64, i64)>,
-            ) -> Result<Option<bool>, sqlx::Error> {
+                items: &[Finish<'_>],
+            ) -> Result<Vec<Option<bool>>, sqlx::Error> {
+                let mut order: Vec<usize> = (0..items.len()).collect();
+                order.sort_by(|&a, &b| items[a].0.lane.cmp(&items[b].0.lane));
+                let mut results = vec![None; items.len()];
+                let (mut done, mut retried, mut dead) = (0_i64, 0_i64, 0_i64);
                 let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
-                if !hold_lease(&mut tx, lease).await? {
-                    tx.rollback().await?;
-                    return Ok(None);
+                for index in order {
+                    let (lease, outcome) = &items[index];
+                    if !hold_lease(&mut tx, lease).await? {
+                        continue;
+                    }
+                    results[index] = Some(match outcome {
+                        Ok(()) => {
+                            mark_done(&mut tx, lease).await?;
+                            done += 1;
+                            false
+                        }
+                        Err((error, max_attempts, delay_ms)) => {
+                            let is_dead =
+                                mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?;
+                            if is_dead {
+                                dead += 1;
+                            } else {
+                                retried += 1;
+                            }
+                            is_dead
+                        }
+                    });
                 }
-                let dead = match outcome {
-                    Ok(()) => {
-                        mark_done(&mut tx, lease).await?;
-                        false
-                    }
-                    Err((error, max_attempts, delay_ms)) => {
-                        mark_failed(&mut tx, lease, error, max_attempts, delay_ms).await?
-                    }
-                };
+                add_counts!(tx, [(DONE, done), (RETRIED, retried), (DEAD, dead)])?;
                 tx.commit().await?;
-                Ok(Some(dead))
+                Ok(results)
             }
 
             /// Extends a lease; `false` when it is no longer this worker's.

@@ -289,11 +289,11 @@ impl TxJob {
     pub async fn complete(self) -> Result<Completed, InboxError> {
         match self.tx {
             JobTx::Sqlite(mut tx) => {
-                ops::sqlite::mark_done(&mut tx, &self.lease).await?;
+                ops::sqlite::mark_done_counted(&mut tx, &self.lease).await?;
                 tx.commit().await?;
             }
             JobTx::Postgres(mut tx) => {
-                ops::postgres::mark_done(&mut tx, &self.lease).await?;
+                ops::postgres::mark_done_counted(&mut tx, &self.lease).await?;
                 tx.commit().await?;
             }
         }
@@ -367,8 +367,7 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, |claimed| self.handle(claimed, &handler))
-            .await;
+        self.run_loop(shutdown, || self.batch_plain(&handler)).await;
     }
 
     /// Handles deliveries until the process ends, each inside the transaction that marks it
@@ -396,8 +395,8 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, |claimed| {
-            self.handle_in_transaction(claimed, &handler)
+        self.run_loop(shutdown, || {
+            self.batch(|claimed| self.handle_in_transaction(claimed, &handler))
         })
         .await;
     }
@@ -413,7 +412,7 @@ impl Worker {
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
-        self.batch(|claimed| self.handle(claimed, &handler)).await
+        self.batch_plain(&handler).await
     }
 
     /// Claims one batch and handles each delivery inside the transaction that marks it done, as
@@ -446,10 +445,10 @@ impl Worker {
         }
     }
 
-    async fn run_loop<F, Fut, S>(&self, shutdown: S, handle: F)
+    async fn run_loop<B, BFut, S>(&self, shutdown: S, batch: B)
     where
-        F: Fn(Claimed) -> Fut,
-        Fut: Future<Output = Outcome>,
+        B: Fn() -> BFut,
+        BFut: Future<Output = Result<ProcessReport, InboxError>>,
         S: Future<Output = ()>,
     {
         let shutdown = shutdown.fuse();
@@ -472,7 +471,7 @@ impl Worker {
             let stored = self.inbox.shared.stored.notified();
             futures::pin_mut!(stored);
             stored.as_mut().enable();
-            let idle = match self.batch(&handle).await {
+            let idle = match batch().await {
                 Ok(report) => {
                     failures = 0;
                     report.handed_over == 0 && report.stale == 0
@@ -502,17 +501,7 @@ impl Worker {
         F: Fn(Claimed) -> Fut,
         Fut: Future<Output = Outcome>,
     {
-        let rules = self.options.rules();
-        let (claimed, tally) = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
-            Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
-        };
-        let mut report = ProcessReport {
-            handed_over: claimed.len(),
-            stale: usize::try_from(tally.stale).unwrap_or(0),
-            dead: usize::try_from(tally.dead).unwrap_or(0),
-            ..ProcessReport::default()
-        };
+        let (claimed, mut report) = self.claim().await?;
         let outcomes: Vec<Outcome> = stream::iter(claimed)
             .map(&handle)
             .buffer_unordered(self.options.concurrency)
@@ -522,6 +511,137 @@ impl Worker {
             report.add(outcome);
         }
         Ok(report)
+    }
+
+    async fn claim(&self) -> Result<(Vec<Claimed>, ProcessReport), InboxError> {
+        let rules = self.options.rules();
+        let (claimed, tally) = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
+            Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
+        };
+        let report = ProcessReport {
+            handed_over: claimed.len(),
+            stale: usize::try_from(tally.stale).unwrap_or(0),
+            dead: usize::try_from(tally.dead).unwrap_or(0),
+            ..ProcessReport::default()
+        };
+        Ok((claimed, report))
+    }
+
+    /// One batch outside the database: the handlers run (up to `concurrency` at once) while the
+    /// batch's leases are extended, then every outcome is recorded in one transaction, so a
+    /// batch costs one flush rather than one per delivery.
+    async fn batch_plain<H, Fut, E>(&self, handler: &H) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        let (claimed, mut report) = self.claim().await?;
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let leases: Vec<Lease> = claimed.iter().map(|c| c.lease.clone()).collect();
+        let work = stream::iter(claimed)
+            .map(|claimed| self.run_plain(claimed, handler))
+            .buffer_unordered(self.options.concurrency)
+            .collect::<Vec<_>>();
+        futures::pin_mut!(work);
+        let mut renew = tokio::time::interval(self.options.lease / 3);
+        renew.tick().await;
+        let finished = loop {
+            tokio::select! {
+                finished = &mut work => break finished,
+                _ = renew.tick() => {
+                    for lease in &leases {
+                        self.extend(lease).await;
+                    }
+                }
+            }
+        };
+        for outcome in self.record_all(finished).await {
+            report.add(outcome);
+        }
+        Ok(report)
+    }
+
+    async fn run_plain<H, Fut, E>(
+        &self,
+        claimed: Claimed,
+        handler: &H,
+    ) -> (Lease, Result<(), String>, tracing::Span)
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        let span = self.span(&claimed);
+        let Claimed { delivery, lease } = claimed;
+        let result = AssertUnwindSafe(handler(delivery))
+            .catch_unwind()
+            .instrument(span.clone())
+            .await;
+        let result = match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error_text(&error)),
+            Err(_) => Err("the handler panicked".to_owned()),
+        };
+        if let Err(error) = &result {
+            span.in_scope(|| tracing::warn!(error = error.as_str(), "handler failed"));
+        }
+        (lease, result, span)
+    }
+
+    /// Records outcomes in one transaction.
+    async fn record_all(
+        &self,
+        finished: Vec<(Lease, Result<(), String>, tracing::Span)>,
+    ) -> Vec<Outcome> {
+        let max = i64::from(self.options.max_attempts);
+        let items: Vec<ops::Finish<'_>> = finished
+            .iter()
+            .map(|(lease, result, _)| {
+                let delay = ms(self.options.backoff.delay(lease.attempts));
+                let outcome = match result {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err((error.as_str(), max, delay)),
+                };
+                (lease, outcome)
+            })
+            .collect();
+        let recorded = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::finish_many(pool, &items).await,
+            Backend::Postgres(pool) => ops::postgres::finish_many(pool, &items).await,
+        };
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                tracing::error!(%error, count = finished.len(),
+                    "outcomes not recorded; the deliveries will be handed over again");
+                vec![None; finished.len()]
+            }
+        };
+        finished
+            .iter()
+            .zip(recorded)
+            .map(|((_, result, span), recorded)| {
+                let outcome = match (recorded, result.is_ok()) {
+                    (Some(_), true) => Outcome::Done,
+                    (Some(false), false) => Outcome::Retried,
+                    (Some(true), false) => Outcome::Dead,
+                    (None, _) => {
+                        span.in_scope(|| {
+                            tracing::warn!(
+                                "outcome not recorded; the delivery will be handed over again"
+                            )
+                        });
+                        Outcome::Unrecorded
+                    }
+                };
+                span.record("outcome", outcome_name(outcome));
+                outcome
+            })
+            .collect()
     }
 
     fn span(&self, claimed: &Claimed) -> tracing::Span {
@@ -537,36 +657,6 @@ impl Worker {
         )
     }
 
-    async fn handle<H, Fut, E>(&self, claimed: Claimed, handler: &H) -> Outcome
-    where
-        H: Fn(StoredDelivery) -> Fut + Send + Sync,
-        Fut: Future<Output = Result<(), E>> + Send,
-        E: Display,
-    {
-        let span = self.span(&claimed);
-        async move {
-            let Claimed { delivery, lease } = claimed;
-            let work = AssertUnwindSafe(handler(delivery)).catch_unwind();
-            futures::pin_mut!(work);
-            let mut renew = tokio::time::interval(self.options.lease / 3);
-            renew.tick().await;
-            let result = loop {
-                tokio::select! {
-                    result = &mut work => break result,
-                    _ = renew.tick() => self.extend(&lease).await,
-                }
-            };
-            let result = match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(error_text(&error)),
-                Err(_) => Err("the handler panicked".to_owned()),
-            };
-            self.record(&lease, result).await
-        }
-        .instrument(span)
-        .await
-    }
-
     async fn extend(&self, lease: &Lease) {
         let lease_ms = ms(self.options.lease);
         let kept = match &self.inbox.shared.backend {
@@ -580,38 +670,17 @@ impl Worker {
         }
     }
 
-    /// Records a handler's outcome (in its own transaction).
+    /// Records a failed transactional handler's outcome (in its own transaction).
     async fn record(&self, lease: &Lease, result: Result<(), String>) -> Outcome {
-        let delay = ms(self.options.backoff.delay(lease.attempts));
-        let max = i64::from(self.options.max_attempts);
         if let Err(error) = &result {
             tracing::warn!(error = error.as_str(), "handler failed");
         }
-        let outcome = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| (e.as_str(), max, delay));
-        let recorded = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::finish(pool, lease, outcome).await,
-            Backend::Postgres(pool) => ops::postgres::finish(pool, lease, outcome).await,
-        };
-        let outcome = match (recorded, result.is_ok()) {
-            (Ok(Some(_)), true) => Outcome::Done,
-            (Ok(Some(false)), false) => Outcome::Retried,
-            (Ok(Some(true)), false) => Outcome::Dead,
-            (Ok(None), _) => {
-                tracing::warn!(
-                    "lease lost before the outcome was recorded; another worker has the delivery"
-                );
-                Outcome::Unrecorded
-            }
-            (Err(error), _) => {
-                tracing::error!(%error, "outcome not recorded; the delivery will be handed over again");
-                Outcome::Unrecorded
-            }
-        };
-        tracing::Span::current().record("outcome", outcome_name(outcome));
-        outcome
+        let span = tracing::Span::current();
+        let finished = vec![(lease.clone(), result, span)];
+        self.record_all(finished)
+            .await
+            .pop()
+            .unwrap_or(Outcome::Unrecorded)
     }
 
     async fn handle_in_transaction<H, Fut, E>(&self, claimed: Claimed, handler: &H) -> Outcome
