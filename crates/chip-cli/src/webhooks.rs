@@ -140,17 +140,6 @@ fn show(webhook: &Webhook, json: bool) -> Result<(), Failure> {
     }
 }
 
-/// A failed call about one webhook: a 404 names the webhook, so the user sees which id was wrong.
-fn about(id: Uuid) -> impl Fn(chip_gate::Error) -> Failure {
-    move |error| {
-        if error.status().is_some_and(|s| s.as_u16() == 404) {
-            Failure::op(format!("no webhook {id} here: {error}"))
-        } else {
-            Failure::from(error)
-        }
-    }
-}
-
 /// Runs a webhook subcommand.
 pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
     // The webhook file is read and checked before anything else (the client included).
@@ -186,7 +175,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
             json,
             public_key,
         } => {
-            let webhook = webhooks.retrieve(id).await.map_err(about(id))?;
+            let webhook = webhooks.retrieve(id).await.map_err(Failure::from)?;
             if public_key {
                 outln!("{}", clean_lines(webhook.public_key.trim_end()))?;
             } else {
@@ -213,7 +202,7 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
                 &webhooks
                     .update(id, &settings.to_new()?)
                     .await
-                    .map_err(about(id))?,
+                    .map_err(Failure::from)?,
                 json,
             )?;
         }
@@ -250,12 +239,12 @@ pub async fn run(api: &ApiArgs, command: WebhooksCommand) -> Outcome {
                 &webhooks
                     .partial_update(id, &changes)
                     .await
-                    .map_err(about(id))?,
+                    .map_err(Failure::from)?,
                 json,
             )?;
         }
         WebhooksCommand::Delete { id } => {
-            webhooks.delete(id).await.map_err(about(id))?;
+            webhooks.delete(id).await.map_err(Failure::from)?;
             outln!("Deleted webhook {id}.")?;
         }
         WebhooksCommand::Plan(_) | WebhooksCommand::Apply(_) => {}
