@@ -13,6 +13,7 @@ use chip_gate_inbox::{
 };
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::output::cell;
 use crate::term::{clean, clean_lines};
 use crate::{Failure, Outcome, env_value, outln, output};
 
@@ -567,17 +568,6 @@ fn print_status(status: &chip_gate_inbox::InboxStatus) -> Result<(), Failure> {
         status.dead,
         status.finished,
     )
-}
-
-/// Keeps a table cell on one line and within `width` characters.
-fn cell(text: &str, width: usize) -> String {
-    let flat = clean(text);
-    if flat.chars().count() <= width {
-        flat
-    } else {
-        let cut: String = flat.chars().take(width.saturating_sub(1)).collect();
-        format!("{cut}…")
-    }
 }
 
 fn object(summary: &DeliverySummary) -> String {

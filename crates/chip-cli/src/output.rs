@@ -29,7 +29,7 @@ fn events(webhook: &Webhook) -> String {
 }
 
 /// Keeps a table cell on one line and within `width` characters.
-fn cell(text: &str, width: usize) -> String {
+pub fn cell(text: &str, width: usize) -> String {
     let flat = clean(text);
     if flat.chars().count() <= width {
         flat
