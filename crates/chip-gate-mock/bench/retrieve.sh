@@ -9,15 +9,7 @@ ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$ROOT"
 command -v wrk >/dev/null || { echo "bench: wrk is not installed (apt-get install -y wrk)" >&2; exit 1; }
 
-BIN="$(cargo build --quiet --release -p chip-gate-mock --bin chip-gate-mock --message-format=json-render-diagnostics \
-  | python3 -c 'import json, sys
-for line in sys.stdin:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        continue
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "chip-gate-mock":
-        print(msg["executable"])')"
+BIN="$(bash crates/chip-gate-mock/scripts/build-bin.sh --release)"
 
 WORK="$(mktemp -d)"
 PID=""

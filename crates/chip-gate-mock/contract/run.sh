@@ -23,15 +23,7 @@ PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
   python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 
 echo "contract: building chip-gate-mock"
-BIN="$(cargo build --quiet -p chip-gate-mock --bin chip-gate-mock --message-format=json-render-diagnostics \
-  | python3 -c 'import json, sys
-for line in sys.stdin:
-    try:
-        msg = json.loads(line)
-    except ValueError:
-        continue
-    if msg.get("reason") == "compiler-artifact" and msg.get("executable") and msg["target"]["name"] == "chip-gate-mock":
-        print(msg["executable"])')"
+BIN="$(bash crates/chip-gate-mock/scripts/build-bin.sh)"
 if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
   echo "contract: could not find the chip-gate-mock binary" >&2
   exit 1
