@@ -75,24 +75,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let (result, verb) = match cli.command {
         Command::Diff(args) => return run_diff(args),
-        Command::Readme => {
-            return match xtask::readme::run() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
-        Command::Evolve => {
-            return match xtask::evolve::run() {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Readme => return exit_code(xtask::readme::run()),
+        Command::Evolve => return exit_code(xtask::evolve::run()),
         Command::Generate(paths) => {
             let (spec, out) = paths.resolve();
             (xtask::write(&spec, &out).map(|g| (g, spec, out)), "wrote")
@@ -124,14 +108,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask diff`.
-fn run_diff(args: DiffArgs) -> ExitCode {
-    match diff(args) {
-        Ok(code) => code,
+/// Success, or the error as one `error: ...` line and exit code 1.
+fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `cargo xtask diff`.
+fn run_diff(args: DiffArgs) -> ExitCode {
+    match diff(args) {
+        Ok(code) => code,
+        Err(message) => exit_code(Err(message)),
     }
 }
 

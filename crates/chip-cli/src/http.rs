@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use url::{Host, Url};
+use url::Url;
 
 /// The time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -13,18 +13,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Whether `url` is `http://` to a loopback address (`127.0.0.0/8`, `::1`, `localhost`): a local
 /// mock or forwarder, which must be reached directly and never through a proxy.
 pub fn is_plain_loopback(url: &Url) -> bool {
-    url.scheme() == "http" && is_loopback(url.host())
-}
-
-/// Whether `host` is a loopback address or `localhost` (the workspace's one rule,
-/// [`chip_gate_api::is_loopback_host`]).
-pub fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        Some(Host::Ipv4(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
-        Some(Host::Ipv6(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
-        Some(Host::Domain(name)) => chip_gate_api::is_loopback_host(name),
-        None => false,
-    }
+    url.scheme() == "http" && url.host_str().is_some_and(chip_gate_api::is_loopback_host)
 }
 
 /// A `reqwest` builder for requests to `url`: timeouts, no redirects, and no proxy when `url` is

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use url::{Host, Url};
+use url::Url;
 
 use crate::call::{self, Operation, ops};
 use crate::error::Error;
@@ -262,7 +262,7 @@ fn parse_base_url(raw: &str) -> Result<Url, Error> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            if !is_loopback(url.host()) {
+            if !url.host_str().is_some_and(chip_gate_api::is_loopback_host) {
                 return Err(Error::invalid(format!(
                     "refusing to send the API key over plain http:// to {}: anyone on the network \
                      could read it. Use https://, or http:// only to a loopback address \
@@ -293,17 +293,6 @@ fn parse_base_url(raw: &str) -> Result<Url, Error> {
     let path = url.path().trim_end_matches('/').to_owned();
     url.set_path(&path);
     Ok(url)
-}
-
-/// Whether `host` is a loopback address (the workspace's one rule,
-/// [`chip_gate_api::is_loopback_host`]).
-fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        Some(Host::Ipv4(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
-        Some(Host::Ipv6(ip)) => chip_gate_api::is_loopback_host(&ip.to_string()),
-        Some(Host::Domain(name)) => chip_gate_api::is_loopback_host(name),
-        None => false,
-    }
 }
 
 /// A CHIP Collect API client for webhooks and the company public key.
