@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::api::{error, internal};
-use crate::faults::{FaultState, Faults};
+use crate::faults::{DeliveryFaults, FaultState, Faults};
 use crate::validate::{self, error_body};
 use crate::{MockError, Shared, lock, write};
 
@@ -100,6 +100,37 @@ pub(crate) async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -
     let mut state = lock(&shared.faults);
     *state = FaultState::new(faults);
     Json(state.faults()).into_response()
+}
+
+pub(crate) async fn get_delivery_faults(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.engine.delivery_faults()).into_response()
+}
+
+pub(crate) async fn set_delivery_faults(
+    State(shared): State<Arc<Shared>>,
+    body: Bytes,
+) -> Response {
+    let faults: DeliveryFaults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                error_body(
+                    "__all__",
+                    &format!("Invalid delivery faults: {e}"),
+                    "invalid",
+                ),
+            );
+        }
+    };
+    if let Err(message) = faults.validate() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            error_body("__all__", &message, "invalid"),
+        );
+    }
+    shared.engine.set_delivery_faults(faults);
+    Json(shared.engine.delivery_faults()).into_response()
 }
 
 pub(crate) async fn reset(State(shared): State<Arc<Shared>>) -> Response {

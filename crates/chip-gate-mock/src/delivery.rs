@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::faults::{DeliveryFaultState, DeliveryFaults};
 use crate::keys::SigningKey;
 use crate::{DeliveryConfig, Limits, MockError, Shared, events, lock};
 
-/// The delivery log keeps the most recent this many attempts (each holds its body).
+/// The delivery log keeps the most recent this many attempts by default (each holds its body);
+/// see [`Limits::delivery_log`](crate::Limits::delivery_log).
 pub const LOG_CAP: usize = 10_000;
 
 /// One attempt to deliver one event to one webhook, as recorded in the delivery log.
@@ -70,8 +72,9 @@ pub struct TriggerDelivery {
     /// Its callback URL.
     pub callback: String,
     /// True when an earlier event for the same object was still being delivered, so this one
-    /// waits behind it (deliveries are in order per object); `status`, `error` and `accepted`
-    /// then say nothing yet: watch the delivery log.
+    /// waits behind it (deliveries are in order per object), or when a reorder fault
+    /// ([`DeliveryFaults`]) holds it back; `status`, `error` and `accepted` then say nothing yet:
+    /// watch the delivery log.
     pub queued: bool,
     /// The receiver's status on the first attempt, when it answered.
     pub status: Option<u16>,
@@ -118,12 +121,21 @@ pub(crate) struct Engine {
     pending_jobs: AtomicUsize,
     queues: std::sync::Mutex<HashMap<Uuid, Queue>>,
     shutdown: watch::Receiver<bool>,
+    faults: std::sync::Mutex<DeliveryFaultState>,
+    /// The last `updated_on` given to each object recently, so that an object's states move
+    /// forward even when several are triggered within one second.
+    clock: std::sync::Mutex<HashMap<Uuid, i64>>,
 }
+
+/// Past this many remembered objects, those whose last `updated_on` is already in the past are
+/// forgotten (they no longer change the next value).
+const CLOCK_PRUNE_AT: usize = 10_000;
 
 impl Engine {
     pub(crate) fn new(
         config: DeliveryConfig,
         limits: Limits,
+        faults: DeliveryFaults,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, MockError> {
         Ok(Self {
@@ -135,7 +147,32 @@ impl Engine {
             pending_jobs: AtomicUsize::new(0),
             queues: std::sync::Mutex::new(HashMap::new()),
             shutdown,
+            faults: std::sync::Mutex::new(DeliveryFaultState::new(faults)),
+            clock: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    pub(crate) fn delivery_faults(&self) -> DeliveryFaults {
+        lock(&self.faults).faults()
+    }
+
+    pub(crate) fn set_delivery_faults(&self, faults: DeliveryFaults) {
+        *lock(&self.faults) = DeliveryFaultState::new(faults);
+    }
+
+    /// The `updated_on` of the object's next state: now, or one second past its previous state
+    /// when that is not already in the past.
+    fn next_updated_on(&self, object_id: Uuid, now: i64) -> i64 {
+        let mut clock = lock(&self.clock);
+        if clock.len() >= CLOCK_PRUNE_AT {
+            clock.retain(|_, last| *last >= now);
+        }
+        let next = match clock.get(&object_id) {
+            Some(last) if *last >= now => last.saturating_add(1),
+            _ => now,
+        };
+        clock.insert(object_id, next);
+        next
     }
 
     fn http(&self) -> Result<&reqwest::Client, MockError> {
@@ -177,7 +214,7 @@ impl Engine {
     fn push(&self, record: DeliveryRecord) {
         {
             let mut log = lock(&self.log);
-            if log.len() >= LOG_CAP {
+            while log.len() >= self.limits.delivery_log.max(1) {
                 log.pop_front();
             }
             log.push_back(record);
@@ -215,7 +252,8 @@ pub(crate) async fn trigger(
     object_id: Option<Uuid>,
 ) -> Result<TriggerReport, MockError> {
     let object_id = object_id.unwrap_or_else(Uuid::new_v4);
-    let object = events::build_object(&event, object_id, unix_now());
+    let updated_on = shared.engine.next_updated_on(object_id, unix_now());
+    let object = events::build_object(&event, object_id, updated_on);
     let body =
         Bytes::from(serde_json::to_vec(&object).map_err(|e| MockError::Http(e.to_string()))?);
 
@@ -255,7 +293,14 @@ pub(crate) async fn trigger(
         body,
         targets,
     };
-    let queued = enqueue(shared, job)?;
+    let held = lock(&shared.engine.faults).hold_back();
+    let queued = match held {
+        Some(hold) => {
+            hold_back(shared, job, hold)?;
+            true
+        }
+        None => enqueue(shared, job)?,
+    };
     for (webhook_id, callback, rx) in waits {
         let entry = if queued {
             TriggerDelivery {
@@ -333,6 +378,35 @@ fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
     engine.bump();
     tokio::spawn(worker(shared.clone(), object_id, rx));
     Ok(false)
+}
+
+/// Delivers `job` after `hold`, outside its object's queue (a reorder fault): the object's later
+/// events may go first.
+fn hold_back(shared: &Arc<Shared>, job: Job, hold: Duration) -> Result<(), MockError> {
+    let engine = &shared.engine;
+    let max_total = engine.limits.max_pending_deliveries;
+    if engine.pending_jobs.fetch_add(1, Ordering::SeqCst) >= max_total {
+        engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+        return Err(MockError::Busy(format!(
+            "{max_total} events are already waiting or being delivered"
+        )));
+    }
+    engine.bump();
+    tracing::debug!(object = %job.object_id, event = %job.event, ?hold, "event held back (injected reordering)");
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let mut shutdown = shared.engine.shutdown.clone();
+        let waited = tokio::select! {
+            () = tokio::time::sleep(hold) => true,
+            _ = shutdown.changed() => false,
+        };
+        if waited {
+            run_job(&shared, job).await;
+        }
+        shared.engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+        shared.engine.bump();
+    });
+    Ok(())
 }
 
 async fn worker(shared: Arc<Shared>, object_id: Uuid, mut rx: mpsc::UnboundedReceiver<Job>) {
@@ -468,7 +542,17 @@ async fn deliver(
             }
             Err(e) => (None, Some(describe(&e))),
         };
-        let accepted = status.is_some_and(|s| (200..300).contains(&s));
+        let acknowledged = status.is_some_and(|s| (200..300).contains(&s));
+        // A duplicate fault: the receiver's 2xx is treated as lost, so the delivery is made again.
+        let lost = acknowledged && attempt < max && lock(&engine.faults).lose_ack();
+        let accepted = acknowledged && !lost;
+        let error = if lost {
+            Some(
+                "acknowledgement treated as lost (injected duplicate); delivering again".to_owned(),
+            )
+        } else {
+            error
+        };
         let last = accepted || attempt == max;
         tracing::info!(
             webhook = %target.webhook_id,

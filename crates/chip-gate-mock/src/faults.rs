@@ -1,4 +1,5 @@
-//! Fault injection for the API paths (`/api/v1/...`): scripted faults, random rates, latency.
+//! Fault injection: for the API paths (`/api/v1/...`) scripted faults, random rates and latency;
+//! for deliveries, the duplicates and reorderings of an at-least-once sender.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -121,6 +122,103 @@ impl Faults {
     }
 }
 
+/// How the mock misbehaves when it delivers events, the way an at-least-once sender such as CHIP
+/// may. The default injects nothing: every event is delivered until acknowledged, once, in order
+/// per object.
+///
+/// - **Duplicates.** Of the attempts a receiver acknowledges (any `2xx`), a share `duplicate_rate`
+///   is treated as if the answer had been lost on the way back (a timeout, a reset connection):
+///   the log records the receiver's status with `accepted: false` and an `error` naming the
+///   fault, and the delivery is attempted again after the usual backoff, with the same body and
+///   signature. The receiver sees the same delivery twice (or more).
+/// - **Reordering.** A share `reorder_rate` of triggered events is held back for `hold_back`
+///   outside their object's queue before the first attempt, so the object's later events may be
+///   delivered first. Held-back events still count as pending (see
+///   [`MockServer::wait_idle`](crate::MockServer::wait_idle)).
+///
+/// JSON (`POST /__mock/delivery_faults`):
+/// `{"duplicate_rate": 0.2, "reorder_rate": 0.1, "hold_back_ms": 500, "seed": 7}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliveryFaults {
+    /// The share of acknowledged attempts treated as unacknowledged, so the delivery is made
+    /// again (0.0 to 1.0).
+    pub duplicate_rate: f64,
+    /// The share of events held back before their first attempt (0.0 to 1.0).
+    pub reorder_rate: f64,
+    /// How long a held-back event waits before its first attempt (default 500 ms).
+    #[serde(with = "duration_ms", rename = "hold_back_ms")]
+    pub hold_back: Duration,
+    /// Seed for the random draws; `None` seeds from the system.
+    pub seed: Option<u64>,
+}
+
+impl Default for DeliveryFaults {
+    fn default() -> Self {
+        Self {
+            duplicate_rate: 0.0,
+            reorder_rate: 0.0,
+            hold_back: Duration::from_millis(500),
+            seed: None,
+        }
+    }
+}
+
+impl DeliveryFaults {
+    /// No delivery faults (the same as `DeliveryFaults::default()`).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Checks both rates are within 0.0..=1.0 and the hold-back is at most ten minutes.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("duplicate_rate", self.duplicate_rate),
+            ("reorder_rate", self.reorder_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0.0 and 1.0, got {rate}"));
+            }
+        }
+        if self.hold_back > Duration::from_secs(600) {
+            return Err("hold_back must be at most 600 seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// The live delivery-fault state: the settings and their random source.
+#[derive(Debug)]
+pub(crate) struct DeliveryFaultState {
+    faults: DeliveryFaults,
+    rng: fastrand::Rng,
+}
+
+impl DeliveryFaultState {
+    pub(crate) fn new(faults: DeliveryFaults) -> Self {
+        let rng = match faults.seed {
+            Some(seed) => fastrand::Rng::with_seed(seed),
+            None => fastrand::Rng::new(),
+        };
+        Self { faults, rng }
+    }
+
+    pub(crate) fn faults(&self) -> DeliveryFaults {
+        self.faults.clone()
+    }
+
+    /// Whether an acknowledged attempt is to be treated as unacknowledged.
+    pub(crate) fn lose_ack(&mut self) -> bool {
+        self.faults.duplicate_rate > 0.0 && self.rng.f64() < self.faults.duplicate_rate
+    }
+
+    /// How long to hold a new event back, if at all.
+    pub(crate) fn hold_back(&mut self) -> Option<Duration> {
+        (self.faults.reorder_rate > 0.0 && self.rng.f64() < self.faults.reorder_rate)
+            .then_some(self.faults.hold_back)
+    }
+}
+
 mod duration_ms {
     use std::time::Duration;
 
@@ -236,6 +334,55 @@ mod tests {
         assert!((500..700).contains(&errors), "{errors}");
         assert!((300..500).contains(&too_many), "{too_many}");
         assert!(!a.contains(&Some(Fault::Drop)));
+    }
+
+    #[test]
+    fn delivery_faults_draws_and_json() {
+        let none = DeliveryFaults::none();
+        let mut st = DeliveryFaultState::new(none.clone());
+        assert!((0..1000).all(|_| !st.lose_ack() && st.hold_back().is_none()));
+        let some: DeliveryFaults = serde_json::from_str(
+            r#"{"duplicate_rate":0.25,"reorder_rate":0.1,"hold_back_ms":40,"seed":3}"#,
+        )
+        .unwrap();
+        assert_eq!(some.hold_back, Duration::from_millis(40));
+        assert!(some.validate().is_ok());
+        let draw = |faults: &DeliveryFaults| {
+            let mut st = DeliveryFaultState::new(faults.clone());
+            (0..2000)
+                .map(|_| (st.lose_ack(), st.hold_back()))
+                .collect::<Vec<_>>()
+        };
+        let a = draw(&some);
+        assert_eq!(a, draw(&some), "a seed makes the draws reproducible");
+        let lost = a.iter().filter(|d| d.0).count();
+        let held = a.iter().filter(|d| d.1.is_some()).count();
+        assert!((400..600).contains(&lost), "{lost}");
+        assert!((120..280).contains(&held), "{held}");
+        assert!(
+            a.iter()
+                .all(|d| d.1.is_none_or(|h| h == Duration::from_millis(40)))
+        );
+        for bad in [
+            DeliveryFaults {
+                duplicate_rate: 1.5,
+                ..DeliveryFaults::default()
+            },
+            DeliveryFaults {
+                reorder_rate: -0.1,
+                ..DeliveryFaults::default()
+            },
+            DeliveryFaults {
+                hold_back: Duration::from_secs(601),
+                ..DeliveryFaults::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            serde_json::to_value(DeliveryFaults::default()).unwrap(),
+            serde_json::json!({"duplicate_rate": 0.0, "reorder_rate": 0.0, "hold_back_ms": 500, "seed": null})
+        );
     }
 
     #[test]

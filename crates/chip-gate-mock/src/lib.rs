@@ -24,7 +24,7 @@ use uuid::Uuid;
 pub use chip_gate_api;
 pub use delivery::{DeliveryRecord, LOG_CAP, TriggerDelivery, TriggerReport};
 pub use events::{SAMPLES, Sample};
-pub use faults::{Fault, Faults};
+pub use faults::{DeliveryFaults, Fault, Faults};
 
 /// A fixed, well-known API key, for tests that want a stable one. [`MockConfig::default`] does
 /// not use it: by default each mock gets a fresh random key (see [`random_api_key`]), so a web
@@ -85,6 +85,9 @@ pub struct Limits {
     /// The most bytes read from each callback's answer (default 4,096); the rest is never read
     /// and the connection is closed.
     pub callback_read_bytes: usize,
+    /// The most attempts kept in the delivery log (default [`LOG_CAP`], 10,000); older ones are
+    /// dropped first. At least 1.
+    pub delivery_log: usize,
 }
 
 impl Default for Limits {
@@ -95,6 +98,7 @@ impl Default for Limits {
             max_queued_per_object: 64,
             max_pending_deliveries: 4_096,
             callback_read_bytes: 4_096,
+            delivery_log: LOG_CAP,
         }
     }
 }
@@ -106,6 +110,7 @@ impl Limits {
             ("max_connections", self.max_connections),
             ("max_queued_per_object", self.max_queued_per_object),
             ("max_pending_deliveries", self.max_pending_deliveries),
+            ("delivery_log", self.delivery_log),
         ] {
             if value == 0 {
                 return Err(format!("limits.{name} must be at least 1"));
@@ -166,6 +171,9 @@ pub struct MockConfig {
     /// Faults injected into API requests from the start (change them later with
     /// [`MockServer::set_faults`] or `POST /__mock/faults`).
     pub faults: Faults,
+    /// Duplicated and reordered deliveries from the start (change them later with
+    /// [`MockServer::set_delivery_faults`] or `POST /__mock/delivery_faults`).
+    pub delivery_faults: DeliveryFaults,
     /// What happens after the 16 pre-made keys are handed out: `true` (default) generates a fresh
     /// RSA-2048 key per webhook on a blocking thread, like CHIP (tens to hundreds of ms each);
     /// `false` reuses the pre-made keys round-robin (instant, but webhooks 1 and 17 share a key).
@@ -183,6 +191,7 @@ impl std::fmt::Debug for MockConfig {
             .field("limits", &self.limits)
             .field("delivery", &self.delivery)
             .field("faults", &self.faults)
+            .field("delivery_faults", &self.delivery_faults)
             .field("generate_keys", &self.generate_keys)
             .finish()
     }
@@ -199,6 +208,7 @@ impl Default for MockConfig {
             limits: Limits::default(),
             delivery: DeliveryConfig::default(),
             faults: Faults::default(),
+            delivery_faults: DeliveryFaults::default(),
             generate_keys: true,
         }
     }
@@ -297,6 +307,10 @@ impl MockServer {
             ));
         }
         config.faults.validate().map_err(MockError::InvalidConfig)?;
+        config
+            .delivery_faults
+            .validate()
+            .map_err(MockError::InvalidConfig)?;
         config.limits.validate().map_err(MockError::InvalidConfig)?;
         let keys = keys::KeyPool::new(config.generate_keys)?;
 
@@ -333,7 +347,12 @@ impl MockServer {
             store: RwLock::new(store::Store::default()),
             faults: Mutex::new(faults::FaultState::new(config.faults)),
             keys,
-            engine: delivery::Engine::new(config.delivery, config.limits.clone(), stop_rx.clone())?,
+            engine: delivery::Engine::new(
+                config.delivery,
+                config.limits.clone(),
+                config.delivery_faults,
+                stop_rx.clone(),
+            )?,
             limits: config.limits,
         });
         let app = serve::router(shared.clone());
@@ -387,7 +406,8 @@ impl MockServer {
         delivery::trigger(&self.shared, event, object_id).await
     }
 
-    /// The delivery log: every attempt so far (the latest [`LOG_CAP`]), in the order they finished.
+    /// The delivery log: every attempt so far (the latest [`Limits::delivery_log`]), in the order
+    /// they finished.
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.engine.records()
     }
@@ -447,6 +467,20 @@ impl MockServer {
     /// The fault settings in force, with what is left of the script.
     pub fn faults(&self) -> Faults {
         lock(&self.shared.faults).faults()
+    }
+
+    /// Replaces the delivery fault settings (and restarts their random sequence). They apply to
+    /// events triggered and attempts made from now on. Fails with [`MockError::InvalidConfig`]
+    /// when a rate is out of range.
+    pub fn set_delivery_faults(&self, faults: DeliveryFaults) -> Result<(), MockError> {
+        faults.validate().map_err(MockError::InvalidConfig)?;
+        self.shared.engine.set_delivery_faults(faults);
+        Ok(())
+    }
+
+    /// The delivery fault settings in force.
+    pub fn delivery_faults(&self) -> DeliveryFaults {
+        self.shared.engine.delivery_faults()
     }
 
     /// How many webhooks are stored.

@@ -8,7 +8,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use chip_gate_mock::{DeliveryConfig, Faults, Limits, MockConfig, MockServer, Variant};
+use chip_gate_mock::{
+    DeliveryConfig, DeliveryFaults, Faults, Limits, MockConfig, MockServer, Variant,
+};
 use clap::Parser;
 
 /// A local CHIP Gate: the CHIP Collect webhooks API in memory, and signed deliveries on demand.
@@ -68,6 +70,20 @@ struct Args {
     /// Seed for the random faults (reproducible runs).
     #[arg(long)]
     seed: Option<u64>,
+    /// The most delivery attempts kept in the log (GET /__mock/deliveries).
+    #[arg(long, default_value_t = Limits::default().delivery_log)]
+    delivery_log: usize,
+    /// Share of acknowledged deliveries treated as unacknowledged, so they are delivered again
+    /// (injected duplicates, 0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_rate: f64,
+    /// Share of events held back for --hold-back-ms before their first attempt, so later events
+    /// of the same object may arrive first (injected reordering, 0.0 to 1.0).
+    #[arg(long, default_value_t = 0.0)]
+    reorder_rate: f64,
+    /// How long --reorder-rate holds an event back, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    hold_back_ms: u64,
     /// Delivery attempts per event and webhook, the first included.
     #[arg(long, default_value_t = 5)]
     max_attempts: u32,
@@ -112,6 +128,7 @@ async fn main() -> ExitCode {
             max_queued_per_object: args.max_queued_per_object,
             max_pending_deliveries: args.max_pending_deliveries,
             callback_read_bytes: args.callback_read_bytes,
+            delivery_log: args.delivery_log,
         },
         delivery: DeliveryConfig {
             max_attempts: args.max_attempts,
@@ -128,6 +145,12 @@ async fn main() -> ExitCode {
             latency: Duration::from_millis(args.latency_ms),
             seed: args.seed,
             script: Vec::new(),
+        },
+        delivery_faults: DeliveryFaults {
+            duplicate_rate: args.duplicate_rate,
+            reorder_rate: args.reorder_rate,
+            hold_back: Duration::from_millis(args.hold_back_ms),
+            seed: args.seed,
         },
         generate_keys: !args.reuse_keys,
     };

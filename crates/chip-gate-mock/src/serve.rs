@@ -44,6 +44,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/faults",
             get(control::get_faults).post(control::set_faults),
         )
+        .route(
+            "/delivery_faults",
+            get(control::get_delivery_faults).post(control::set_delivery_faults),
+        )
         .route("/reset", post(control::reset))
         .fallback(|| async { not_found() })
         .layer(middleware::from_fn_with_state(

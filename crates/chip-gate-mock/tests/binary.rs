@@ -202,8 +202,52 @@ async fn fault_flags_apply_to_the_api() {
     let _ = child.wait();
 }
 
+#[tokio::test]
+async fn delivery_fault_flags_are_in_force() {
+    let mut child = spawn(&[
+        "--duplicate-rate",
+        "0.5",
+        "--reorder-rate",
+        "0.25",
+        "--hold-back-ms",
+        "40",
+        "--seed",
+        "3",
+    ]);
+    let (base, key) = base_and_key(&mut child);
+    let root = base.trim_end_matches("/api/v1");
+    let faults: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{root}/__mock/delivery_faults"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults,
+        serde_json::json!({"duplicate_rate": 0.5, "reorder_rate": 0.25, "hold_back_ms": 40, "seed": 3})
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
 #[test]
 fn bad_flags_fail_with_a_message() {
+    let mut child = spawn(&["--duplicate-rate", "1.5"]);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("duplicate_rate"), "{stderr}");
+}
+
+#[test]
+fn bad_fault_flags_fail_with_a_message() {
     let mut child = spawn(&["--error-rate", "2"]);
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(!status.success());
