@@ -420,88 +420,173 @@ pub(crate) async fn store_batch(
         Backend::Sqlite(pool) => pool,
     };
 
-    // Anonymous parameters (`?`), bound in order: for each of a statement's parameters sqlx asks
-    // SQLite its name, and SQLite finds a name by walking the whole list, which makes thousands of
-    // named parameters quadratic.
-    let mut lanes_sql = String::from("INSERT INTO chip_inbox_lanes (lane) VALUES ");
-    for n in 1..=lanes.len() {
-        if n > 1 {
-            lanes_sql.push_str(", ");
-        }
-        lanes_sql.push_str("(?)");
-    }
-    lanes_sql.push_str(" ON CONFLICT (lane) DO NOTHING");
+    let ids = store_batch_sqlite(pool, records, &keys, &lanes, now).await?;
+    Ok(outcomes(records, &keys, &ids))
+}
 
-    let mut insert_sql = String::from(
-        "INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+/// A pooled SQLite connection inside a transaction this module opened with SQL of its own
+/// (`BEGIN IMMEDIATE` sent together with the first statements, to save a round trip to the
+/// connection's thread). Until [`finish`](Self::finish), dropping it closes the connection
+/// instead of returning it to the pool with the transaction still open.
+struct OpenSqliteTx {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+}
+
+impl OpenSqliteTx {
+    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        self.conn
+            .as_deref_mut()
+            .expect("the connection is present until finish or drop")
+    }
+
+    /// The transaction is over (committed, or rolled back by [`abort`](Self::abort)): the
+    /// connection may go back to the pool.
+    fn finish(mut self) {
+        self.conn.take();
+    }
+
+    /// Rolls back after an error; if even that fails, the connection is closed.
+    async fn abort(mut self) {
+        if sqlx::query("ROLLBACK").execute(self.conn()).await.is_ok() {
+            self.finish();
+        }
+    }
+}
+
+impl Drop for OpenSqliteTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// The SQLite batch in two round trips to the connection's thread, each a few statements with
+/// anonymous parameters (`?`, bound in order across the statements: for each of a statement's
+/// parameters sqlx asks SQLite its name, and SQLite finds a name by walking the whole list, which
+/// makes thousands of named parameters quadratic):
+/// 1. `BEGIN IMMEDIATE`, the lanes, the deliveries (`ON CONFLICT (dedup_key) DO NOTHING
+///    RETURNING`);
+/// 2. one `UPDATE` per repeated key, the counts, `COMMIT`.
+async fn store_batch_sqlite(
+    pool: &sqlx::SqlitePool,
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    lanes: &[&str],
+    now: i64,
+) -> Result<std::collections::BTreeMap<String, (i64, bool)>, sqlx::Error> {
+    use std::fmt::Write as _;
+
+    let mut first_sql = format!(
+        "{}; INSERT INTO chip_inbox_lanes (lane) VALUES ",
+        <sqlx::Sqlite as Dialect>::BEGIN_WRITE
+    );
+    for n in 0..lanes.len() {
+        first_sql.push_str(if n == 0 { "(?)" } else { ", (?)" });
+    }
+    first_sql.push_str(
+        " ON CONFLICT (lane) DO NOTHING; \
+         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
          updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
     );
-    for row in 0..keys.len() {
-        if row > 0 {
-            insert_sql.push_str(", ");
-        }
-        insert_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for n in 0..keys.len() {
+        first_sql.push_str(if n == 0 { "" } else { ", " });
+        first_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
-    insert_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
+    first_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
 
-    let mut ids: BTreeMap<String, (i64, bool)> = BTreeMap::new();
-    {
-        let mut tx = pool
-            .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
-            .await?;
-        let mut query = sqlx::query(&lanes_sql);
-        for lane in &lanes {
-            query = query.bind(*lane);
-        }
-        query.execute(&mut *tx).await?;
-
-        let mut query = sqlx::query(&insert_sql);
-        for &(index, _) in keys.values() {
-            let record = records[index];
-            query = query
-                .bind(&record.dedup_key)
-                .bind(&record.lane)
-                .bind(&record.event)
-                .bind(record.object_kind)
-                .bind(&record.object_id)
-                .bind(record.updated_on)
-                .bind(&record.signature)
-                .bind(record.body.as_ref())
-                .bind(&record.typing_problem);
-            query = query.bind(now).bind(now);
-        }
-        for row in query.fetch_all(&mut *tx).await? {
-            ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
-        }
-        let (mut new, mut duplicates) = (0_i64, 0_i64);
-        for (key, &(_, count)) in &keys {
-            let repeats = if ids.contains_key(*key) {
-                new += 1;
-                count - 1
-            } else {
-                count
-            };
-            if repeats == 0 {
-                continue;
-            }
-            duplicates += repeats;
-            let original = sqlx::query(
-                "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
-                 last_duplicate_at = $3 WHERE dedup_key = $1 RETURNING id",
-            )
-            .bind(*key)
-            .bind(repeats)
+    let mut tx = OpenSqliteTx {
+        conn: Some(pool.acquire().await?),
+    };
+    let mut query = sqlx::query(&first_sql);
+    for lane in lanes {
+        query = query.bind(*lane);
+    }
+    for &(index, _) in keys.values() {
+        let record = records[index];
+        query = query
+            .bind(&record.dedup_key)
+            .bind(&record.lane)
+            .bind(&record.event)
+            .bind(record.object_kind)
+            .bind(&record.object_id)
+            .bind(record.updated_on)
+            .bind(&record.signature)
+            .bind(record.body.as_ref())
+            .bind(&record.typing_problem)
             .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let (Some(row), false) = (original, ids.contains_key(*key)) {
-                ids.insert((*key).to_owned(), (row.try_get("id")?, false));
-            }
-        }
-        crate::store::add_counts!(tx, [(DUPLICATES, duplicates), (RECEIVED, new)])?;
-        tx.commit().await?;
+            .bind(now);
     }
-    Ok(outcomes(records, &keys, &ids))
+    let inserted = match query.fetch_all(tx.conn()).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            tx.abort().await;
+            return Err(error);
+        }
+    };
+    let mut ids: std::collections::BTreeMap<String, (i64, bool)> =
+        std::collections::BTreeMap::new();
+    for row in inserted {
+        ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
+    }
+
+    // Repeats: keys that were there already, and second copies within this batch.
+    let mut repeats: Vec<(&str, i64)> = Vec::new();
+    for (key, &(_, count)) in keys {
+        let n = if ids.contains_key(*key) {
+            count - 1
+        } else {
+            count
+        };
+        if n > 0 {
+            repeats.push((key, n));
+        }
+    }
+    let duplicates: i64 = repeats.iter().map(|r| r.1).sum();
+    let received = i64::try_from(ids.len()).unwrap_or(i64::MAX);
+    let mut second_sql = String::new();
+    for _ in &repeats {
+        second_sql.push_str(
+            "UPDATE chip_inbox_deliveries SET duplicates = duplicates + ?, \
+             last_duplicate_at = ? WHERE dedup_key = ? RETURNING id, dedup_key; ",
+        );
+    }
+    let counts: Vec<(&str, i64)> = [(DUPLICATES, duplicates), (RECEIVED, received)]
+        .into_iter()
+        .filter(|count| count.1 > 0)
+        .collect();
+    if !counts.is_empty() {
+        second_sql.push_str("INSERT INTO chip_inbox_counters (name, shard, value) VALUES ");
+        for n in 0..counts.len() {
+            second_sql.push_str(if n == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
+        }
+        second_sql.push_str(
+            " ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; ",
+        );
+    }
+    let _ = write!(second_sql, "COMMIT");
+    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
+    let mut query = sqlx::query(&second_sql);
+    for &(key, n) in &repeats {
+        query = query.bind(n).bind(now).bind(key);
+    }
+    for &(name, by) in &counts {
+        query = query.bind(name).bind(shard).bind(by);
+    }
+    let originals = match query.fetch_all(tx.conn()).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            tx.abort().await;
+            return Err(error);
+        }
+    };
+    tx.finish();
+    for row in originals {
+        let key: String = row.try_get("dedup_key")?;
+        let id: i64 = row.try_get("id")?;
+        ids.entry(key).or_insert((id, false));
+    }
+    Ok(ids)
 }
 
 /// Per record: the id it is stored under and whether it repeats a delivery stored before (or

@@ -526,6 +526,55 @@ async fn storage_failure_answers_503(url: String) {
 }
 on_both!(storage_failure_answers_503);
 
+/// A batch that fails inside its transaction is answered 503 and leaves nothing behind: not the
+/// failed delivery, and not an open transaction on a pooled connection (the next deliveries are
+/// stored as usual).
+async fn a_failure_inside_the_transaction_is_rolled_back(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let statements: &[&str] = match inbox.backend_kind() {
+        chip_gate_inbox::BackendKind::Sqlite => &[
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON chip_inbox_deliveries \
+             WHEN NEW.object_id = 'boom' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ],
+        _ => &[
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.object_id = 'boom' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_boom BEFORE INSERT ON chip_inbox_deliveries \
+             FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+        ],
+    };
+    for sql in statements {
+        match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+            (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            (_, Some(pool)) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+            _ => unreachable!(),
+        }
+        .unwrap();
+    }
+    let intake = inbox.intake(verifier()).unwrap();
+    let boom = purchase_body("boom", "purchase.paid", 1);
+    let error = intake
+        .receive(&signed_headers(&signer(), &boom), boom)
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error.to_string().contains("injected failure"), "{error}");
+    // More deliveries than the pool has connections, one after the other: each is stored.
+    for n in 0..12 {
+        let body = purchase_body(&format!("after-{n}"), "purchase.paid", 1);
+        let receipt = intake
+            .receive(&signed_headers(&signer(), &body), body)
+            .await
+            .unwrap();
+        assert!(!receipt.duplicate);
+    }
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!(counts.received, 12);
+    assert_eq!(inbox.status().await.unwrap().pending, 12);
+}
+on_both!(a_failure_inside_the_transaction_is_rolled_back);
+
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
     let error = Inbox::connect("mysql://localhost/x").await.unwrap_err();
