@@ -390,10 +390,12 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
 
 /// Stores a batch in one transaction; per record, its id and whether it was a duplicate.
 ///
-/// A few statements per batch whatever its size: the lanes in one `INSERT`, the deliveries in
-/// one `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING`, then one `UPDATE` per repeated
-/// key. Rows go in key order so that concurrent writers on PostgreSQL take their locks in one
-/// order and never deadlock.
+/// A few statements per batch whatever its size: the deliveries in one
+/// `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING` with the count, then, only when the
+/// batch repeats deliveries, one `UPDATE` per repeated key with the count of duplicates. Rows go
+/// in key order so that concurrent writers on PostgreSQL take their locks in one order and never
+/// deadlock. The lane of each object (its order and lease) is made by the first worker that
+/// claims one of its deliveries, not here: intake writes as little as it can before it answers.
 pub(crate) async fn store_batch(
     backend: &Backend,
     records: &[&NewRecord],
@@ -408,10 +410,6 @@ pub(crate) async fn store_batch(
             .and_modify(|(_, n)| *n += 1)
             .or_insert((index, 1));
     }
-    let mut lanes: Vec<&str> = records.iter().map(|r| r.lane.as_str()).collect();
-    lanes.sort_unstable();
-    lanes.dedup();
-
     let pool = match backend {
         Backend::Postgres(pool) => {
             let ids = store_batch_postgres(pool, records, &keys, now).await?;
@@ -420,7 +418,7 @@ pub(crate) async fn store_batch(
         Backend::Sqlite(pool) => pool,
     };
 
-    let ids = store_batch_sqlite(pool, records, &keys, &lanes, now).await?;
+    let ids = store_batch_sqlite(pool, records, &keys, now).await?;
     Ok(outcomes(records, &keys, &ids))
 }
 
@@ -461,47 +459,38 @@ impl Drop for OpenSqliteTx {
     }
 }
 
-/// The SQLite batch in two round trips to the connection's thread, each a few statements with
-/// anonymous parameters (`?`, bound in order across the statements: for each of a statement's
-/// parameters sqlx asks SQLite its name, and SQLite finds a name by walking the whole list, which
-/// makes thousands of named parameters quadratic):
-/// 1. `BEGIN IMMEDIATE`, the lanes, the deliveries (`ON CONFLICT (dedup_key) DO NOTHING
-///    RETURNING`);
-/// 2. one `UPDATE` per repeated key, the counts, `COMMIT`.
+/// The SQLite batch. New deliveries take one round trip to the connection's thread: one string
+/// of statements with anonymous parameters (`?`, bound in order across the statements: for each
+/// of a statement's parameters sqlx asks SQLite its name, and SQLite finds a name by walking the
+/// whole list, which makes thousands of named parameters quadratic): `BEGIN IMMEDIATE`, the
+/// deliveries (`ON CONFLICT (dedup_key) DO NOTHING RETURNING`), the `received` count (SQLite's
+/// `changes()`: the rows that insert stored), `COMMIT`. Repeats (of deliveries stored before, or
+/// second copies within the batch) then take a transaction of their own, which records them on
+/// the original row and in the `duplicates` count; each transaction's counts commit with what
+/// they count.
 async fn store_batch_sqlite(
     pool: &sqlx::SqlitePool,
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
-    lanes: &[&str],
     now: i64,
 ) -> Result<std::collections::BTreeMap<String, (i64, bool)>, sqlx::Error> {
-    use std::fmt::Write as _;
-
-    let mut first_sql = format!(
-        "{}; INSERT INTO chip_inbox_lanes (lane) VALUES ",
+    let mut sql = format!(
+        "{}; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+         updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
         <sqlx::Sqlite as Dialect>::BEGIN_WRITE
     );
-    for n in 0..lanes.len() {
-        first_sql.push_str(if n == 0 { "(?)" } else { ", (?)" });
-    }
-    first_sql.push_str(
-        " ON CONFLICT (lane) DO NOTHING; \
-         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-         updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
-    );
     for n in 0..keys.len() {
-        first_sql.push_str(if n == 0 { "" } else { ", " });
-        first_sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str(if n == 0 { "" } else { ", " });
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
-    first_sql.push_str(" ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key");
-
-    let mut tx = OpenSqliteTx {
-        conn: Some(pool.acquire().await?),
-    };
-    let mut query = sqlx::query(&first_sql);
-    for lane in lanes {
-        query = query.bind(*lane);
-    }
+    sql.push_str(
+        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key; \
+         INSERT INTO chip_inbox_counters (name, shard, value) \
+         SELECT ?, ?, changes() WHERE changes() > 0 \
+         ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; \
+         COMMIT",
+    );
+    let mut query = sqlx::query(&sql);
     for &(index, _) in keys.values() {
         let record = records[index];
         query = query
@@ -517,6 +506,12 @@ async fn store_batch_sqlite(
             .bind(now)
             .bind(now);
     }
+    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
+    query = query.bind(RECEIVED).bind(shard);
+
+    let mut tx = OpenSqliteTx {
+        conn: Some(pool.acquire().await?),
+    };
     let inserted = match query.fetch_all(tx.conn()).await {
         Ok(rows) => rows,
         Err(error) => {
@@ -524,6 +519,7 @@ async fn store_batch_sqlite(
             return Err(error);
         }
     };
+    tx.finish();
     let mut ids: std::collections::BTreeMap<String, (i64, bool)> =
         std::collections::BTreeMap::new();
     for row in inserted {
@@ -542,50 +538,29 @@ async fn store_batch_sqlite(
             repeats.push((key, n));
         }
     }
-    let duplicates: i64 = repeats.iter().map(|r| r.1).sum();
-    let received = i64::try_from(ids.len()).unwrap_or(i64::MAX);
-    let mut second_sql = String::new();
-    for _ in &repeats {
-        second_sql.push_str(
-            "UPDATE chip_inbox_deliveries SET duplicates = duplicates + ?, \
-             last_duplicate_at = ? WHERE dedup_key = ? RETURNING id, dedup_key; ",
-        );
+    if repeats.is_empty() {
+        return Ok(ids);
     }
-    let counts: Vec<(&str, i64)> = [(DUPLICATES, duplicates), (RECEIVED, received)]
-        .into_iter()
-        .filter(|count| count.1 > 0)
-        .collect();
-    if !counts.is_empty() {
-        second_sql.push_str("INSERT INTO chip_inbox_counters (name, shard, value) VALUES ");
-        for n in 0..counts.len() {
-            second_sql.push_str(if n == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
-        }
-        second_sql.push_str(
-            " ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; ",
-        );
-    }
-    let _ = write!(second_sql, "COMMIT");
-    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
-    let mut query = sqlx::query(&second_sql);
+    let mut tx = pool
+        .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
+        .await?;
     for &(key, n) in &repeats {
-        query = query.bind(n).bind(now).bind(key);
-    }
-    for &(name, by) in &counts {
-        query = query.bind(name).bind(shard).bind(by);
-    }
-    let originals = match query.fetch_all(tx.conn()).await {
-        Ok(rows) => rows,
-        Err(error) => {
-            tx.abort().await;
-            return Err(error);
+        let original = sqlx::query(
+            "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
+             last_duplicate_at = $3 WHERE dedup_key = $1 RETURNING id",
+        )
+        .bind(key)
+        .bind(n)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some(row), false) = (original, ids.contains_key(key)) {
+            ids.insert(key.to_owned(), (row.try_get("id")?, false));
         }
-    };
-    tx.finish();
-    for row in originals {
-        let key: String = row.try_get("dedup_key")?;
-        let id: i64 = row.try_get("id")?;
-        ids.entry(key).or_insert((id, false));
     }
+    let duplicates: i64 = repeats.iter().map(|r| r.1).sum();
+    crate::store::add_counts!(tx, [(DUPLICATES, duplicates)])?;
+    tx.commit().await?;
     Ok(ids)
 }
 
@@ -611,7 +586,7 @@ fn outcomes(
 }
 
 /// The PostgreSQL batch: one statement (arrays unnested: the same prepared statement for every
-/// batch size) stores the lanes, the deliveries and the count in one round trip and one commit;
+/// batch size) stores the deliveries and the count in one round trip and one commit;
 /// a second one records repeats, when there are any. Keys go in sorted order, so concurrent
 /// writers lock in one order.
 async fn store_batch_postgres(
@@ -627,9 +602,6 @@ async fn store_batch_postgres(
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                                   $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
              AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
-         ), new_lanes AS ( \
-             INSERT INTO chip_inbox_lanes (lane) SELECT DISTINCT lane FROM input ORDER BY lane \
-             ON CONFLICT (lane) DO NOTHING \
          ), stored AS ( \
              INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
                  updated_on, signature, body, typing_problem, received_at, next_attempt_at) \

@@ -144,8 +144,8 @@ macro_rules! backend_ops {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if locked.is_none() {
-                        // A lane removed by retention while a delivery for it was being stored:
-                        // make it again (a leased or locked lane stays as it is).
+                        // The object's first claim (intake stores deliveries only), or a lane
+                        // removed by retention: make it (a leased or locked lane stays as it is).
                         sqlx::query(
                             "INSERT INTO chip_inbox_lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING",
                         )

@@ -719,3 +719,40 @@ async fn concurrent_copies_are_stored_once(url: String) {
     assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
 }
 on_both!(concurrent_copies_are_stored_once);
+
+/// New deliveries, copies of one of them and copies of one stored before, arriving together:
+/// the counts say exactly what was stored and what was repeated.
+async fn a_mixed_batch_is_counted_exactly(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let earlier = purchase_body("p-earlier", "purchase.paid", 3);
+    intake
+        .receive(&signed_headers(&signer(), &earlier), earlier.clone())
+        .await
+        .unwrap();
+    let mut bodies: Vec<Bytes> = (0..10)
+        .map(|n| purchase_body(&format!("p-new-{n}"), "purchase.paid", 3))
+        .collect();
+    let first = bodies[0].clone();
+    bodies.extend((0..4).map(|_| first.clone()));
+    bodies.extend((0..5).map(|_| earlier.clone()));
+    fastrand::shuffle(&mut bodies);
+    let copies: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let intake = intake.clone();
+            let headers = signed_headers(&signer(), &body);
+            tokio::spawn(async move { intake.receive(&headers, body).await.unwrap() })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for copy in copies {
+        receipts.push(copy.await.unwrap());
+    }
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 10);
+    assert!(receipts.iter().all(|r| r.id.is_some()));
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (11, 9));
+    assert_eq!(inbox.status().await.unwrap().pending, 11);
+}
+on_both!(a_mixed_batch_is_counted_exactly);
