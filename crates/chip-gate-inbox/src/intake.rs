@@ -586,7 +586,8 @@ fn outcomes(
 }
 
 /// The PostgreSQL batch: one statement (arrays unnested: the same prepared statement for every
-/// batch size) stores the deliveries and the count in one round trip and one commit;
+/// batch size) stores the deliveries and the count, and announces them to idle workers in other
+/// processes (`pg_notify`, sent on commit) in one round trip and one commit;
 /// a second one records repeats, when there are any. Keys go in sorted order, so concurrent
 /// writers lock in one order.
 async fn store_batch_postgres(
@@ -612,7 +613,9 @@ async fn store_batch_postgres(
              INSERT INTO chip_inbox_counters (name, shard, value) \
              SELECT 'received', $11, COUNT(*) FROM stored HAVING COUNT(*) > 0 \
              ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
-         ) SELECT id, dedup_key FROM stored",
+         ), announced AS ( \
+             SELECT pg_notify('chip_inbox_due', '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored \
+         ) SELECT s.id, s.dedup_key FROM stored s CROSS JOIN (SELECT COUNT(*) FROM announced) AS a",
     )
     .bind(rows.iter().map(|r| r.dedup_key.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.lane.as_str()).collect::<Vec<_>>())

@@ -549,6 +549,11 @@ macro_rules! backend_ops {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+                if !<Db as Dialect>::NOTIFY_DUE.is_empty() {
+                    sqlx::query(<Db as Dialect>::NOTIFY_DUE)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 tx.commit().await?;
                 Ok(Some((state, true)))
             }

@@ -45,18 +45,73 @@ pub(crate) trait Dialect {
     const SKIP_LOCKED: &'static str;
     /// Locks the selected rows, waiting for them (PostgreSQL); nothing on SQLite.
     const FOR_UPDATE: &'static str;
+    /// Tells the idle workers of every process that a delivery became due, when the transaction
+    /// commits (PostgreSQL's `NOTIFY`); empty on SQLite, whose workers in other processes poll.
+    const NOTIFY_DUE: &'static str;
 }
 
 impl Dialect for Sqlite {
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const SKIP_LOCKED: &'static str = "";
     const FOR_UPDATE: &'static str = "";
+    const NOTIFY_DUE: &'static str = "";
 }
 
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const NOTIFY_DUE: &'static str = "SELECT pg_notify('chip_inbox_due', '')";
+}
+
+/// The PostgreSQL channel on which intake and [`Inbox::retry`] / [`Inbox::replay`] announce
+/// deliveries that became due, so that idle workers in other processes start at once.
+pub(crate) const DUE_CHANNEL: &str = "chip_inbox_due";
+
+/// A task that ends when this is dropped.
+pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Inbox {
+    /// On PostgreSQL, listens on [`DUE_CHANNEL`] and wakes this process's idle workers on every
+    /// announcement, until the returned guard is dropped or the pool is closed. A lost connection
+    /// is made again (announcements made meanwhile are missed: the workers' polling covers them),
+    /// after `retry` if that fails. `None` on SQLite.
+    pub(crate) fn listen_for_due(&self, retry: Duration) -> Option<AbortOnDrop> {
+        let Backend::Postgres(pool) = &self.shared.backend else {
+            return None;
+        };
+        let (pool, shared) = (pool.clone(), Arc::clone(&self.shared));
+        Some(AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let error = match listen(&pool, &shared).await {
+                    Ok(never) => match never {},
+                    Err(error) => error,
+                };
+                if matches!(error, sqlx::Error::PoolClosed) {
+                    return;
+                }
+                tracing::warn!(%error, "inbox: listening for new deliveries failed; polling meanwhile");
+                tokio::time::sleep(retry).await;
+            }
+        })))
+    }
+}
+
+async fn listen(pool: &PgPool, shared: &Shared) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+    listener.listen(DUE_CHANNEL).await?;
+    // Whatever was announced before the listening began: have a look now.
+    shared.stored.notify_waiters();
+    loop {
+        listener.recv().await?;
+        shared.stored.notify_waiters();
+    }
 }
 
 /// The connection pool of one backend.

@@ -122,8 +122,11 @@ impl WorkerOptions {
         self
     }
 
-    /// How often an idle worker looks for due deliveries (default 500 ms, at most a day). A worker sharing an
-    /// [`Inbox`] with an [`Intake`](crate::Intake) in the same process starts at once on new ones.
+    /// How often an idle worker looks for due deliveries (default 500 ms, at most a day). A
+    /// worker starts at once on new deliveries stored through the same [`Inbox`] (an
+    /// [`Intake`](crate::Intake) in the same process) and, on PostgreSQL, on those stored or
+    /// requeued by any process (`LISTEN`/`NOTIFY`); polling finds retries coming due and expired
+    /// leases, and on SQLite what other processes stored.
     #[must_use]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.clamp(Duration::from_millis(1), DAY);
@@ -453,6 +456,9 @@ impl Worker {
     {
         let shutdown = shutdown.fuse();
         futures::pin_mut!(shutdown);
+        // On PostgreSQL, deliveries stored or requeued by other processes wake this worker at
+        // once (LISTEN/NOTIFY); polling remains for retries coming due and expired leases.
+        let _listening = self.inbox.listen_for_due(self.options.poll_interval);
         let mut next_purge = tokio::time::Instant::now();
         let mut failures: u32 = 0;
         loop {

@@ -756,3 +756,60 @@ async fn a_mixed_batch_is_counted_exactly(url: String) {
     assert_eq!(inbox.status().await.unwrap().pending, 11);
 }
 on_both!(a_mixed_batch_is_counted_exactly);
+
+/// On PostgreSQL a worker in another process (here: another `Inbox`, with its own pool) starts
+/// on a new or replayed delivery at once, not at its next poll: its poll interval is an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_workers_elsewhere_wake_on_new_and_replayed_deliveries() {
+    let Some(url) =
+        postgres_url("postgres_workers_elsewhere_wake_on_new_and_replayed_deliveries").await
+    else {
+        return;
+    };
+    let receiving = Inbox::connect(&url).await.unwrap();
+    let working = Inbox::connect(&url).await.unwrap();
+    let (handled_tx, mut handled) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = working.worker(fast_worker().poll_interval(Duration::from_secs(3600)));
+    let running = tokio::spawn(async move {
+        worker
+            .run_until(
+                move |delivery: StoredDelivery| {
+                    let handled_tx = handled_tx.clone();
+                    async move {
+                        handled_tx.send(delivery.dedup_key().to_owned()).unwrap();
+                        Ok::<(), String>(())
+                    }
+                },
+                async {
+                    let _ = stopped.await;
+                },
+            )
+            .await;
+    });
+    // Let the worker make its first (empty) claim and go idle.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let receipt = store(&receiving, purchase_body("p-elsewhere", "purchase.paid", 7)).await;
+    let first = tokio::time::timeout(Duration::from_secs(20), handled.recv())
+        .await
+        .expect("the idle worker was not woken by the new delivery")
+        .unwrap();
+    assert_eq!(first, receipt.dedup_key);
+    // Wait for the "done" mark, then replay it from the other process.
+    loop {
+        let stored = receiving.get(receipt.id.unwrap()).await.unwrap();
+        if stored.summary.state == chip_gate_inbox::DeliveryState::Done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    receiving.replay(receipt.id.unwrap()).await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(20), handled.recv())
+        .await
+        .expect("the idle worker was not woken by the replay")
+        .unwrap();
+    assert_eq!(again, receipt.dedup_key);
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    drop_postgres(&url).await;
+}
