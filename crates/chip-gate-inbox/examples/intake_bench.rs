@@ -15,6 +15,8 @@
 //! medians are printed with the ratio to verification only, overall and in each round, and the
 //! process's CPU time per delivery (senders included; Linux only).
 //! Arguments: `[deliveries] [senders] [postgres writers] [rounds]` (default 4000 32 1 3).
+//! `CHIP_INBOX_BENCH_SQLITE_URL` replaces the SQLite scenario's database (a fresh temporary file by
+//! default), for example with `sqlite::memory:` to see what the disk costs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -233,7 +235,11 @@ async fn main() {
         eprintln!("round {} of {rounds}...", round + 1);
         let mut figures = vec![load("verify only", verify_port, &deliveries, senders).await];
         let dir = tempfile::tempdir().unwrap();
-        let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+        // `CHIP_INBOX_BENCH_SQLITE_URL` runs the SQLite scenario elsewhere: a file on another
+        // disk, or `sqlite::memory:` to see what the disk costs (not durable, for comparison).
+        let sqlite = std::env::var("CHIP_INBOX_BENCH_SQLITE_URL").unwrap_or_else(|_| {
+            format!("sqlite://{}", dir.path().join("bench.db").display())
+        });
         figures.push(durable("durable, SQLite", &sqlite, &deliveries, senders, 1).await);
         if let Some(base) = &postgres {
             let url = postgres_database(base).await;
