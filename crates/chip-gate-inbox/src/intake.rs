@@ -526,18 +526,7 @@ async fn store_batch_sqlite(
         ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
     }
 
-    // Repeats: keys that were there already, and second copies within this batch.
-    let mut repeats: Vec<(&str, i64)> = Vec::new();
-    for (key, &(_, count)) in keys {
-        let n = if ids.contains_key(*key) {
-            count - 1
-        } else {
-            count
-        };
-        if n > 0 {
-            repeats.push((key, n));
-        }
-    }
+    let repeats = repeats(keys, &ids);
     if repeats.is_empty() {
         return Ok(ids);
     }
@@ -582,6 +571,25 @@ fn outcomes(
                 None => (None, true),
             }
         })
+        .collect()
+}
+
+/// The repeats of a batch, per key with how many: all the copies of a key stored before, and
+/// the second and later copies within the batch of a key stored now.
+fn repeats<'k>(
+    keys: &std::collections::BTreeMap<&'k str, (usize, i64)>,
+    stored_now: &std::collections::BTreeMap<String, (i64, bool)>,
+) -> Vec<(&'k str, i64)> {
+    keys.iter()
+        .map(|(key, &(_, copies))| {
+            let n = if stored_now.contains_key(*key) {
+                copies - 1
+            } else {
+                copies
+            };
+            (*key, n)
+        })
+        .filter(|&(_, n)| n > 0)
         .collect()
 }
 
@@ -637,16 +645,7 @@ async fn store_batch_postgres(
             (row.try_get::<i64, _>("id")?, true),
         );
     }
-    // Repeats: keys that were there already, and second copies within this batch.
-    let mut repeated: Vec<&str> = Vec::new();
-    let mut counts: Vec<i64> = Vec::new();
-    for (key, &(_, n)) in keys {
-        let repeats = if ids.contains_key(*key) { n - 1 } else { n };
-        if repeats > 0 {
-            repeated.push(key);
-            counts.push(repeats);
-        }
-    }
+    let (repeated, counts): (Vec<&str>, Vec<i64>) = repeats(keys, &ids).into_iter().unzip();
     if !repeated.is_empty() {
         let originals = sqlx::query(
             "WITH repeats AS ( \

@@ -96,6 +96,22 @@ async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
 
 /// Reads the `CHIP_BASE_URL=` line and the `CHIP_API_KEY=` line a mock prints when it chose the
 /// key itself.
+/// GETs `url` with the bearer `key` and reads the JSON answer.
+async fn get_json(url: &str, key: &str) -> serde_json::Value {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn base_and_key(child: &mut Child) -> (String, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = lines
@@ -166,15 +182,7 @@ async fn variations_flag_answers_with_chips_variations() {
             "{w}"
         );
     }
-    let page: serde_json::Value = http
-        .get(format!("{base}/webhooks/"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&format!("{base}/webhooks/"), &key).await;
     assert_eq!(page["next"], "/api/v1/webhooks/?page=2");
     assert!(page.get("previous").is_none());
     let resp = http.get(format!("{base}/webhooks/")).send().await.unwrap();
@@ -216,18 +224,7 @@ async fn delivery_fault_flags_are_in_force() {
     ]);
     let (base, key) = base_and_key(&mut child);
     let root = base.trim_end_matches("/api/v1");
-    let faults: serde_json::Value = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get(format!("{root}/__mock/delivery_faults"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let faults = get_json(&format!("{root}/__mock/delivery_faults"), &key).await;
     assert_eq!(
         faults,
         serde_json::json!({"duplicate_rate": 0.5, "reorder_rate": 0.25, "hold_back_ms": 40, "seed": 3})
