@@ -237,9 +237,8 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         // `CHIP_INBOX_BENCH_SQLITE_URL` runs the SQLite scenario elsewhere: a file on another
         // disk, or `sqlite::memory:` to see what the disk costs (not durable, for comparison).
-        let sqlite = std::env::var("CHIP_INBOX_BENCH_SQLITE_URL").unwrap_or_else(|_| {
-            format!("sqlite://{}", dir.path().join("bench.db").display())
-        });
+        let sqlite = std::env::var("CHIP_INBOX_BENCH_SQLITE_URL")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
         figures.push(durable("durable, SQLite", &sqlite, &deliveries, senders, 1).await);
         if let Some(base) = &postgres {
             let url = postgres_database(base).await;
