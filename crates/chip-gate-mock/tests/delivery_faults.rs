@@ -83,7 +83,7 @@ async fn a_lost_acknowledgement_makes_the_receiver_see_the_same_delivery_again()
 async fn a_held_back_event_arrives_after_the_objects_later_state() {
     let mock = MockServer::start(config(DeliveryFaults {
         reorder_rate: 1.0,
-        hold_back: Duration::from_millis(300),
+        hold_back: Duration::from_millis(1000),
         ..DeliveryFaults::none()
     }))
     .await
