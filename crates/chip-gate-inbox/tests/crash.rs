@@ -14,6 +14,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -490,7 +491,9 @@ async fn crash_run(label: &str, url: String, receivers: usize, workers: usize) {
     let stale: Vec<_> = stored.iter().filter(|r| r.1 == "stale").collect();
     let done = stored.iter().filter(|r| r.1 == "done").count();
 
-    println!(
+    // Straight to stderr, past the test harness's capture: the counts show in every run.
+    let _ = writeln!(
+        std::io::stderr(),
         "{label}: {distinct} events from the mock (seed {seed}); {} delivery attempts: {acks} answered 2xx \
          ({lost_acks} of them treated as lost by the mock, so delivered again), {unanswered} refused or \
          cut by kills; {late} events arrived after a newer state of their object; {} SIGKILLs; \
