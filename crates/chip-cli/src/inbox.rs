@@ -330,8 +330,10 @@ fn sqlite_path(url: &str) -> Option<PathBuf> {
     Some(PathBuf::from(percent_decode(path)))
 }
 
-/// Opens the inbox. It never creates one: a `sqlite:` URL must name an existing file (the library
-/// would create an empty database for a mistyped path).
+/// Opens the inbox without changing the database: a `sqlite:` URL must name an existing file (the
+/// library would create an empty database for a mistyped path), and the database must already
+/// hold this version's inbox schema (it is never created or migrated from here: pointed at the
+/// wrong database, or at one whose apps run another version, `chip inbox` changes nothing).
 async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
     let scheme = url
         .url
@@ -365,6 +367,7 @@ async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
         }
     }
     let options = InboxOptions::default()
+        .migrate(false)
         .max_connections(2)
         .acquire_timeout(CONNECT_TIMEOUT)
         .sqlite_busy_timeout(Duration::from_secs(10));

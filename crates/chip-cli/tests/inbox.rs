@@ -538,6 +538,61 @@ async fn bad_database_urls_are_one_line_errors_that_never_show_a_password() {
     );
 }
 
+/// Pointed at a database that is not an inbox, or one a newer version migrated, `chip inbox`
+/// says so and changes nothing: it never creates or migrates the inbox's tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_wrong_database_is_refused_and_left_as_it_was() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    let url = format!("sqlite://{}", path.display());
+    let open = async || {
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap()
+    };
+    let mut shop = open().await;
+    sqlx::query("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+        .execute(&mut shop)
+        .await
+        .unwrap();
+    shop.close().await.unwrap();
+    let tables = async || -> Vec<String> {
+        let mut conn = open().await;
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+    };
+    for command in [
+        &["status"][..],
+        &["list"],
+        &["retry", "1"],
+        &["purge", "--older-than", "7d"],
+    ] {
+        let run = inbox(&url, command).await;
+        let message = run.failed(1);
+        assert!(message.contains("no chip-gate-inbox tables"), "{message}");
+    }
+    assert_eq!(tables().await, ["orders"]);
+
+    // An inbox migrated by a newer chip-gate-inbox: refused too, untouched.
+    let (inbox_url, _) = populate(dir.path()).await;
+    let mut conn = sqlx::SqliteConnection::connect(&inbox_url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES (99, 'later', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let run = inbox(&inbox_url, &["status"]).await;
+    let message = run.failed(1);
+    assert!(message.contains("version 99, newer"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stdout_ends_every_inbox_command_quietly() {
     let dir = tempfile::tempdir().unwrap();

@@ -29,6 +29,15 @@ pub enum InboxError {
         /// The newest version this crate knows.
         known: i64,
     },
+    /// Opened without migrating ([`InboxOptions::migrate`](crate::InboxOptions::migrate)), the
+    /// database holds an older inbox schema than this version, or none at all (`found` 0).
+    #[error("{}", schema_too_old(*found, *known))]
+    SchemaTooOld {
+        /// The version in the database (0: no inbox schema).
+        found: i64,
+        /// The version this crate uses.
+        known: i64,
+    },
     /// [`TxJob::sqlite`](crate::TxJob::sqlite) or [`TxJob::postgres`](crate::TxJob::postgres) was
     /// called on the other backend.
     #[error("this inbox runs on {actual}, not {requested}")]
@@ -116,5 +125,18 @@ pub(crate) fn error_text(error: &dyn fmt::Display) -> String {
     match text.char_indices().nth(1000) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text,
+    }
+}
+
+fn schema_too_old(found: i64, known: i64) -> String {
+    if found == 0 {
+        "the database holds no chip-gate-inbox tables: is it the right database? An app using \
+         chip-gate-inbox makes them when it connects"
+            .to_owned()
+    } else {
+        format!(
+            "the database's inbox schema is version {found}, older than this chip-gate-inbox's \
+             ({known}): connect an app built with this version (it migrates), or call Inbox::migrate"
+        )
     }
 }

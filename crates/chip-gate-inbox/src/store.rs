@@ -137,6 +137,7 @@ pub struct InboxOptions {
     max_connections: Option<u32>,
     busy_timeout: Duration,
     acquire_timeout: Duration,
+    migrate: bool,
 }
 
 impl Default for InboxOptions {
@@ -145,6 +146,7 @@ impl Default for InboxOptions {
             max_connections: None,
             busy_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(30),
+            migrate: true,
         }
     }
 }
@@ -170,6 +172,20 @@ impl InboxOptions {
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether connecting brings the schema up to date (default `true`, what an app wants).
+    ///
+    /// `false` opens an inbox without changing the database at all, as an operations tool should
+    /// (the `chip inbox` commands do): a `sqlite://` file must exist already (nothing is created,
+    /// nor its journal mode changed), and the database must hold exactly this version's schema,
+    /// else connecting fails with [`InboxError::SchemaTooOld`] (version 0: no inbox there at all)
+    /// or [`InboxError::SchemaTooNew`]. So pointing a tool at the wrong database, or at one whose
+    /// apps run another version, changes nothing.
+    #[must_use]
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 }
@@ -221,11 +237,14 @@ impl Inbox {
         let backend = match scheme.as_str() {
             "sqlite" => {
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
-                let connect = SqliteConnectOptions::from_str(url)?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
+                let mut connect = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(options.migrate)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(options.busy_timeout);
+                if options.migrate {
+                    // Set once, kept by the file: an inbox made here is always in WAL mode.
+                    connect = connect.journal_mode(SqliteJournalMode::Wal);
+                }
                 // An in-memory database exists once per connection: keep exactly one.
                 let size = if memory {
                     1
@@ -256,8 +275,49 @@ impl Inbox {
                 stored: Notify::new(),
             }),
         };
-        inbox.migrate().await?;
+        if options.migrate {
+            inbox.migrate().await?;
+        } else {
+            let found = inbox.schema_version().await?;
+            let known = latest_schema_version(inbox.backend_kind());
+            if found < known {
+                return Err(InboxError::SchemaTooOld { found, known });
+            }
+            if found > known {
+                return Err(InboxError::SchemaTooNew { found, known });
+            }
+        }
         Ok(inbox)
+    }
+
+    /// The version of the inbox schema in the database: 0 when it holds none (no
+    /// `chip_inbox_migrations` table), else the newest migration applied. Reads only.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn schema_version(&self) -> Result<i64, InboxError> {
+        let exists_sql = match self.backend_kind() {
+            BackendKind::Sqlite => {
+                "SELECT COUNT(*) AS n FROM sqlite_master \
+                 WHERE type = 'table' AND name = 'chip_inbox_migrations'"
+            }
+            BackendKind::Postgres => {
+                "SELECT COUNT(*) AS n FROM pg_catalog.pg_tables \
+                 WHERE tablename = 'chip_inbox_migrations' AND schemaname = ANY (current_schemas(false))"
+            }
+        };
+        dispatch!(&self.shared.backend, pool, Db => {
+            let tables: i64 = sqlx::query(exists_sql).fetch_one(pool).await?.try_get("n")?;
+            if tables == 0 {
+                return Ok(0);
+            }
+            let version: i64 =
+                sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM chip_inbox_migrations")
+                    .fetch_one(pool)
+                    .await?
+                    .try_get("v")?;
+            Ok(version)
+        })
     }
 
     /// Which database this inbox runs on.
@@ -345,6 +405,15 @@ impl Inbox {
 }
 
 type Migration = (i64, &'static str, &'static str);
+
+/// The newest schema version this crate knows for `kind`.
+fn latest_schema_version(kind: BackendKind) -> i64 {
+    let migrations = match kind {
+        BackendKind::Sqlite => SQLITE_MIGRATIONS,
+        BackendKind::Postgres => POSTGRES_MIGRATIONS,
+    };
+    migrations.last().map_or(0, |m| m.0)
+}
 
 const SQLITE_MIGRATIONS: &[Migration] = &[(
     1,

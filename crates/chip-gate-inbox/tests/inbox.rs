@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chip_gate_inbox::{
-    Backoff, DeliveryState, Inbox, InboxError, IntakeError, ListFilter, StalePolicy,
+    Backoff, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, ListFilter, StalePolicy,
     StoredDelivery, WorkerOptions,
 };
 use common::*;
@@ -812,4 +812,84 @@ async fn postgres_workers_elsewhere_wake_on_new_and_replayed_deliveries() {
     stop.send(()).unwrap();
     running.await.unwrap();
     drop_postgres(&url).await;
+}
+
+/// Runs one statement on the database at `url` with a plain connection (no inbox involved),
+/// creating a SQLite file if needed; returns the first column of the first row, if any.
+async fn raw(url: &str, sql: &str) -> Option<i64> {
+    use sqlx::Connection as _;
+    if url.starts_with("sqlite:") {
+        let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+            .unwrap()
+            .create_if_missing(true);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query_scalar(sql)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(sql)
+            .fetch_optional(&mut conn)
+            .await
+            .unwrap()
+    }
+}
+
+/// An operations tool opens the inbox without migrating: pointed at a database that is not an
+/// inbox, or at one of another version, it fails and changes nothing.
+async fn opening_without_migrating_changes_nothing(url: String) {
+    let count_inbox_tables = if url.starts_with("sqlite:") {
+        "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'chip_inbox%'"
+    } else {
+        "SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE tablename LIKE 'chip_inbox%'"
+    };
+    let read_only = || InboxOptions::default().migrate(false);
+    // Somebody else's database: refused, and still without inbox tables.
+    raw(&url, "CREATE TABLE app_orders (id BIGINT PRIMARY KEY)").await;
+    let error = Inbox::connect_with(&url, read_only()).await.unwrap_err();
+    assert!(
+        matches!(error, InboxError::SchemaTooOld { found: 0, known: 1 }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("no chip-gate-inbox tables"),
+        "{error}"
+    );
+    assert_eq!(raw(&url, count_inbox_tables).await, Some(0));
+    // Once an app has connected (and migrated), it opens.
+    let app = Inbox::connect(&url).await.unwrap();
+    store(&app, purchase_body("p-ro", "purchase.paid", 1)).await;
+    let tool = Inbox::connect_with(&url, read_only()).await.unwrap();
+    assert_eq!(tool.schema_version().await.unwrap(), 1);
+    assert_eq!(tool.counts().await.unwrap().received, 1);
+    // A database migrated by a newer version: refused, untouched.
+    raw(
+        &url,
+        "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES (2, 'later', 0)",
+    )
+    .await;
+    let error = Inbox::connect_with(&url, read_only()).await.unwrap_err();
+    assert!(
+        matches!(error, InboxError::SchemaTooNew { found: 2, known: 1 }),
+        "{error:?}"
+    );
+    // The app refuses it too (it cannot migrate backwards).
+    assert!(matches!(
+        Inbox::connect(&url).await.unwrap_err(),
+        InboxError::SchemaTooNew { .. }
+    ));
+}
+on_both!(opening_without_migrating_changes_nothing);
+
+#[tokio::test]
+async fn opening_a_missing_sqlite_file_without_migrating_creates_nothing() {
+    let (url, dir) = sqlite_url();
+    let error = Inbox::connect_with(&url, InboxOptions::default().migrate(false))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, InboxError::Database(_)), "{error:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
