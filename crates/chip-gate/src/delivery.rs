@@ -192,7 +192,8 @@ impl fmt::Display for DedupKey {
 
 /// A webhook delivery: the event, the typed object, and the exact body received.
 ///
-/// Build one with [`Verifier::verify_and_parse`] (or [`Verifier::verify_headers_and_parse`]), which
+/// Build one with [`Verifier::verify_and_parse`](crate::Verifier::verify_and_parse) (or
+/// [`Verifier::verify_headers_and_parse`](crate::Verifier::verify_headers_and_parse)), which
 /// parses only after the signature verified; [`Delivery::parse_unverified`] exists for fixtures and
 /// bodies already verified elsewhere. `Serialize` writes the object back with its `event_type`:
 /// the same fields and values as the body received.
@@ -305,7 +306,8 @@ impl Delivery {
     }
 
     /// Parses a body WITHOUT verifying its signature. Only for bodies whose signature was verified
-    /// elsewhere, or for tests and fixtures; a server should use [`Verifier::verify_and_parse`].
+    /// elsewhere, or for tests and fixtures; a server should use
+    /// [`Verifier::verify_and_parse`](crate::Verifier::verify_and_parse).
     ///
     /// # Errors
     /// A [`DeliveryError`] when the body is not a JSON object with a string `event_type`, or a typed

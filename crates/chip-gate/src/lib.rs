@@ -109,7 +109,7 @@
 //!
 //! # Features
 //!
-//! - `axum`: the [`VerifiedDelivery`](receiver_axum::VerifiedDelivery) extractor.
+//! - `axum`: the [`receiver_axum::VerifiedDelivery`] extractor.
 //! - `test-support`: [`testing::TestSigner`], to sign your own test deliveries with a test key.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
