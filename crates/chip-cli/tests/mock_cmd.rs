@@ -54,3 +54,67 @@ fn a_closed_stdout_ends_the_mock_quietly() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn delivery_fault_flags_are_said_and_in_force() {
+    let mut child = chip()
+        .args([
+            "mock",
+            "--port",
+            "0",
+            "--duplicate-rate",
+            "0.2",
+            "--reorder-rate",
+            "0.125",
+            "--hold-back-ms",
+            "250",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(5)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        lines[1],
+        "Delivery faults: 20% of acknowledged deliveries are sent again; 12.5% of events are held \
+         back 250 ms."
+    );
+    let base = lines[3].strip_prefix("  export CHIP_BASE_URL=").unwrap();
+    let key = lines[4].strip_prefix("  export CHIP_API_KEY=").unwrap();
+    let root = base.strip_suffix("/api/v1").unwrap();
+    // The mock's own control route reports the same settings.
+    let faults: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("{root}/__mock/delivery_faults"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        faults,
+        serde_json::json!({"duplicate_rate": 0.2, "reorder_rate": 0.125, "hold_back_ms": 250, "seed": null})
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let refused = chip()
+        .args(["mock", "--port", "0", "--reorder-rate", "1.5"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "error: --reorder-rate must be between 0.0 and 1.0, got 1.5"
+    );
+}
