@@ -427,20 +427,19 @@ pub(crate) async fn store_batch(
 /// connection's thread). Until [`finish`](Self::finish), dropping it closes the connection
 /// instead of returning it to the pool with the transaction still open.
 struct OpenSqliteTx {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    finished: bool,
 }
 
 impl OpenSqliteTx {
     fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        self.conn
-            .as_deref_mut()
-            .expect("the connection is present until finish or drop")
+        &mut self.conn
     }
 
     /// The transaction is over (committed, or rolled back by [`abort`](Self::abort)): the
     /// connection may go back to the pool.
     fn finish(mut self) {
-        self.conn.take();
+        self.finished = true;
     }
 
     /// Rolls back after an error; if even that fails, the connection is closed.
@@ -453,8 +452,8 @@ impl OpenSqliteTx {
 
 impl Drop for OpenSqliteTx {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.close_on_drop();
+        if !self.finished {
+            self.conn.close_on_drop();
         }
     }
 }
@@ -510,7 +509,8 @@ async fn store_batch_sqlite(
     query = query.bind(RECEIVED).bind(shard);
 
     let mut tx = OpenSqliteTx {
-        conn: Some(pool.acquire().await?),
+        conn: pool.acquire().await?,
+        finished: false,
     };
     let inserted = match query.fetch_all(tx.conn()).await {
         Ok(rows) => rows,
