@@ -305,15 +305,6 @@ async fn trigger_all(mock: Arc<MockServer>) {
     }
 }
 
-async fn exec(inbox: &Inbox, sql: &str) {
-    match (inbox.sqlite_pool(), inbox.postgres_pool()) {
-        (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-        (_, Some(pool)) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-        _ => unreachable!(),
-    }
-    .unwrap();
-}
-
 /// (dedup_key, object_id, updated_on, seq) of every effect, and (dedup_key, state, object_id,
 /// updated_on) of every stored delivery.
 #[allow(clippy::type_complexity)]
@@ -472,17 +463,7 @@ async fn crash_run(label: &str, url: String, receivers: usize, workers: usize) {
     let (effects, stored) = read_back(&inbox).await;
     let attempts_sql =
         "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM chip_inbox_deliveries";
-    let claims: i64 = match (inbox.sqlite_pool(), inbox.postgres_pool()) {
-        (Some(pool), _) => sqlx::query_scalar(attempts_sql)
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-        (_, Some(pool)) => sqlx::query_scalar(attempts_sql)
-            .fetch_one(pool)
-            .await
-            .unwrap(),
-        _ => unreachable!(),
-    };
+    let claims = scalar(&inbox, attempts_sql).await;
     let counts = inbox.counts().await.unwrap();
     let store_keys: HashMap<&str, (&str, &str, i64)> = stored
         .iter()

@@ -351,12 +351,7 @@ on_both!(a_dead_worker_loses_its_lease);
 async fn effects_commit_with_the_done_mark(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let create = "CREATE TABLE shipments (dedup_key TEXT PRIMARY KEY, purchase_id TEXT NOT NULL)";
-    match (inbox.sqlite_pool(), inbox.postgres_pool()) {
-        (Some(pool), _) => sqlx::query(create).execute(pool).await.map(|_| ()),
-        (_, Some(pool)) => sqlx::query(create).execute(pool).await.map(|_| ()),
-        _ => unreachable!(),
-    }
-    .unwrap();
+    exec(&inbox, create).await;
     store(&inbox, purchase_body("p-7", "purchase.paid", 1)).await;
     let worker = inbox.worker(fast_worker().max_attempts(2));
     // First attempt writes, then fails: the write is rolled back with it.
@@ -402,11 +397,7 @@ async fn effects_commit_with_the_done_mark(url: String) {
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     let count = "SELECT COUNT(*) FROM shipments";
-    let shipments: i64 = match (inbox.sqlite_pool(), inbox.postgres_pool()) {
-        (Some(pool), _) => sqlx::query_scalar(count).fetch_one(pool).await.unwrap(),
-        (_, Some(pool)) => sqlx::query_scalar(count).fetch_one(pool).await.unwrap(),
-        _ => unreachable!(),
-    };
+    let shipments = scalar(&inbox, count).await;
     assert_eq!(shipments, 1, "exactly one effect");
     let counts = inbox.counts().await.unwrap();
     assert_eq!((counts.done, counts.retried), (1, 1));
@@ -545,12 +536,7 @@ async fn a_failure_inside_the_transaction_is_rolled_back(url: String) {
         ],
     };
     for sql in statements {
-        match (inbox.sqlite_pool(), inbox.postgres_pool()) {
-            (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-            (_, Some(pool)) => sqlx::query(sql).execute(pool).await.map(|_| ()),
-            _ => unreachable!(),
-        }
-        .unwrap();
+        exec(&inbox, sql).await;
     }
     let intake = inbox.intake(verifier()).unwrap();
     let boom = purchase_body("boom", "purchase.paid", 1);

@@ -49,6 +49,26 @@ pub fn header_map(signature: &str) -> HeaderMap {
     headers
 }
 
+/// Runs one statement of a test's own on the inbox's database, whichever it is.
+pub async fn exec(inbox: &chip_gate_inbox::Inbox, sql: &str) {
+    match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+        (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        (_, Some(pool)) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+        _ => unreachable!("an inbox is on SQLite or PostgreSQL"),
+    }
+    .unwrap();
+}
+
+/// The one integer a test's own query returns, on the inbox's database.
+pub async fn scalar(inbox: &chip_gate_inbox::Inbox, sql: &str) -> i64 {
+    match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+        (Some(pool), _) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        (_, Some(pool)) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        _ => unreachable!("an inbox is on SQLite or PostgreSQL"),
+    }
+    .unwrap()
+}
+
 /// A fresh SQLite database in a temporary directory (kept alive by the returned guard).
 pub fn sqlite_url() -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
