@@ -82,21 +82,10 @@ pub(crate) async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 pub(crate) async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let faults: Faults = match serde_json::from_slice(&body) {
-        Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                error_body("__all__", &format!("Invalid faults: {e}"), "invalid"),
-            );
-        }
+    let faults = match read_settings(&body, "faults", Faults::validate) {
+        Ok(faults) => faults,
+        Err(message) => return invalid(&message),
     };
-    if let Err(message) = faults.validate() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            error_body("__all__", &message, "invalid"),
-        );
-    }
     let mut state = lock(&shared.faults);
     *state = FaultState::new(faults);
     Json(state.faults()).into_response()
@@ -110,27 +99,31 @@ pub(crate) async fn set_delivery_faults(
     State(shared): State<Arc<Shared>>,
     body: Bytes,
 ) -> Response {
-    let faults: DeliveryFaults = match serde_json::from_slice(&body) {
-        Ok(f) => f,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                error_body(
-                    "__all__",
-                    &format!("Invalid delivery faults: {e}"),
-                    "invalid",
-                ),
-            );
-        }
+    let faults = match read_settings(&body, "delivery faults", DeliveryFaults::validate) {
+        Ok(faults) => faults,
+        Err(message) => return invalid(&message),
     };
-    if let Err(message) = faults.validate() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            error_body("__all__", &message, "invalid"),
-        );
-    }
     shared.engine.set_delivery_faults(faults);
     Json(shared.engine.delivery_faults()).into_response()
+}
+
+/// Settings from a control route's JSON body, checked by `validate`; otherwise why not.
+fn read_settings<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    validate: fn(&T) -> Result<(), String>,
+) -> Result<T, String> {
+    let settings: T = serde_json::from_slice(body).map_err(|e| format!("Invalid {what}: {e}"))?;
+    validate(&settings)?;
+    Ok(settings)
+}
+
+/// The 400 for settings that do not parse or do not hold (`invalid`, under `__all__`).
+fn invalid(message: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        error_body("__all__", message, "invalid"),
+    )
 }
 
 pub(crate) async fn reset(State(shared): State<Arc<Shared>>) -> Response {

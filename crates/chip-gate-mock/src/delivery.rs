@@ -344,9 +344,7 @@ fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
     let mut queues = lock(&engine.queues);
     let max_total = engine.limits.max_pending_deliveries;
     if engine.pending_jobs.load(Ordering::SeqCst) >= max_total {
-        return Err(MockError::Busy(format!(
-            "{max_total} events are already waiting or being delivered"
-        )));
+        return Err(all_busy(max_total));
     }
     let max_object = engine.limits.max_queued_per_object;
     if queues
@@ -380,6 +378,13 @@ fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
     Ok(false)
 }
 
+/// The refusal when `max_total` events are already waiting or being delivered.
+fn all_busy(max_total: usize) -> MockError {
+    MockError::Busy(format!(
+        "{max_total} events are already waiting or being delivered"
+    ))
+}
+
 /// Delivers `job` after `hold`, outside its object's queue (a reorder fault): the object's later
 /// events may go first.
 fn hold_back(shared: &Arc<Shared>, job: Job, hold: Duration) -> Result<(), MockError> {
@@ -387,9 +392,7 @@ fn hold_back(shared: &Arc<Shared>, job: Job, hold: Duration) -> Result<(), MockE
     let max_total = engine.limits.max_pending_deliveries;
     if engine.pending_jobs.fetch_add(1, Ordering::SeqCst) >= max_total {
         engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
-        return Err(MockError::Busy(format!(
-            "{max_total} events are already waiting or being delivered"
-        )));
+        return Err(all_busy(max_total));
     }
     engine.bump();
     tracing::debug!(object = %job.object_id, event = %job.event, ?hold, "event held back (injected reordering)");

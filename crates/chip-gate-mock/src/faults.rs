@@ -100,15 +100,11 @@ impl Faults {
 
     /// Checks the rates are within 0.0..=1.0 and add up to at most 1.0.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
+        check_rates(&[
             ("error_rate", self.error_rate),
             ("too_many_rate", self.too_many_rate),
             ("drop_rate", self.drop_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0.0 and 1.0, got {rate}"));
-            }
-        }
+        ])?;
         if self.error_rate + self.too_many_rate + self.drop_rate > 1.0 + 1e-9 {
             return Err("error_rate + too_many_rate + drop_rate must be at most 1.0".into());
         }
@@ -172,14 +168,10 @@ impl DeliveryFaults {
 
     /// Checks both rates are within 0.0..=1.0 and the hold-back is at most ten minutes.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
+        check_rates(&[
             ("duplicate_rate", self.duplicate_rate),
             ("reorder_rate", self.reorder_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0.0 and 1.0, got {rate}"));
-            }
-        }
+        ])?;
         if self.hold_back > Duration::from_secs(600) {
             return Err("hold_back must be at most 600 seconds".into());
         }
@@ -216,6 +208,14 @@ impl DeliveryFaultState {
     pub(crate) fn hold_back(&mut self) -> Option<Duration> {
         (self.faults.reorder_rate > 0.0 && self.rng.f64() < self.faults.reorder_rate)
             .then_some(self.faults.hold_back)
+    }
+}
+
+/// Each named rate must be a share, from 0.0 to 1.0 (NaN is not).
+fn check_rates(rates: &[(&str, f64)]) -> Result<(), String> {
+    match rates.iter().find(|(_, rate)| !(0.0..=1.0).contains(rate)) {
+        Some((name, rate)) => Err(format!("{name} must be between 0.0 and 1.0, got {rate}")),
+        None => Ok(()),
     }
 }
 
