@@ -622,7 +622,7 @@ async fn store_batch_postgres(
              SELECT 'received', $11, COUNT(*) FROM stored HAVING COUNT(*) > 0 \
              ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
          ), announced AS ( \
-             SELECT pg_notify('chip_inbox_due', '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored \
+             SELECT pg_notify($12, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored \
          ) SELECT s.id, s.dedup_key FROM stored s CROSS JOIN (SELECT COUNT(*) FROM announced) AS a",
     )
     .bind(rows.iter().map(|r| r.dedup_key.as_str()).collect::<Vec<_>>())
@@ -636,6 +636,7 @@ async fn store_batch_postgres(
     .bind(rows.iter().map(|r| r.typing_problem.as_deref()).collect::<Vec<_>>())
     .bind(now)
     .bind(shard)
+    .bind(crate::store::DUE_CHANNEL)
     .fetch_all(pool)
     .await?;
     let mut ids = std::collections::BTreeMap::new();

@@ -551,6 +551,7 @@ macro_rules! backend_ops {
                 .await?;
                 if !<Db as Dialect>::NOTIFY_DUE.is_empty() {
                     sqlx::query(<Db as Dialect>::NOTIFY_DUE)
+                        .bind(crate::store::DUE_CHANNEL)
                         .execute(&mut *tx)
                         .await?;
                 }

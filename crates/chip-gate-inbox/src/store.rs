@@ -46,7 +46,8 @@ pub(crate) trait Dialect {
     /// Locks the selected rows, waiting for them (PostgreSQL); nothing on SQLite.
     const FOR_UPDATE: &'static str;
     /// Tells the idle workers of every process that a delivery became due, when the transaction
-    /// commits (PostgreSQL's `NOTIFY`); empty on SQLite, whose workers in other processes poll.
+    /// commits (PostgreSQL's `NOTIFY` on the channel bound as `$1`, [`DUE_CHANNEL`]); empty on
+    /// SQLite, whose workers in other processes poll.
     const NOTIFY_DUE: &'static str;
 }
 
@@ -61,7 +62,7 @@ impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     const SKIP_LOCKED: &'static str = " FOR UPDATE SKIP LOCKED";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
-    const NOTIFY_DUE: &'static str = "SELECT pg_notify('chip_inbox_due', '')";
+    const NOTIFY_DUE: &'static str = "SELECT pg_notify($1, '')";
 }
 
 /// The PostgreSQL channel on which intake and [`Inbox::retry`] / [`Inbox::replay`] announce
@@ -311,11 +312,10 @@ impl Inbox {
             if tables == 0 {
                 return Ok(0);
             }
-            let version: i64 =
-                sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM chip_inbox_migrations")
-                    .fetch_one(pool)
-                    .await?
-                    .try_get("v")?;
+            let version: i64 = sqlx::query(CURRENT_VERSION_SQL)
+                .fetch_one(pool)
+                .await?
+                .try_get("v")?;
             Ok(version)
         })
     }
@@ -360,10 +360,7 @@ impl Inbox {
     /// already migrated the database.
     pub async fn migrate(&self) -> Result<(), InboxError> {
         dispatch!(&self.shared.backend, pool, Db => {
-            let migrations = match self.backend_kind() {
-                BackendKind::Sqlite => SQLITE_MIGRATIONS,
-                BackendKind::Postgres => POSTGRES_MIGRATIONS,
-            };
+            let migrations = migrations(self.backend_kind());
             let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
             if self.backend_kind() == BackendKind::Postgres {
                 // Several processes starting at once take turns.
@@ -377,12 +374,11 @@ impl Inbox {
             )
             .execute(&mut *tx)
             .await?;
-            let current: i64 =
-                sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM chip_inbox_migrations")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get("v")?;
-            let known = migrations.last().map_or(0, |m| m.0);
+            let current: i64 = sqlx::query(CURRENT_VERSION_SQL)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("v")?;
+            let known = latest_schema_version(self.backend_kind());
             if current > known {
                 return Err(InboxError::SchemaTooNew { found: current, known });
             }
@@ -406,13 +402,21 @@ impl Inbox {
 
 type Migration = (i64, &'static str, &'static str);
 
-/// The newest schema version this crate knows for `kind`.
-fn latest_schema_version(kind: BackendKind) -> i64 {
-    let migrations = match kind {
+/// The version of the schema applied last (`v`; 0 for none yet).
+const CURRENT_VERSION_SQL: &str =
+    "SELECT COALESCE(MAX(version), 0) AS v FROM chip_inbox_migrations";
+
+/// The embedded migrations for `kind`, oldest first.
+fn migrations(kind: BackendKind) -> &'static [Migration] {
+    match kind {
         BackendKind::Sqlite => SQLITE_MIGRATIONS,
         BackendKind::Postgres => POSTGRES_MIGRATIONS,
-    };
-    migrations.last().map_or(0, |m| m.0)
+    }
+}
+
+/// The newest schema version this crate knows for `kind`.
+fn latest_schema_version(kind: BackendKind) -> i64 {
+    migrations(kind).last().map_or(0, |m| m.0)
 }
 
 const SQLITE_MIGRATIONS: &[Migration] = &[(
