@@ -73,11 +73,11 @@ fn delivery_fault_flags_are_said_and_in_force() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .take(5)
-        .map(Result::unwrap)
-        .collect();
+    // The reader stays open until the mock is killed: a closed stdout ends the mock (see above),
+    // and it still has a line to print after the fifth.
+    let mut reader = BufReader::new(child.stdout.take().unwrap()).lines();
+    let lines: Vec<String> = reader.by_ref().take(6).map(Result::unwrap).collect();
+    assert_eq!(lines[5], "Press Ctrl-C to stop.");
     assert_eq!(
         lines[1],
         "Delivery faults: 20% of acknowledged deliveries are sent again; 12.5% of events are held \
@@ -107,6 +107,7 @@ fn delivery_fault_flags_are_said_and_in_force() {
     );
     child.kill().unwrap();
     let _ = child.wait();
+    drop(reader);
 
     let refused = chip()
         .args(["mock", "--port", "0", "--reorder-rate", "1.5"])
