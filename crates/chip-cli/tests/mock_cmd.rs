@@ -35,8 +35,9 @@ fn the_mock_stops_at_once_on_a_signal() {
         let status = child.wait().unwrap();
         let took = started.elapsed();
         assert_eq!(status.code(), Some(0), "{signal}");
-        // It used to linger for 2 s; a prompt exit is a few milliseconds.
-        assert!(took < Duration::from_millis(900), "{signal}: {took:?}");
+        // It used to linger for 2 s; a prompt exit is a few milliseconds (the bound leaves room
+        // for a busy machine).
+        assert!(took < Duration::from_millis(1_500), "{signal}: {took:?}");
     }
 }
 
