@@ -162,7 +162,11 @@ pub(crate) fn kind_name(kind: ObjectKind) -> &'static str {
     }
 }
 
-type Reply = oneshot::Sender<Result<(Option<i64>, bool), String>>;
+/// Per record of a batch: the id it is stored under and whether it repeats a delivery stored
+/// before, or why it was not recorded (answered 503, so that CHIP sends it again).
+type RecordOutcome = Result<(Option<i64>, bool), String>;
+
+type Reply = oneshot::Sender<RecordOutcome>;
 
 struct Queued {
     record: NewRecord,
@@ -292,7 +296,7 @@ impl Intake {
                     span.record("outcome", error.public_text());
                     match error {
                         IntakeError::Storage(_) => {
-                            tracing::error!(%error, "verified delivery not stored; answering 503");
+                            tracing::error!(%error, "verified delivery not recorded; answering 503");
                         }
                         _ => tracing::debug!(%error, "delivery refused"),
                     }
@@ -370,9 +374,9 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
         let result = store_batch(&inbox.shared.backend, &records).await;
         match result {
             Ok(outcomes) => {
-                let stored_new = outcomes.iter().any(|(_, duplicate)| !duplicate);
+                let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
                 for (queued, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = queued.reply.send(Ok(outcome));
+                    let _ = queued.reply.send(outcome);
                 }
                 if stored_new {
                     inbox.shared.stored.notify_waiters();
@@ -388,18 +392,22 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
     }
 }
 
-/// Stores a batch in one transaction; per record, its id and whether it was a duplicate.
+/// Stores a batch; per record, its id and whether it was a duplicate, or why it was not recorded.
 ///
 /// A few statements per batch whatever its size: the deliveries in one
-/// `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING` with the count, then, only when the
-/// batch repeats deliveries, one `UPDATE` per repeated key with the count of duplicates. Rows go
+/// `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING` with the count, committed, then,
+/// only when the batch repeats deliveries, a second transaction recording the repeats on their
+/// originals and in the count of duplicates. When only that second one fails, the new
+/// deliveries stay stored and are answered as such; only the repeats are answered 503 (CHIP
+/// sends them again, and they are counted then), so no count is off and nothing stored is
+/// refused. Rows go
 /// in key order so that concurrent writers on PostgreSQL take their locks in one order and never
 /// deadlock. The lane of each object (its order and lease) is made by the first worker that
 /// claims one of its deliveries, not here: intake writes as little as it can before it answers.
 pub(crate) async fn store_batch(
     backend: &Backend,
     records: &[&NewRecord],
-) -> Result<Vec<(Option<i64>, bool)>, sqlx::Error> {
+) -> Result<Vec<RecordOutcome>, sqlx::Error> {
     use std::collections::BTreeMap;
 
     let now = now_ms();
@@ -410,16 +418,19 @@ pub(crate) async fn store_batch(
             .and_modify(|(_, n)| *n += 1)
             .or_insert((index, 1));
     }
-    let pool = match backend {
-        Backend::Postgres(pool) => {
-            let ids = store_batch_postgres(pool, records, &keys, now).await?;
-            return Ok(outcomes(records, &keys, &ids));
-        }
-        Backend::Sqlite(pool) => pool,
+    let stored = match backend {
+        Backend::Postgres(pool) => store_batch_postgres(pool, records, &keys, now).await?,
+        Backend::Sqlite(pool) => store_batch_sqlite(pool, records, &keys, now).await?,
     };
+    Ok(outcomes(records, &keys, &stored))
+}
 
-    let ids = store_batch_sqlite(pool, records, &keys, now).await?;
-    Ok(outcomes(records, &keys, &ids))
+/// What a batch's two transactions did: the ids of its keys (stored now, or found as the
+/// originals of repeats), and why recording the repeats failed, if it did (the new deliveries
+/// were committed before).
+struct StoredBatch {
+    ids: std::collections::BTreeMap<String, (i64, bool)>,
+    repeats_failed: Option<sqlx::Error>,
 }
 
 /// A pooled SQLite connection inside a transaction this module opened with SQL of its own
@@ -472,7 +483,7 @@ async fn store_batch_sqlite(
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
-) -> Result<std::collections::BTreeMap<String, (i64, bool)>, sqlx::Error> {
+) -> Result<StoredBatch, sqlx::Error> {
     let mut sql = format!(
         "{}; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
          updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
@@ -527,13 +538,31 @@ async fn store_batch_sqlite(
     }
 
     let repeats = repeats(keys, &ids);
-    if repeats.is_empty() {
-        return Ok(ids);
-    }
+    let repeats_failed = if repeats.is_empty() {
+        None
+    } else {
+        record_repeats_sqlite(pool, &repeats, &mut ids, now)
+            .await
+            .err()
+    };
+    Ok(StoredBatch {
+        ids,
+        repeats_failed,
+    })
+}
+
+/// The SQLite batch's second transaction: each repeated key's count on its original (whose id
+/// goes into `ids` when the batch did not store it), and the `duplicates` count.
+async fn record_repeats_sqlite(
+    pool: &sqlx::SqlitePool,
+    repeats: &[(&str, i64)],
+    ids: &mut std::collections::BTreeMap<String, (i64, bool)>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool
         .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
         .await?;
-    for &(key, n) in &repeats {
+    for &(key, n) in repeats {
         let original = sqlx::query(
             "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
              last_duplicate_at = $3 WHERE dedup_key = $1 RETURNING id",
@@ -549,26 +578,32 @@ async fn store_batch_sqlite(
     }
     let duplicates: i64 = repeats.iter().map(|r| r.1).sum();
     crate::store::add_counts!(tx, [(DUPLICATES, duplicates)])?;
-    tx.commit().await?;
-    Ok(ids)
+    tx.commit().await
 }
 
 /// Per record: the id it is stored under and whether it repeats a delivery stored before (or
-/// earlier in the same batch).
+/// earlier in the same batch); when recording the repeats failed, every repeat gets the error.
 fn outcomes(
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
-    ids: &std::collections::BTreeMap<String, (i64, bool)>,
-) -> Vec<(Option<i64>, bool)> {
+    stored: &StoredBatch,
+) -> Vec<RecordOutcome> {
+    let repeats_failed = stored.repeats_failed.as_ref().map(|error| {
+        format!(
+            "the delivery is stored, but this repeat of it was not recorded: {}",
+            crate::error::error_text(error)
+        )
+    });
     records
         .iter()
         .enumerate()
         .map(|(index, record)| {
             let first = keys.get(record.dedup_key.as_str()).map(|k| k.0);
-            match ids.get(&record.dedup_key) {
-                Some(&(id, true)) if first == Some(index) => (Some(id), false),
-                Some(&(id, _)) => (Some(id), true),
-                None => (None, true),
+            match (stored.ids.get(&record.dedup_key), &repeats_failed) {
+                (Some(&(id, true)), _) if first == Some(index) => Ok((Some(id), false)),
+                (_, Some(error)) => Err(error.clone()),
+                (Some(&(id, _)), None) => Ok((Some(id), true)),
+                (None, None) => Ok((None, true)),
             }
         })
         .collect()
@@ -603,7 +638,7 @@ async fn store_batch_postgres(
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
-) -> Result<std::collections::BTreeMap<String, (i64, bool)>, sqlx::Error> {
+) -> Result<StoredBatch, sqlx::Error> {
     let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
     let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
     let stored = sqlx::query(
@@ -647,6 +682,7 @@ async fn store_batch_postgres(
         );
     }
     let (repeated, counts): (Vec<&str>, Vec<i64>) = repeats(keys, &ids).into_iter().unzip();
+    let mut repeats_failed = None;
     if !repeated.is_empty() {
         let originals = sqlx::query(
             "WITH repeats AS ( \
@@ -665,12 +701,20 @@ async fn store_batch_postgres(
         .bind(now)
         .bind(shard)
         .fetch_all(pool)
-        .await?;
-        for row in originals {
-            let key: String = row.try_get("dedup_key")?;
-            let id: i64 = row.try_get("id")?;
-            ids.entry(key).or_insert((id, false));
+        .await;
+        match originals {
+            Ok(originals) => {
+                for row in originals {
+                    let key: String = row.try_get("dedup_key")?;
+                    let id: i64 = row.try_get("id")?;
+                    ids.entry(key).or_insert((id, false));
+                }
+            }
+            Err(error) => repeats_failed = Some(error),
         }
     }
-    Ok(ids)
+    Ok(StoredBatch {
+        ids,
+        repeats_failed,
+    })
 }

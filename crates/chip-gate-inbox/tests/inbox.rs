@@ -561,6 +561,96 @@ async fn a_failure_inside_the_transaction_is_rolled_back(url: String) {
 }
 on_both!(a_failure_inside_the_transaction_is_rolled_back);
 
+/// When a batch's new deliveries are committed and only recording its repeats fails, the new
+/// ones are answered as stored and only the repeats get a 503 (CHIP sends them again, and they
+/// are counted then): nothing stored is refused, and no count is off.
+async fn a_failed_repeat_leaves_its_batch_stored(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let receive = |body: Bytes| {
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            intake
+                .receive(&signed_headers(&signer(), &body), body)
+                .await
+        })
+    };
+    let original = purchase_body("dup-boom", "purchase.paid", 1);
+    assert!(!receive(original.clone()).await.unwrap().unwrap().duplicate);
+    let sqlite = inbox.backend_kind() == chip_gate_inbox::BackendKind::Sqlite;
+    let refuse: &[&str] = if sqlite {
+        &[
+            "CREATE TRIGGER refuse_repeat BEFORE UPDATE OF duplicates ON chip_inbox_deliveries \
+           WHEN NEW.object_id = 'dup-boom' BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+        ]
+    } else {
+        &[
+            "CREATE FUNCTION refuse_repeat() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.object_id = 'dup-boom' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+             RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_repeat BEFORE UPDATE OF duplicates ON chip_inbox_deliveries \
+             FOR EACH ROW EXECUTE FUNCTION refuse_repeat()",
+        ]
+    };
+    for sql in refuse {
+        exec(&inbox, sql).await;
+    }
+    // Another connection holds the write lock: the intake's writer takes the first delivery and
+    // waits; what arrives meanwhile queues up behind it and is stored as one batch.
+    let blocker = WriteLock::take(&url, sqlite).await;
+    let first = receive(purchase_body("first", "purchase.paid", 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = purchase_body("fresh", "purchase.paid", 1);
+    let batch = [
+        receive(original.clone()),
+        receive(fresh.clone()),
+        receive(fresh.clone()),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocker.release().await;
+
+    assert!(!first.await.unwrap().unwrap().duplicate);
+    let mut answers = Vec::new();
+    for answer in batch {
+        answers.push(answer.await.unwrap());
+    }
+    let refused: Vec<&IntakeError> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    let stored: Vec<_> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+    // The new delivery is stored and said so; its second copy and the repeat of the earlier one
+    // are answered 503.
+    assert_eq!(stored.len(), 1, "{answers:?}");
+    assert!(!stored[0].duplicate);
+    assert_eq!(stored[0].dedup_key, "fresh:purchase.paid:1");
+    assert_eq!(refused.len(), 2, "{answers:?}");
+    for error in refused {
+        assert_eq!(error.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let text = error.to_string();
+        assert!(
+            text.contains("this repeat of it was not recorded"),
+            "{text}"
+        );
+        assert!(text.contains("injected failure"), "{text}");
+    }
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (3, 0));
+
+    // CHIP sends the two again; now they are recorded as duplicates of what is stored.
+    let drop_trigger = if sqlite {
+        "DROP TRIGGER refuse_repeat"
+    } else {
+        "DROP TRIGGER refuse_repeat ON chip_inbox_deliveries"
+    };
+    exec(&inbox, drop_trigger).await;
+    for body in [original, fresh] {
+        let again = receive(body).await.unwrap().unwrap();
+        assert!(again.duplicate);
+    }
+    let counts = inbox.counts().await.unwrap();
+    assert_eq!((counts.received, counts.duplicates), (3, 2));
+    assert_eq!(inbox.status().await.unwrap().pending, 3);
+}
+on_both!(a_failed_repeat_leaves_its_batch_stored);
+
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
     let error = Inbox::connect("mysql://localhost/x").await.unwrap_err();
@@ -612,7 +702,7 @@ fn dedup_keys() {
 async fn a_long_handler_keeps_its_lease(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     store(&inbox, purchase_body("p-12", "purchase.paid", 1)).await;
-    let options = fast_worker().lease(Duration::from_millis(300));
+    let options = fast_worker().lease(Duration::from_millis(600));
     let calls = Arc::new(Mutex::new(0));
     let slow = {
         let worker = inbox.worker(options.clone());
@@ -624,7 +714,7 @@ async fn a_long_handler_keeps_its_lease(url: String) {
                     async move {
                         *calls.lock().unwrap() += 1;
                         // Three leases long: the worker extends its lease meanwhile.
-                        tokio::time::sleep(Duration::from_millis(1000)).await;
+                        tokio::time::sleep(Duration::from_millis(1800)).await;
                         Ok::<(), String>(())
                     }
                 })
@@ -878,4 +968,44 @@ async fn opening_a_missing_sqlite_file_without_migrating_creates_nothing() {
         .unwrap_err();
     assert!(matches!(error, InboxError::Database(_)), "{error:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Another connection holding the inbox's write lock (SQLite: an open `BEGIN IMMEDIATE`;
+/// PostgreSQL: a lock on the deliveries table that conflicts with inserts and updates).
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(url: &str, sqlite: bool) -> Self {
+        use sqlx::Connection;
+        if sqlite {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query("LOCK TABLE chip_inbox_deliveries IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Postgres(conn)
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
 }
