@@ -389,21 +389,32 @@ macro_rules! backend_ops {
                 Ok(results)
             }
 
-            /// Extends a lease; `false` when it is no longer this worker's.
+            /// Extends the leases of a batch, a hundred to a statement; returns how many are
+            /// still this worker's (a lease another worker took after it expired is not).
             pub(crate) async fn extend(
                 pool: &Pool<Db>,
-                lease: &Lease,
+                leases: &[Lease],
                 lease_ms: i64,
-            ) -> Result<bool, sqlx::Error> {
-                let done = sqlx::query(
-                    "UPDATE chip_inbox_lanes SET lease_until = $3 WHERE lane = $1 AND lease_token = $2",
-                )
-                .bind(&lease.lane)
-                .bind(&lease.token)
-                .bind(now_ms().saturating_add(lease_ms))
-                .execute(pool)
-                .await?;
-                Ok(done.rows_affected() == 1)
+            ) -> Result<u64, sqlx::Error> {
+                let until = now_ms().saturating_add(lease_ms);
+                let mut kept = 0;
+                for chunk in leases.chunks(100) {
+                    let mut sql = String::from(
+                        "UPDATE chip_inbox_lanes SET lease_until = $1 \
+                         WHERE (lane, lease_token) IN (VALUES ",
+                    );
+                    for n in 0..chunk.len() {
+                        let sep = if n == 0 { "" } else { ", " };
+                        sql.push_str(&format!("{sep}(${}, ${})", 2 + 2 * n, 3 + 2 * n));
+                    }
+                    sql.push(')');
+                    let mut query = sqlx::query(&sql).bind(until);
+                    for lease in chunk {
+                        query = query.bind(&lease.lane).bind(&lease.token);
+                    }
+                    kept += query.execute(pool).await?.rows_affected();
+                }
+                Ok(kept)
             }
 
             /// Removes done and stale deliveries finished before `cutoff`, and idle lanes

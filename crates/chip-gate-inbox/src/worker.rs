@@ -1,6 +1,7 @@
 //! Processing: workers claim due deliveries under a lease, hand them to your handler, and record
 //! the outcome.
 
+use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -552,18 +553,10 @@ impl Worker {
             .map(|claimed| self.run_plain(claimed, handler))
             .buffer_unordered(self.options.concurrency)
             .collect::<Vec<_>>();
-        futures::pin_mut!(work);
-        let mut renew = tokio::time::interval(self.options.lease / 3);
-        renew.tick().await;
-        let finished = loop {
-            tokio::select! {
-                finished = &mut work => break finished,
-                _ = renew.tick() => {
-                    for lease in &leases {
-                        self.extend(lease).await;
-                    }
-                }
-            }
+        // Both in this task: the handlers keep running while the leases are extended.
+        let finished = tokio::select! {
+            finished = work => finished,
+            never = self.keep_leases(&leases) => match never {},
         };
         for outcome in self.record_all(finished).await {
             report.add(outcome);
@@ -663,16 +656,26 @@ impl Worker {
         )
     }
 
-    async fn extend(&self, lease: &Lease) {
-        let lease_ms = ms(self.options.lease);
-        let kept = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::extend(pool, lease, lease_ms).await,
-            Backend::Postgres(pool) => ops::postgres::extend(pool, lease, lease_ms).await,
-        };
-        match kept {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("lease lost while the handler runs"),
-            Err(error) => tracing::warn!(%error, "lease not extended"),
+    /// Extends `leases` every third of the lease, for as long as it is polled (the batch's
+    /// handlers run meanwhile; it is dropped when they are done).
+    async fn keep_leases(&self, leases: &[Lease]) -> Infallible {
+        let mut renew = tokio::time::interval(self.options.lease / 3);
+        renew.tick().await;
+        loop {
+            renew.tick().await;
+            let lease_ms = ms(self.options.lease);
+            let kept = match &self.inbox.shared.backend {
+                Backend::Sqlite(pool) => ops::sqlite::extend(pool, leases, lease_ms).await,
+                Backend::Postgres(pool) => ops::postgres::extend(pool, leases, lease_ms).await,
+            };
+            match kept {
+                Ok(kept) if kept == leases.len() as u64 => {}
+                Ok(kept) => tracing::warn!(
+                    lost = leases.len() as u64 - kept,
+                    "leases lost while their handlers run"
+                ),
+                Err(error) => tracing::warn!(%error, "leases not extended"),
+            }
         }
     }
 

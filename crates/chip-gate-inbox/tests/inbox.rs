@@ -746,6 +746,63 @@ async fn a_long_handler_keeps_its_lease(url: String) {
 }
 on_both!(a_long_handler_keeps_its_lease);
 
+/// A batch larger than one extension statement (a hundred leases) keeps every lease while its
+/// handlers run three leases long: another worker gets none of them.
+async fn a_large_batch_keeps_all_its_leases(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    for n in 0..150 {
+        let body = purchase_body(&format!("big-{n}"), "purchase.paid", 1);
+        intake
+            .receive(&signed_headers(&signer(), &body), body)
+            .await
+            .unwrap();
+    }
+    let options = fast_worker()
+        .lease(Duration::from_millis(600))
+        .batch_size(150)
+        .concurrency(150);
+    let started = Arc::new(Mutex::new(0));
+    let slow = {
+        let worker = inbox.worker(options.clone());
+        let started = Arc::clone(&started);
+        tokio::spawn(async move {
+            worker
+                .process_batch(move |_d: StoredDelivery| {
+                    let started = Arc::clone(&started);
+                    async move {
+                        *started.lock().unwrap() += 1;
+                        tokio::time::sleep(Duration::from_millis(1800)).await;
+                        Ok::<(), String>(())
+                    }
+                })
+                .await
+                .unwrap()
+        })
+    };
+    while *started.lock().unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let other = inbox.worker(options);
+    let mut taken = 0;
+    while !slow.is_finished() {
+        let report = other
+            .process_batch(|_d: StoredDelivery| async { Ok::<(), String>(()) })
+            .await
+            .unwrap();
+        taken += report.handed_over;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = slow.await.unwrap();
+    assert_eq!((report.handed_over, report.done), (150, 150), "{report:?}");
+    assert_eq!(
+        taken, 0,
+        "another worker took a delivery whose lease was kept"
+    );
+    assert_eq!(inbox.counts().await.unwrap().done, 150);
+}
+on_both!(a_large_batch_keeps_all_its_leases);
+
 async fn a_panicking_handler_is_retried(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let receipt = store(&inbox, purchase_body("p-13", "purchase.paid", 1)).await;
