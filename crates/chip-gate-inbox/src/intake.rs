@@ -400,9 +400,8 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
 /// originals and in the count of duplicates. When only that second one fails, the new
 /// deliveries stay stored and are answered as such; only the repeats are answered 503 (CHIP
 /// sends them again, and they are counted then), so no count is off and nothing stored is
-/// refused. Rows go
-/// in key order so that concurrent writers on PostgreSQL take their locks in one order and never
-/// deadlock. The lane of each object (its order and lease) is made by the first worker that
+/// refused. Rows go in key order so that concurrent writers on PostgreSQL take their locks in one
+/// order and never deadlock. The lane of each object (its order and lease) is made by the first worker that
 /// claims one of its deliveries, not here: intake writes as little as it can before it answers.
 pub(crate) async fn store_batch(
     backend: &Backend,
