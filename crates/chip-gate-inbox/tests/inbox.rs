@@ -699,69 +699,15 @@ fn dedup_keys() {
     assert_eq!(ka, chip_gate_inbox::dedup_key(&a), "deterministic");
 }
 
-async fn a_long_handler_keeps_its_lease(url: String) {
-    let inbox = Inbox::connect(&url).await.unwrap();
-    store(&inbox, purchase_body("p-12", "purchase.paid", 1)).await;
-    let options = fast_worker().lease(Duration::from_millis(600));
-    let calls = Arc::new(Mutex::new(0));
-    let slow = {
-        let worker = inbox.worker(options.clone());
-        let calls = Arc::clone(&calls);
-        tokio::spawn(async move {
-            worker
-                .process_batch(move |_d: StoredDelivery| {
-                    let calls = Arc::clone(&calls);
-                    async move {
-                        *calls.lock().unwrap() += 1;
-                        // Three leases long: the worker extends its lease meanwhile.
-                        tokio::time::sleep(Duration::from_millis(1800)).await;
-                        Ok::<(), String>(())
-                    }
-                })
-                .await
-                .unwrap()
-        })
-    };
-    while *calls.lock().unwrap() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let other = inbox.worker(options);
-    while !slow.is_finished() {
-        let calls = Arc::clone(&calls);
-        other
-            .process_batch(move |_d: StoredDelivery| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    *calls.lock().unwrap() += 1;
-                    Ok::<(), String>(())
-                }
-            })
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let report = slow.await.unwrap();
-    assert_eq!(report.done, 1, "{report:?} calls={}", calls.lock().unwrap());
-    assert_eq!(*calls.lock().unwrap(), 1, "handed over once");
-}
-on_both!(a_long_handler_keeps_its_lease);
-
-/// A batch larger than one extension statement (a hundred leases) keeps every lease while its
-/// handlers run three leases long: another worker gets none of them.
-async fn a_large_batch_keeps_all_its_leases(url: String) {
-    let inbox = Inbox::connect(&url).await.unwrap();
-    let intake = inbox.intake(verifier()).unwrap();
-    for n in 0..150 {
-        let body = purchase_body(&format!("big-{n}"), "purchase.paid", 1);
-        intake
-            .receive(&signed_headers(&signer(), &body), body)
-            .await
-            .unwrap();
-    }
-    let options = fast_worker()
-        .lease(Duration::from_millis(600))
-        .batch_size(150)
-        .concurrency(150);
+/// Runs one batch on a worker whose handlers each take three leases (1.8 s with a 600 ms lease,
+/// so the worker must extend the leases meanwhile), while a second worker with the same options
+/// keeps claiming. Returns the slow batch's report and how many deliveries the second worker was
+/// handed in that time.
+async fn claim_during_a_slow_batch(
+    inbox: &Inbox,
+    options: WorkerOptions,
+) -> (chip_gate_inbox::ProcessReport, usize) {
+    let options = options.lease(Duration::from_millis(600));
     let started = Arc::new(Mutex::new(0));
     let slow = {
         let worker = inbox.worker(options.clone());
@@ -793,7 +739,32 @@ async fn a_large_batch_keeps_all_its_leases(url: String) {
         taken += report.handed_over;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let report = slow.await.unwrap();
+    (slow.await.unwrap(), taken)
+}
+
+async fn a_long_handler_keeps_its_lease(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    store(&inbox, purchase_body("p-12", "purchase.paid", 1)).await;
+    let (report, taken) = claim_during_a_slow_batch(&inbox, fast_worker()).await;
+    assert_eq!(report.done, 1, "{report:?}");
+    assert_eq!(taken, 0, "handed over once");
+}
+on_both!(a_long_handler_keeps_its_lease);
+
+/// A batch larger than one extension statement (a hundred leases) keeps every lease while its
+/// handlers run: another worker gets none of them.
+async fn a_large_batch_keeps_all_its_leases(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    for n in 0..150 {
+        let body = purchase_body(&format!("big-{n}"), "purchase.paid", 1);
+        intake
+            .receive(&signed_headers(&signer(), &body), body)
+            .await
+            .unwrap();
+    }
+    let options = fast_worker().batch_size(150).concurrency(150);
+    let (report, taken) = claim_during_a_slow_batch(&inbox, options).await;
     assert_eq!((report.handed_over, report.done), (150, 150), "{report:?}");
     assert_eq!(
         taken, 0,
