@@ -14,6 +14,10 @@ use tracing::Instrument;
 use crate::error::{InboxError, IntakeError};
 use crate::store::{Backend, DUPLICATES, Dialect, Inbox, RECEIVED, now_ms};
 
+/// The largest batch [`IntakeOptions::max_batch`] allows: 11 parameters a delivery stay within
+/// SQLite's limit of 32,766 a statement.
+const MAX_BATCH: usize = 2_000;
+
 /// Settings for [`Intake`].
 #[derive(Clone, Debug)]
 pub struct IntakeOptions {
@@ -33,13 +37,14 @@ impl Default for IntakeOptions {
 }
 
 impl IntakeOptions {
-    /// The most deliveries committed together (group commit; default 256). Deliveries that arrive
-    /// while a commit is under way wait for the next one, which takes all of them at once; a lone
-    /// delivery is committed at once, never held back to fill a batch. `1` commits each delivery
-    /// in its own transaction.
+    /// The most deliveries committed together (group commit; default 256, at most 2,000).
+    /// Deliveries that arrive while a commit is under way wait for the next one, which takes all
+    /// of them at once; a lone delivery is committed at once, never held back to fill a batch. `1`
+    /// commits each delivery in its own transaction. (The cap keeps a SQLite batch's insert
+    /// within SQLite's 32,766 parameters per statement.)
     #[must_use]
     pub fn max_batch(mut self, n: usize) -> Self {
-        self.max_batch = n.max(1);
+        self.max_batch = n.clamp(1, MAX_BATCH);
         self
     }
 

@@ -651,6 +651,49 @@ async fn a_failed_repeat_leaves_its_batch_stored(url: String) {
 }
 on_both!(a_failed_repeat_leaves_its_batch_stored);
 
+/// However large a batch is allowed to be, one that arrives all at once is stored: 3,000
+/// deliveries queued behind a held write lock would need 33,000 parameters in one SQLite insert,
+/// past SQLite's limit, if the batch were not capped.
+async fn a_huge_batch_is_stored(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let options = chip_gate_inbox::IntakeOptions::default().max_batch(usize::MAX);
+    let intake = chip_gate_inbox::Intake::new(&inbox, verifier(), options).unwrap();
+    let signer = signer();
+    let signed: Vec<_> = (0..3_000)
+        .map(|n| {
+            let body = purchase_body(&format!("huge-{n}"), "purchase.paid", 1);
+            (signed_headers(&signer, &body), body)
+        })
+        .collect();
+    let blocker = WriteLock::take(
+        &url,
+        inbox.backend_kind() == chip_gate_inbox::BackendKind::Sqlite,
+    )
+    .await;
+    let first = {
+        let (headers, body) = signed[0].clone();
+        let intake = intake.clone();
+        tokio::spawn(async move { intake.receive(&headers, body).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rest: Vec<_> = signed[1..]
+        .iter()
+        .cloned()
+        .map(|(headers, body)| {
+            let intake = intake.clone();
+            tokio::spawn(async move { intake.receive(&headers, body).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    blocker.release().await;
+    assert!(!first.await.unwrap().unwrap().duplicate);
+    for answer in rest {
+        assert!(!answer.await.unwrap().unwrap().duplicate);
+    }
+    assert_eq!(inbox.counts().await.unwrap().received, 3_000);
+}
+on_both!(a_huge_batch_is_stored);
+
 #[tokio::test]
 async fn unsupported_urls_are_refused() {
     let error = Inbox::connect("mysql://localhost/x").await.unwrap_err();
