@@ -214,7 +214,7 @@ impl Engine {
     fn push(&self, record: DeliveryRecord) {
         {
             let mut log = lock(&self.log);
-            while log.len() >= self.limits.delivery_log.max(1) {
+            while log.len() >= self.limits.delivery_log {
                 log.pop_front();
             }
             log.push_back(record);

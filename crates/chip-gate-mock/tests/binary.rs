@@ -94,8 +94,6 @@ async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
     assert!(!stderr.contains("test_bin_key"));
 }
 
-/// Reads the `CHIP_BASE_URL=` line and the `CHIP_API_KEY=` line a mock prints when it chose the
-/// key itself.
 /// GETs `url` with the bearer `key` and reads the JSON answer.
 async fn get_json(url: &str, key: &str) -> serde_json::Value {
     reqwest::Client::builder()
@@ -112,6 +110,8 @@ async fn get_json(url: &str, key: &str) -> serde_json::Value {
         .unwrap()
 }
 
+/// Reads the `CHIP_BASE_URL=` line and the `CHIP_API_KEY=` line a mock prints when it chose the
+/// key itself.
 fn base_and_key(child: &mut Child) -> (String, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = lines
@@ -233,22 +233,24 @@ async fn delivery_fault_flags_are_in_force() {
     let _ = child.wait();
 }
 
-#[test]
-fn bad_flags_fail_with_a_message() {
-    let mut child = spawn(&["--duplicate-rate", "1.5"]);
+/// Starts the mock with `args`, which it must refuse; returns what it wrote to stderr.
+fn refused(args: &[&str]) -> String {
+    let mut child = spawn(args);
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(!status.success());
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    stderr
+}
+
+#[test]
+fn bad_flags_fail_with_a_message() {
+    let stderr = refused(&["--duplicate-rate", "1.5"]);
     assert!(stderr.contains("duplicate_rate"), "{stderr}");
 }
 
 #[test]
 fn bad_fault_flags_fail_with_a_message() {
-    let mut child = spawn(&["--error-rate", "2"]);
-    let status = wait_exit(&mut child, Duration::from_secs(10));
-    assert!(!status.success());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let stderr = refused(&["--error-rate", "2"]);
     assert!(stderr.contains("error_rate"), "{stderr}");
 }
