@@ -24,6 +24,17 @@ fn fast_worker() -> WorkerOptions {
         })
 }
 
+/// Signs `body` and hands it to `intake` in a task of its own, so that deliveries sent one after
+/// the other arrive together.
+fn spawn_receive(
+    intake: &chip_gate_inbox::Intake,
+    body: Bytes,
+) -> tokio::task::JoinHandle<Result<chip_gate_inbox::Receipt, IntakeError>> {
+    let intake = intake.clone();
+    let headers = signed_headers(&signer(), &body);
+    tokio::spawn(async move { intake.receive(&headers, body).await })
+}
+
 async fn store(inbox: &Inbox, body: Bytes) -> chip_gate_inbox::Receipt {
     let intake = inbox.intake(verifier()).unwrap();
     let headers = signed_headers(&signer(), &body);
@@ -567,14 +578,7 @@ on_both!(a_failure_inside_the_transaction_is_rolled_back);
 async fn a_failed_repeat_leaves_its_batch_stored(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let intake = inbox.intake(verifier()).unwrap();
-    let receive = |body: Bytes| {
-        let intake = intake.clone();
-        tokio::spawn(async move {
-            intake
-                .receive(&signed_headers(&signer(), &body), body)
-                .await
-        })
-    };
+    let receive = |body: Bytes| spawn_receive(&intake, body);
     let original = purchase_body("dup-boom", "purchase.paid", 1);
     assert!(!receive(original.clone()).await.unwrap().unwrap().duplicate);
     let sqlite = inbox.backend_kind() == chip_gate_inbox::BackendKind::Sqlite;
@@ -658,31 +662,16 @@ async fn a_huge_batch_is_stored(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let options = chip_gate_inbox::IntakeOptions::default().max_batch(usize::MAX);
     let intake = chip_gate_inbox::Intake::new(&inbox, verifier(), options).unwrap();
-    let signer = signer();
-    let signed: Vec<_> = (0..3_000)
-        .map(|n| {
-            let body = purchase_body(&format!("huge-{n}"), "purchase.paid", 1);
-            (signed_headers(&signer, &body), body)
-        })
-        .collect();
     let blocker = WriteLock::take(
         &url,
         inbox.backend_kind() == chip_gate_inbox::BackendKind::Sqlite,
     )
     .await;
-    let first = {
-        let (headers, body) = signed[0].clone();
-        let intake = intake.clone();
-        tokio::spawn(async move { intake.receive(&headers, body).await })
-    };
+    let body = |n: usize| purchase_body(&format!("huge-{n}"), "purchase.paid", 1);
+    let first = spawn_receive(&intake, body(0));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rest: Vec<_> = signed[1..]
-        .iter()
-        .cloned()
-        .map(|(headers, body)| {
-            let intake = intake.clone();
-            tokio::spawn(async move { intake.receive(&headers, body).await })
-        })
+    let rest: Vec<_> = (1..3_000)
+        .map(|n| spawn_receive(&intake, body(n)))
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     blocker.release().await;
@@ -845,17 +834,13 @@ async fn concurrent_copies_are_stored_once(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let intake = inbox.intake(verifier()).unwrap();
     let body = purchase_body("p-14", "purchase.paid", 3);
-    let headers = signed_headers(&signer(), &body);
     // Copies arriving together land in one group commit (and on PostgreSQL in one statement).
     let copies: Vec<_> = (0..20)
-        .map(|_| {
-            let (intake, headers, body) = (intake.clone(), headers.clone(), body.clone());
-            tokio::spawn(async move { intake.receive(&headers, body).await.unwrap() })
-        })
+        .map(|_| spawn_receive(&intake, body.clone()))
         .collect();
     let mut receipts = Vec::new();
     for copy in copies {
-        receipts.push(copy.await.unwrap());
+        receipts.push(copy.await.unwrap().unwrap());
     }
     assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
     let id = receipts[0].id;
@@ -886,15 +871,11 @@ async fn a_mixed_batch_is_counted_exactly(url: String) {
     fastrand::shuffle(&mut bodies);
     let copies: Vec<_> = bodies
         .into_iter()
-        .map(|body| {
-            let intake = intake.clone();
-            let headers = signed_headers(&signer(), &body);
-            tokio::spawn(async move { intake.receive(&headers, body).await.unwrap() })
-        })
+        .map(|body| spawn_receive(&intake, body))
         .collect();
     let mut receipts = Vec::new();
     for copy in copies {
-        receipts.push(copy.await.unwrap());
+        receipts.push(copy.await.unwrap().unwrap());
     }
     assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 10);
     assert!(receipts.iter().all(|r| r.id.is_some()));
