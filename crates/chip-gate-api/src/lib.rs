@@ -26,7 +26,7 @@ mod conveniences;
 mod hooks;
 mod loopback;
 pub use hooks::Hooks;
-pub use loopback::is_loopback_host;
+pub use loopback::{is_localhost_name, is_loopback_host, pin_localhost};
 
 #[rustfmt::skip]
 #[allow(missing_docs, clippy::all, clippy::pedantic, clippy::unwrap_used, unused_imports, unreachable_patterns)]

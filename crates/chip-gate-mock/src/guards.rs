@@ -21,7 +21,7 @@ use crate::{Shared, Variant, lock};
 pub(crate) struct ConnKill(pub(crate) Arc<Notify>);
 
 /// Whether `host` (a `Host` header value: a name or address with an optional port) names this
-/// machine's loopback: `localhost`, an address in 127.0.0.0/8, or `[::1]`.
+/// machine's loopback: `localhost` (without a trailing dot), an address in 127.0.0.0/8, or `[::1]`.
 pub(crate) fn is_loopback_host(host: &str) -> bool {
     let (name, port) = if let Some(rest) = host.strip_prefix('[') {
         let Some((inside, after)) = rest.split_once(']') else {
@@ -230,7 +230,6 @@ mod tests {
         for ok in [
             "localhost",
             "LOCALHOST:8080",
-            "localhost.:1",
             "127.0.0.1",
             "127.0.0.1:41234",
             "127.1.2.3:80",
@@ -244,6 +243,9 @@ mod tests {
             "evil.example",
             "evil.example:41234",
             "localhost.evil.example",
+            // A trailing dot makes a DNS name: not the pinned loopback name.
+            "localhost.:1",
+            "localhost.",
             "127.0.0.1.nip.io",
             "10.0.0.1:80",
             "0.0.0.0:80",

@@ -223,6 +223,14 @@ impl ClientBuilder {
             // https a proxy only sees a CONNECT, so reqwest's proxy settings stand there.
             http = http.no_proxy();
         }
+        if base
+            .host_str()
+            .is_some_and(chip_gate_api::is_localhost_name)
+        {
+            // `localhost` is loopback only if no resolver decides where it goes: pin it to
+            // 127.0.0.1 and ::1, so the key (in clear text over http) never leaves the machine.
+            http = chip_gate_api::pin_localhost(http);
+        }
         let http = http
             .default_headers(headers)
             .user_agent(USER_AGENT)
@@ -263,11 +271,17 @@ fn parse_base_url(raw: &str) -> Result<Url, Error> {
         "https" => {}
         "http" => {
             if !url.host_str().is_some_and(chip_gate_api::is_loopback_host) {
+                let host = url.host_str().unwrap_or("a host-less URL");
+                let dot = if host.ends_with('.') {
+                    " (a trailing dot makes a DNS name, which a resolver may point anywhere: write \
+                     `localhost` or 127.0.0.1)"
+                } else {
+                    ""
+                };
                 return Err(Error::invalid(format!(
-                    "refusing to send the API key over plain http:// to {}: anyone on the network \
-                     could read it. Use https://, or http:// only to a loopback address \
+                    "refusing to send the API key over plain http:// to {host}{dot}: anyone on the \
+                     network could read it. Use https://, or http:// only to a loopback address \
                      (127.0.0.0/8, ::1, localhost) such as a local mock",
-                    url.host_str().unwrap_or("a host-less URL"),
                 )));
             }
         }
@@ -476,6 +490,8 @@ mod tests {
         assert!(ok("http://example.com/api/v1").is_err());
         assert!(ok("http://10.0.0.1/api/v1").is_err());
         assert!(ok("http://localhost.example.com/").is_err());
+        let dot = ok("http://localhost.:4010/api/v1").unwrap_err().to_string();
+        assert!(dot.contains("write `localhost` or 127.0.0.1"), "{dot}");
         assert!(ok("ftp://127.0.0.1/").is_err());
         assert!(ok("https://user:pw@gate.chip-in.asia/").is_err());
         assert!(ok("https://gate.chip-in.asia/api/v1?x=1").is_err());
