@@ -12,6 +12,7 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use chip_gate::serve::ServeOptions;
 use chip_gate::{DedupKey, Delivery, Verifier};
 use clap::Args;
 use tokio::sync::{Notify, watch};
@@ -215,9 +216,29 @@ async fn check(
         Ok(signature) => signature,
         Err((line, status)) => return (format!("-  -  -  {line}"), status, false, None),
     };
-    let Ok(body) = axum::body::to_bytes(body, listener.max_body).await else {
-        let (line, status) = too_large(listener.max_body);
-        return (format!("-  -  -  {line}"), status, false, None);
+    // A value no configured key can produce is refused before the body is read.
+    if let Err(reason) = listener.verifier.decode_signature_header(headers) {
+        return (
+            format!("-  -  -  invalid: {}", clean(&reason.to_string())),
+            StatusCode::UNAUTHORIZED,
+            false,
+            None,
+        );
+    }
+    let body = match chip_gate::serve::read_body(body, listener.max_body).await {
+        Ok(body) => body,
+        Err(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let (line, status) = too_large(listener.max_body);
+            return (format!("-  -  -  {line}"), status, false, None);
+        }
+        Err(error) => {
+            return (
+                format!("-  -  -  rejected: {}", clean(&error.to_string())),
+                error.status(),
+                false,
+                None,
+            );
+        }
     };
     let text = String::from_utf8_lossy(&signature);
     match listener
@@ -374,13 +395,18 @@ pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
         "Listening on http://{local}/ (any path); one line per delivery: event, object id, status, verdict"
     )?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let server = tokio::spawn(
-        axum::serve(socket, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            })
-            .into_future(),
-    );
+    // The same bounded server as a production receiver: a slow or hostile client cannot stall it.
+    let options = ServeOptions::default()
+        .max_body_bytes(usize::try_from(args.max_body_bytes).unwrap_or(usize::MAX))
+        .drain(DRAIN);
+    let server = tokio::spawn(chip_gate::serve::serve_with_shutdown(
+        socket,
+        app,
+        options,
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     tokio::select! {
         () = state.done.notified() => {}
         () = stop => {}

@@ -7,9 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use chip_gate::VerifyError;
-use chip_gate::verify::SIGNATURE_HEADER;
-use http_body_util::{BodyExt, Limited};
+use chip_gate::serve::{BodyError, ReadBodyError, read_body};
 
 use crate::error::IntakeError;
 use crate::intake::Intake;
@@ -17,29 +15,31 @@ use crate::intake::Intake;
 /// The axum handler: `post(handler)` with an [`Intake`] as the state (or use
 /// [`Intake::router`]).
 ///
-/// Checks the `X-Signature` header before reading the body, reads at most the verifier's
+/// Checks the `X-Signature` header before reading the body (one header, base64, of a length a
+/// configured key produces: `401` otherwise), reads at most the verifier's
 /// [`max_body_bytes`](chip_gate::Verifier::max_body_bytes) (`413` past it), verifies, stores, and
 /// answers `200` only once the delivery is committed (`503` when it could not be stored, so CHIP
-/// delivers it again).
+/// delivers it again). Serve it with [`chip_gate::serve::serve`], which bounds the time, bytes and
+/// connections an anonymous caller can take before the signature is checked.
 pub async fn handler(State(intake): State<Intake>, request: Request) -> Response {
     respond(receive(&intake, request).await)
 }
 
 async fn receive(intake: &Intake, request: Request) -> Result<crate::intake::Receipt, IntakeError> {
     let (parts, body) = request.into_parts();
-    // The header first: no body is read for a request that cannot verify.
-    if parts.headers.get(SIGNATURE_HEADER).is_none() {
-        tracing::debug!("delivery refused: no X-Signature header");
-        return Err(VerifyError::MissingSignature.into());
-    }
+    // The header first: no body is read (or reserved, under `chip_gate::serve`) for a request
+    // whose signature no configured key can have produced.
+    intake.verifier().decode_signature_header(&parts.headers)?;
     let limit = intake.verifier().max_body_bytes();
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let body = match read_body(body, limit).await {
+        Ok(body) => body,
         Err(error) => {
-            let error = if error.is::<http_body_util::LengthLimitError>() {
-                IntakeError::TooLarge { max: limit }
-            } else {
-                IntakeError::UnreadableBody
+            let error = match error {
+                ReadBodyError::Bounded(BodyError::TooLarge { .. }) => {
+                    IntakeError::TooLarge { max: limit }
+                }
+                ReadBodyError::Bounded(bounded) => IntakeError::Bounded(bounded),
+                _ => IntakeError::UnreadableBody,
             };
             tracing::debug!(%error, "delivery refused");
             return Err(error);

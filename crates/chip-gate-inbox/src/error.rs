@@ -90,6 +90,11 @@ pub enum IntakeError {
     /// The request body could not be read: answer `400`. Nothing was stored.
     #[error("the request body could not be read")]
     UnreadableBody,
+    /// The body took longer than the server allows (`408`), or the server had no room to read
+    /// it yet (`503`, CHIP delivers it again): see [`chip_gate::serve`]. Nothing was stored.
+    #[cfg(feature = "axum")]
+    #[error(transparent)]
+    Bounded(chip_gate::serve::BodyError),
     /// The delivery verified but could not be stored (database down, disk full, intake shut
     /// down): answer `503` so that CHIP delivers it again. Nothing was acknowledged.
     #[error("the delivery could not be stored: {0}")]
@@ -103,6 +108,8 @@ impl IntakeError {
             IntakeError::Signature(_) => StatusCode::UNAUTHORIZED,
             IntakeError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IntakeError::UnreadableBody => StatusCode::BAD_REQUEST,
+            #[cfg(feature = "axum")]
+            IntakeError::Bounded(error) => error.status(),
             IntakeError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -113,6 +120,10 @@ impl IntakeError {
             IntakeError::Signature(_) => "invalid signature",
             IntakeError::TooLarge { .. } => "body too large",
             IntakeError::UnreadableBody => "unreadable body",
+            #[cfg(feature = "axum")]
+            IntakeError::Bounded(chip_gate::serve::BodyError::Timeout) => "body too slow",
+            #[cfg(feature = "axum")]
+            IntakeError::Bounded(_) => "busy, deliver again later",
             IntakeError::Storage(_) => "not stored, deliver again later",
         }
     }

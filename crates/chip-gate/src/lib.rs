@@ -109,7 +109,8 @@
 //!
 //! # Features
 //!
-//! - `axum`: the [`receiver_axum::VerifiedDelivery`] extractor.
+//! - `axum`: the [`receiver_axum::VerifiedDelivery`] extractor, and [`serve::serve`], which runs a
+//!   public webhook endpoint with every read bounded before a signature can be checked.
 //! - `test-support`: [`testing::TestSigner`], to sign your own test deliveries with a test key.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -142,6 +143,9 @@ pub use money::Amount;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod receiver_axum;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod serve;
 #[cfg(feature = "test-support")]
 #[cfg_attr(docsrs, doc(cfg(feature = "test-support")))]
 pub mod testing;

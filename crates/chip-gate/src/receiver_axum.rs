@@ -5,10 +5,13 @@
 //! exposed with [`axum::extract::FromRef`]) and:
 //!
 //! 1. checks the `X-Signature` header before reading any of the body: a missing, repeated or
-//!    non-base64 header is answered `401 Unauthorized` at once;
+//!    non-base64 header, or one of a length no configured key produces, is answered
+//!    `401 Unauthorized` at once;
 //! 2. reads the body up to the verifier's own cap ([`Verifier::with_max_body_bytes`], 1 MiB by
 //!    default), whatever the router's body limit is (an app that lifts it for uploads does not lift
-//!    it for webhooks); a larger body is answered `413 Payload Too Large`;
+//!    it for webhooks); a larger body is answered `413 Payload Too Large` (and, under
+//!    [`serve`](crate::serve::serve), a body that is too slow `408`, one the server has no room
+//!    for yet `503`);
 //! 3. verifies the signature over the exact bytes (`401` when it does not match);
 //! 4. hands the handler the delivery. A verified body is never refused: if these types cannot read
 //!    it, the handler still gets it, raw, with [`Delivery::typing_problem`] saying why (refusing it
@@ -32,7 +35,8 @@
 //!     .route("/chip/webhook", post(webhook))
 //!     .with_state(verifier);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! // Not `axum::serve`: this one bounds what an anonymous caller can make the server read.
+//! chip_gate::serve::serve(listener, app, chip_gate::serve::ServeOptions::default()).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -43,7 +47,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::delivery::Delivery;
-use crate::verify::{Verifier, VerifyError, signature_from_headers};
+use crate::verify::{Verifier, VerifyError};
 
 /// A delivery whose signature verified, parsed. Use it as a handler argument; the router state
 /// must provide a [`Verifier`] (`Verifier: FromRef<S>`).
@@ -58,8 +62,9 @@ pub enum DeliveryRejection {
     /// The signature is missing, repeated or wrong: `401 Unauthorized`.
     #[error(transparent)]
     Signature(#[from] VerifyError),
-    /// The body could not be read (larger than the verifier's cap, or the connection failed):
-    /// that status, `413 Payload Too Large` or `400 Bad Request`.
+    /// The body could not be read: that status (`413 Payload Too Large` past the verifier's cap,
+    /// `408`/`503` when [`serve`](crate::serve::serve)'s bounds stopped it, `400 Bad Request` when
+    /// the connection failed).
     #[error("the request body could not be read ({0})")]
     Body(StatusCode),
 }
@@ -80,6 +85,8 @@ impl IntoResponse for DeliveryRejection {
         let text = match self {
             DeliveryRejection::Signature(_) => "invalid signature",
             DeliveryRejection::Body(StatusCode::PAYLOAD_TOO_LARGE) => "body too large",
+            DeliveryRejection::Body(StatusCode::REQUEST_TIMEOUT) => "body too slow",
+            DeliveryRejection::Body(StatusCode::SERVICE_UNAVAILABLE) => "busy, try again",
             DeliveryRejection::Body(_) => "unreadable body",
         };
         (self.status(), text).into_response()
@@ -95,20 +102,13 @@ where
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let verifier = Verifier::from_ref(state);
-        // The header first: no body is read for a request that cannot verify.
-        let signature = signature_from_headers(request.headers())?;
+        // The header first: no body is read (or reserved, under `serve`) for a request whose
+        // signature no configured key can have produced.
+        let signature = verifier.decode_signature_header(request.headers())?;
         let limit = verifier.max_body_bytes();
-        let body: Bytes = axum::body::to_bytes(request.into_body(), limit)
+        let body: Bytes = crate::serve::read_body(request.into_body(), limit)
             .await
-            .map_err(|error| {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|cause| cause.is::<http_body_util::LengthLimitError>());
-                DeliveryRejection::Body(if too_large {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::BAD_REQUEST
-                })
-            })?;
+            .map_err(|error| DeliveryRejection::Body(error.status()))?;
         verifier.verify_decoded(&body, &signature)?;
         let delivery = Delivery::from_verified(body);
         if let Some(problem) = delivery.typing_problem() {

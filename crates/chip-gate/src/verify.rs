@@ -457,6 +457,53 @@ impl Verifier {
         self.verify_decoded(body, &signature)
     }
 
+    /// Reads the `X-Signature` header and checks, without the body, that it could be a signature
+    /// of a configured key: exactly one header, standard base64, decoding to a length one of the
+    /// keys produces. Returns the decoded signature for [`verify_decoded`](Self::verify_decoded).
+    ///
+    /// Call it before reading a request's body: a caller without the key is refused for the
+    /// price of a header (the extractor and `chip-gate-inbox`'s handler do).
+    ///
+    /// # Errors
+    /// [`VerifyError::MissingSignature`], [`VerifyError::SeveralSignatures`],
+    /// [`VerifyError::SignatureNotBase64`] or [`VerifyError::SignatureLength`].
+    pub fn decode_signature_header(&self, headers: &HeaderMap) -> Result<Vec<u8>, VerifyError> {
+        let signature = signature_from_headers(headers)?;
+        self.check_signature_len(&signature)?;
+        Ok(signature)
+    }
+
+    /// As [`decode_signature_header`](Self::decode_signature_header), for an `X-Signature` value.
+    ///
+    /// # Errors
+    /// As [`decode_signature_header`](Self::decode_signature_header).
+    pub fn decode_signature(&self, x_signature: &str) -> Result<Vec<u8>, VerifyError> {
+        let signature = decode_signature(x_signature)?;
+        self.check_signature_len(&signature)?;
+        Ok(signature)
+    }
+
+    /// Whether some configured key produces signatures of this length.
+    fn check_signature_len(&self, signature: &[u8]) -> Result<(), VerifyError> {
+        if self.keys.is_empty() {
+            return Err(VerifyError::KeyUnusable(KeyError::NoKeys));
+        }
+        if self
+            .keys
+            .iter()
+            .any(|key| key.signature_len == signature.len())
+        {
+            return Ok(());
+        }
+        let mut expected: Vec<usize> = self.keys.iter().map(|key| key.signature_len).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        Err(VerifyError::SignatureLength {
+            actual: signature.len(),
+            expected,
+        })
+    }
+
     /// Verifies an already decoded signature against every key of the right length.
     ///
     /// # Errors
