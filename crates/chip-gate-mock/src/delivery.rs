@@ -1,4 +1,10 @@
 //! Signed deliveries: triggering events, per-object ordering, retries with backoff, the log.
+//!
+//! Bounds (see [`Limits`](crate::Limits)): events waiting per object and in all, deliveries
+//! waiting per webhook (a place is taken for each subscribed webhook when an event is accepted and
+//! given back when that webhook's delivery ends), and outbound requests in progress at once (a
+//! semaphore every attempt waits on; connections are not kept for reuse, so that bound is also
+//! the bound on outbound sockets).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use chip_gate_api::types::EventName;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::faults::{DeliveryFaultState, DeliveryFaults};
@@ -96,6 +102,57 @@ struct Target {
     callback: String,
     key: SigningKey,
     first: Option<oneshot::Sender<FirstAttempt>>,
+    /// The webhook's place taken for this delivery (see [`PerWebhook`]); given back when the
+    /// delivery ends, however it ends. `None` until the job is accepted.
+    slot: Option<Slot>,
+}
+
+/// Deliveries waiting, in progress or between retries, per webhook
+/// ([`Limits::max_pending_per_webhook`]).
+#[derive(Default)]
+struct PerWebhook(std::sync::Mutex<HashMap<Uuid, usize>>);
+
+impl PerWebhook {
+    /// Takes one place for each target's webhook, or none at all (and says which webhook is full)
+    /// when one of them already has `max`.
+    fn reserve(self: &Arc<Self>, targets: &mut [Target], max: usize) -> Result<(), MockError> {
+        let mut counts = lock(&self.0);
+        if let Some(full) = targets
+            .iter()
+            .find(|t| counts.get(&t.webhook_id).is_some_and(|n| *n >= max))
+        {
+            return Err(MockError::Busy(format!(
+                "webhook {} already has {max} deliveries waiting or being delivered",
+                full.webhook_id
+            )));
+        }
+        for target in targets {
+            *counts.entry(target.webhook_id).or_insert(0) += 1;
+            target.slot = Some(Slot {
+                counts: Arc::clone(self),
+                webhook_id: target.webhook_id,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One webhook's place for one delivery; dropping it gives the place back.
+struct Slot {
+    counts: Arc<PerWebhook>,
+    webhook_id: Uuid,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.counts.0);
+        if let Some(n) = counts.get_mut(&self.webhook_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.webhook_id);
+            }
+        }
+    }
 }
 
 struct Job {
@@ -125,6 +182,10 @@ pub(crate) struct Engine {
     /// The last `updated_on` given to each object recently, so that an object's states move
     /// forward even when several are triggered within one second.
     clock: std::sync::Mutex<HashMap<Uuid, i64>>,
+    /// Deliveries waiting or in progress per webhook.
+    per_webhook: Arc<PerWebhook>,
+    /// One permit per outbound request in progress ([`Limits::max_outbound_requests`]).
+    outbound: Semaphore,
 }
 
 /// Past this many remembered objects, those whose last `updated_on` is already in the past are
@@ -141,7 +202,6 @@ impl Engine {
         Ok(Self {
             http: std::sync::OnceLock::new(),
             config,
-            limits,
             log: std::sync::Mutex::new(std::collections::VecDeque::new()),
             version: watch::Sender::new(0),
             pending_jobs: AtomicUsize::new(0),
@@ -149,6 +209,13 @@ impl Engine {
             shutdown,
             faults: std::sync::Mutex::new(DeliveryFaultState::new(faults)),
             clock: std::sync::Mutex::new(HashMap::new()),
+            per_webhook: Arc::default(),
+            outbound: Semaphore::new(
+                limits
+                    .max_outbound_requests
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            ),
+            limits,
         })
     }
 
@@ -180,6 +247,10 @@ impl Engine {
             .get_or_init(|| {
                 reqwest::Client::builder()
                     .timeout(self.config.request_timeout)
+                    // A connection per attempt, closed once its answer is read: idle connections
+                    // kept for reuse (one or more per callback host) would hold sockets beyond
+                    // `max_outbound_requests`.
+                    .pool_max_idle_per_host(0)
                     .redirect(reqwest::redirect::Policy::none())
                     .no_proxy()
                     .user_agent(concat!("chip-gate-mock/", env!("CARGO_PKG_VERSION")))
@@ -285,6 +356,7 @@ pub(crate) async fn trigger(
             callback,
             key,
             first: Some(tx),
+            slot: None,
         });
     }
     let job = Job {
@@ -337,8 +409,9 @@ pub(crate) async fn trigger(
 }
 
 /// Queues a job behind the object's earlier jobs. Returns whether it had to wait, or
-/// [`MockError::Busy`] when the object's queue or the whole engine is full.
-fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
+/// [`MockError::Busy`] when the whole engine, the object's queue or a subscribed webhook's queue
+/// is full.
+fn enqueue(shared: &Arc<Shared>, mut job: Job) -> Result<bool, MockError> {
     let engine = &shared.engine;
     let object_id = job.object_id;
     let mut queues = lock(&engine.queues);
@@ -355,6 +428,9 @@ fn enqueue(shared: &Arc<Shared>, job: Job) -> Result<bool, MockError> {
             "{max_object} events for object {object_id} are already waiting or being delivered"
         )));
     }
+    engine
+        .per_webhook
+        .reserve(&mut job.targets, engine.limits.max_pending_per_webhook)?;
     engine.pending_jobs.fetch_add(1, Ordering::SeqCst);
     if let Some(queue) = queues.get_mut(&object_id) {
         queue.pending += 1;
@@ -387,12 +463,19 @@ fn all_busy(max_total: usize) -> MockError {
 
 /// Delivers `job` after `hold`, outside its object's queue (a reorder fault): the object's later
 /// events may go first.
-fn hold_back(shared: &Arc<Shared>, job: Job, hold: Duration) -> Result<(), MockError> {
+fn hold_back(shared: &Arc<Shared>, mut job: Job, hold: Duration) -> Result<(), MockError> {
     let engine = &shared.engine;
     let max_total = engine.limits.max_pending_deliveries;
     if engine.pending_jobs.fetch_add(1, Ordering::SeqCst) >= max_total {
         engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
         return Err(all_busy(max_total));
+    }
+    if let Err(full) = engine
+        .per_webhook
+        .reserve(&mut job.targets, engine.limits.max_pending_per_webhook)
+    {
+        engine.pending_jobs.fetch_sub(1, Ordering::SeqCst);
+        return Err(full);
     }
     engine.bump();
     tracing::debug!(object = %job.object_id, event = %job.event, ?hold, "event held back (injected reordering)");
@@ -459,7 +542,6 @@ async fn deliver(
     mut target: Target,
 ) {
     let engine = &shared.engine;
-    let body_text = String::from_utf8_lossy(body).into_owned();
     let record = |attempt: u32,
                   started: SystemTime,
                   status: Option<u16>,
@@ -479,38 +561,14 @@ async fn deliver(
         started_at_ms: unix_ms(started),
         finished_at_ms: unix_ms(SystemTime::now()),
         signature: signature.to_owned(),
-        body: body_text.clone(),
-    };
-
-    let prepared = target
-        .key
-        .sign_base64(body)
-        .and_then(|sig| engine.http().map(|http| (sig, http.clone())));
-    let (signature, http) = match prepared {
-        Ok(ready) => ready,
-        Err(e) => {
-            engine.push(record(
-                1,
-                SystemTime::now(),
-                None,
-                Some(e.to_string()),
-                false,
-                true,
-                "",
-            ));
-            if let Some(tx) = target.first.take() {
-                let _ = tx.send(FirstAttempt {
-                    status: None,
-                    error: Some(e.to_string()),
-                    accepted: false,
-                });
-            }
-            return;
-        }
+        body: String::from_utf8_lossy(body).into_owned(),
     };
 
     let max = engine.config.max_attempts.max(1);
     let mut shutdown = engine.shutdown.clone();
+    // Signed once, when the first attempt has its outbound slot: a delivery that is still waiting
+    // holds no signature and costs no signing time.
+    let mut prepared: Option<(String, reqwest::Client)> = None;
     for attempt in 1..=max {
         if *shutdown.borrow() {
             return;
@@ -520,19 +578,61 @@ async fn deliver(
             tracing::debug!(webhook = %target.webhook_id, "webhook deleted; retries stop");
             break;
         }
+        // Wait for an outbound slot (`Limits::max_outbound_requests`, first come first served);
+        // it is held until the answer has been read, and the wait is not part of the attempt's
+        // timeout.
+        let permit = tokio::select! {
+            permit = engine.outbound.acquire() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed; stop rather than send without a slot.
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        if prepared.is_none() {
+            let ready = target
+                .key
+                .sign_base64(body)
+                .and_then(|sig| engine.http().map(|http| (sig, http.clone())));
+            match ready {
+                Ok(ready) => prepared = Some(ready),
+                Err(e) => {
+                    engine.push(record(
+                        attempt,
+                        SystemTime::now(),
+                        None,
+                        Some(e.to_string()),
+                        false,
+                        true,
+                        "",
+                    ));
+                    if let Some(tx) = target.first.take() {
+                        let _ = tx.send(FirstAttempt {
+                            status: None,
+                            error: Some(e.to_string()),
+                            accepted: false,
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        let Some((signature, http)) = &prepared else {
+            return;
+        };
         let started = SystemTime::now();
         let result = http
             .post(&target.callback)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Signature", &signature)
+            .header("X-Signature", signature.as_str())
             .body(body.clone())
             .send()
             .await;
         let (status, error) = match result {
             Ok(mut resp) => {
                 let status = resp.status().as_u16();
-                // Read a little of the answer (so a short one lets the connection be reused),
-                // never more than the limit: a receiver cannot make the mock hold its body.
+                // Read a little of the answer, never more than the limit: a receiver cannot make
+                // the mock hold its body (or its connection) for long.
                 let mut read = 0usize;
                 while read < engine.limits.callback_read_bytes {
                     match resp.chunk().await {
@@ -545,6 +645,8 @@ async fn deliver(
             }
             Err(e) => (None, Some(describe(&e))),
         };
+        // The answer is read and the connection let go: the next delivery may go.
+        drop(permit);
         let acknowledged = status.is_some_and(|s| (200..300).contains(&s));
         // A duplicate fault: the receiver's 2xx is treated as lost, so the delivery is made again.
         let lost = acknowledged && attempt < max && lock(&engine.faults).lose_ack();
@@ -573,7 +675,7 @@ async fn deliver(
             error.clone(),
             accepted,
             last,
-            &signature,
+            signature,
         ));
         if let Some(tx) = target.first.take() {
             let _ = tx.send(FirstAttempt {

@@ -82,6 +82,19 @@ pub struct Limits {
     /// The most deliveries waiting or in progress over all objects (default 4,096); a trigger
     /// past it is refused like a full object queue. At least 1.
     pub max_pending_deliveries: usize,
+    /// The most deliveries waiting, in progress or between retries for one webhook (default 64).
+    /// Each event a webhook is sent holds one place until the webhook acknowledges it, its
+    /// attempts run out or the webhook is deleted. A trigger that would put any subscribed
+    /// webhook past it is refused whole with 429 ([`MockError::Busy`] from
+    /// [`MockServer::trigger`], naming the webhook), so no webhook receives that event. At
+    /// least 1.
+    pub max_pending_per_webhook: usize,
+    /// The most delivery attempts (outbound HTTP requests) in progress at once, over all webhooks
+    /// (default 64). Further attempts wait for a slot, first come first served; none is dropped,
+    /// and the wait is not counted in [`DeliveryConfig::request_timeout`]. Each attempt has a
+    /// connection of its own, closed once its answer is read, so this also bounds the mock's
+    /// outbound sockets. At least 1.
+    pub max_outbound_requests: usize,
     /// The most bytes read from each callback's answer (default 4,096); the rest is never read
     /// and the connection is closed.
     pub callback_read_bytes: usize,
@@ -97,6 +110,8 @@ impl Default for Limits {
             max_connections: 256,
             max_queued_per_object: 64,
             max_pending_deliveries: 4_096,
+            max_pending_per_webhook: 64,
+            max_outbound_requests: 64,
             callback_read_bytes: 4_096,
             delivery_log: LOG_CAP,
         }
@@ -110,6 +125,8 @@ impl Limits {
             ("max_connections", self.max_connections),
             ("max_queued_per_object", self.max_queued_per_object),
             ("max_pending_deliveries", self.max_pending_deliveries),
+            ("max_pending_per_webhook", self.max_pending_per_webhook),
+            ("max_outbound_requests", self.max_outbound_requests),
             ("delivery_log", self.delivery_log),
         ] {
             if value == 0 {
@@ -164,7 +181,8 @@ pub struct MockConfig {
     pub page_size: usize,
     /// How answers are worded: as CHIP documents (default) or with the variations CHIP may send.
     pub variant: Variant,
-    /// Caps on stored webhooks, connections, delivery queues and callback answers.
+    /// Caps on stored webhooks, connections, delivery queues, outbound requests and callback
+    /// answers.
     pub limits: Limits,
     /// Delivery retries.
     pub delivery: DeliveryConfig,
@@ -391,11 +409,12 @@ impl MockServer {
     /// Fires `event` about the object `object_id` (a fresh id when `None`) to every webhook
     /// subscribed to it or to all events.
     ///
-    /// Fails with [`MockError::Busy`] when the object's queue or the mock's delivery queue is full
-    /// (see [`Limits`]).
+    /// Fails with [`MockError::Busy`] when the object's queue, a subscribed webhook's queue or the
+    /// mock's delivery queue is full (see [`Limits`]); then no webhook receives the event.
     ///
     /// Returns once each delivery's first attempt has finished (or, if an earlier event for the
-    /// same object is still being delivered, at once, with `queued: true`). Failed deliveries are
+    /// same object is still being delivered, at once, with `queued: true`). First attempts wait
+    /// for an outbound slot ([`Limits::max_outbound_requests`]) like any other. Failed deliveries are
     /// retried in the background; watch [`MockServer::deliveries`] or use
     /// [`MockServer::wait_idle`] / [`MockServer::wait_for_deliveries`].
     pub async fn trigger(

@@ -46,6 +46,14 @@ struct Args {
     /// The most events waiting or being delivered in all; triggers past it get 429.
     #[arg(long, default_value_t = Limits::default().max_pending_deliveries)]
     max_pending_deliveries: usize,
+    /// The most events waiting or being delivered for one webhook; a trigger that would put a
+    /// subscribed webhook past it gets 429 (and no webhook receives that event).
+    #[arg(long, default_value_t = Limits::default().max_pending_per_webhook)]
+    max_pending_per_webhook: usize,
+    /// The most delivery attempts (outbound requests) in progress at once; further attempts wait
+    /// for a slot.
+    #[arg(long, default_value_t = Limits::default().max_outbound_requests)]
+    max_outbound_requests: usize,
     /// The most bytes read from each callback's answer.
     #[arg(long, default_value_t = Limits::default().callback_read_bytes)]
     callback_read_bytes: usize,
@@ -127,6 +135,8 @@ async fn main() -> ExitCode {
             max_connections: args.max_connections,
             max_queued_per_object: args.max_queued_per_object,
             max_pending_deliveries: args.max_pending_deliveries,
+            max_pending_per_webhook: args.max_pending_per_webhook,
+            max_outbound_requests: args.max_outbound_requests,
             callback_read_bytes: args.callback_read_bytes,
             delivery_log: args.delivery_log,
         },
