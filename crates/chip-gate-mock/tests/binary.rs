@@ -254,3 +254,11 @@ fn bad_fault_flags_fail_with_a_message() {
     let stderr = refused(&["--error-rate", "2"]);
     assert!(stderr.contains("error_rate"), "{stderr}");
 }
+
+#[test]
+fn delivery_bound_flags_reach_the_limits() {
+    let stderr = refused(&["--max-outbound-requests", "0"]);
+    assert!(stderr.contains("max_outbound_requests"), "{stderr}");
+    let stderr = refused(&["--max-pending-per-webhook", "0"]);
+    assert!(stderr.contains("max_pending_per_webhook"), "{stderr}");
+}
