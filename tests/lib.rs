@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
+use chip_gate::serve::ServeOptions;
 use chip_gate::{Delivery, VerifiedDelivery, Verifier};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -55,7 +56,7 @@ impl Receiver {
             )
             .with_state(verifier);
         tokio::spawn(async move {
-            let _ = axum::serve(self.listener, app).await;
+            let _ = chip_gate::serve::serve(self.listener, app, ServeOptions::default()).await;
         });
         Serving {
             deliveries: rx,

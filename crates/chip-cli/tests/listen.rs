@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::{chip, fixture, listen, mock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -173,10 +174,27 @@ async fn saved_deliveries_verify_again_with_chip_verify() {
         line.ends_with(&format!("valid  saved {}.*", stem.display())),
         "{line}"
     );
-    // A forged delivery is saved too, as invalid; a second trigger ends the listener.
+    // A signature no key can produce is refused before its body is read: nothing to save.
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    http.post(&listening.url)
+    let refused = http
+        .post(&listening.url)
         .header("X-Signature", "AAAA")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let line = listening.line().await;
+    assert!(
+        line.contains("invalid: the signature is 3 bytes long"),
+        "{line}"
+    );
+    assert!(!line.contains("saved"), "{line}");
+    // A forged delivery of the right shape is read, and saved as invalid; a second trigger ends
+    // the listener.
+    let forged = base64::engine::general_purpose::STANDARD.encode([7u8; 256]);
+    http.post(&listening.url)
+        .header("X-Signature", forged)
         .body("{}")
         .send()
         .await

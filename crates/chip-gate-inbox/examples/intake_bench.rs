@@ -73,7 +73,11 @@ async fn verify_only(
 async fn serve(app: Router) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(chip_gate::serve::serve(
+        listener,
+        app,
+        chip_gate::serve::ServeOptions::default(),
+    ));
     port
 }
 

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use axum::Router;
+use chip_gate::serve::ServeOptions;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, Verifier};
 use chip_gate_inbox::{Completed, Inbox, TxJob, WorkerOptions};
@@ -78,7 +79,11 @@ async fn main() -> Result<(), Error> {
     let app: Router = inbox.intake(verifier)?.router("/chip/webhook");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let endpoint = format!("http://{}/chip/webhook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(chip_gate::serve::serve(
+        listener,
+        app,
+        ServeOptions::default(),
+    ));
     let worker = inbox.worker(WorkerOptions::default().poll_interval(Duration::from_millis(50)));
     tokio::spawn(async move { worker.run_in_transaction(fulfil).await });
 

@@ -69,7 +69,11 @@ fn crash_child() {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
                 .unwrap();
-            tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+            tokio::spawn(chip_gate::serve::serve(
+                listener,
+                app,
+                chip_gate::serve::ServeOptions::default(),
+            ));
         }
         let worker = inbox.worker(
             WorkerOptions::default()

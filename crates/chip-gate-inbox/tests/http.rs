@@ -17,7 +17,11 @@ async fn serve(inbox: &Inbox, max_body: usize) -> String {
     let app: axum::Router = intake.router("/chip/webhook");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(chip_gate::serve::serve(
+        listener,
+        app,
+        chip_gate::serve::ServeOptions::default(),
+    ));
     format!("http://127.0.0.1:{port}/chip/webhook")
 }
 
@@ -136,3 +140,35 @@ async fn a_new_delivery_wakes_the_worker(url: String) {
         .unwrap();
 }
 on_both!(a_new_delivery_wakes_the_worker);
+
+/// A signature no configured key can produce (`AAAA`, or base64 of the wrong length) is refused
+/// on its header: the 1 MiB body it declares is never awaited, never held, never stored.
+async fn a_hopeless_signature_is_refused_before_its_body(url: String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let endpoint = serve(&inbox, 1024 * 1024).await;
+    let addr = endpoint
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    for signature in ["AAAA", "QUJDRA==", "not base64!"] {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /chip/webhook HTTP/1.1\r\nhost: x\r\nx-signature: {signature}\r\n\
+             content-length: 1048576\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .expect("the intake waited for the body of a request it could refuse at once")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{signature}: {answer}");
+    }
+    assert!(inbox.list(&ListFilter::new()).await.unwrap().is_empty());
+}
+on_both!(a_hopeless_signature_is_refused_before_its_body);

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::routing::post;
+use chip_gate::serve::ServeOptions;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, EventName, ObjectKind, VerifiedDelivery, Verifier};
 
@@ -72,7 +73,11 @@ async fn serve_with(
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(chip_gate::serve::serve(
+        listener,
+        app,
+        ServeOptions::default(),
+    ));
     (format!("http://{address}/webhook"), seen)
 }
 
