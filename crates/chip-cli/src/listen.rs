@@ -2,7 +2,6 @@
 //! save it to a folder.
 
 use std::collections::HashSet;
-use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -18,6 +17,7 @@ use clap::Args;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use crate::files;
 use crate::input::{self, BODY_MAX, PUBLIC_KEY_FILE_MAX};
 use crate::term::clean;
 use crate::{ApiArgs, Failure, Outcome, client, outln};
@@ -41,10 +41,11 @@ pub struct ListenArgs {
     /// Exit after this many verified deliveries (unsigned or wrongly signed ones do not count).
     #[arg(long, value_name = "N")]
     max: Option<usize>,
-    /// Save each delivery into this folder (created if missing): N-EVENT.body.json holds the exact
-    /// body bytes, N-EVENT.sig the X-Signature value and N-EVENT.headers the request headers, with
-    /// N counting from 0001 past the numbers already used. Deliveries that fail verification are
-    /// saved as N-invalid.*.
+    /// Save each delivery into this folder (created, open only to you, if missing):
+    /// N-EVENT.body.json holds the exact body bytes, N-EVENT.sig the X-Signature value and
+    /// N-EVENT.headers the request headers, with N counting from 0001 past the names already
+    /// taken. Deliveries that fail verification are saved as N-invalid.*. Files are readable only
+    /// by you; a folder another user owns or can write to is refused
     #[arg(long, value_name = "DIR")]
     save: Option<PathBuf>,
     /// The largest body accepted, in bytes; a larger delivery is refused (413) and counts as failed.
@@ -103,7 +104,22 @@ fn file_part(text: &str) -> String {
 }
 
 impl Saver {
+    /// A saver into `dir`, checked first: created (0700) when missing, refused when another user
+    /// owns it or could write to it (see [`files::private_dir`]).
+    fn new(dir: &Path) -> Result<Saver, String> {
+        files::private_dir(dir)?;
+        Ok(Saver {
+            dir: dir.to_owned(),
+            next: Mutex::new(1),
+        })
+    }
+
     /// Saves one delivery; returns the common prefix of the three files (`DIR/0001-purchase.paid`).
+    ///
+    /// Each file is created exclusively and owner-only (0600): when any of the three names is
+    /// already taken (by an earlier run, or by a file or link put there), the files of this
+    /// attempt are removed and the next number is tried, so nothing already there is followed,
+    /// overwritten or appended to.
     fn save(
         &self,
         label: &str,
@@ -116,37 +132,55 @@ impl Saver {
             .lock()
             .map_err(|_| "the save counter is poisoned")?;
         let label = file_part(label);
+        let mut text = Vec::new();
+        for (name, value) in headers {
+            text.extend_from_slice(name.as_str().as_bytes());
+            text.extend_from_slice(b": ");
+            text.extend_from_slice(value.as_bytes());
+            text.push(b'\n');
+        }
+        let parts: [(&str, &[u8]); 3] = [
+            (".body.json", body),
+            (".sig", signature),
+            (".headers", &text),
+        ];
         loop {
             let n = *next;
             *next = next.checked_add(1).ok_or("too many saved deliveries")?;
             let stem = self.dir.join(format!("{n:04}-{label}"));
-            let body_path = with_suffix(&stem, ".body.json");
-            let file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&body_path);
-            let mut file = match file {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(format!("cannot create {}: {e}", body_path.display())),
-            };
-            let write = |path: PathBuf, bytes: &[u8]| {
-                std::fs::write(&path, bytes)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
-            };
-            file.write_all(body)
-                .map_err(|e| format!("cannot write {}: {e}", body_path.display()))?;
-            write(with_suffix(&stem, ".sig"), signature)?;
-            let mut text = Vec::new();
-            for (name, value) in headers {
-                text.extend_from_slice(name.as_str().as_bytes());
-                text.extend_from_slice(b": ");
-                text.extend_from_slice(value.as_bytes());
-                text.push(b'\n');
+            let mut created: Vec<PathBuf> = Vec::with_capacity(parts.len());
+            let mut taken = false;
+            for (suffix, bytes) in parts {
+                let path = with_suffix(&stem, suffix);
+                let written = files::create_private(&path).and_then(|mut file| {
+                    created.push(path.clone());
+                    file.write_all(bytes)
+                });
+                match written {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        taken = true;
+                        break;
+                    }
+                    Err(e) => {
+                        remove_all(&created);
+                        return Err(format!("cannot write {}: {e}", path.display()));
+                    }
+                }
             }
-            write(with_suffix(&stem, ".headers"), &text)?;
+            if taken {
+                remove_all(&created);
+                continue;
+            }
             return Ok(stem);
         }
+    }
+}
+
+/// Removes the files of an attempt that did not complete (best effort: they are ours, just made).
+fn remove_all(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = std::fs::remove_file(path);
     }
 }
 
@@ -359,19 +393,12 @@ pub(crate) fn stop_signal() -> impl Future<Output = ()> {
 ///
 /// Exits 1 when any delivery failed verification (the line for each says why).
 pub async fn run(api: &ApiArgs, args: ListenArgs) -> Outcome {
-    let verifier = load_verifier(api, &args).await?;
+    // The save folder is checked before anything else: a refused folder fails at once (exit 2).
     let save = match &args.save {
-        Some(dir) => {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Failure::usage(format!("cannot create the folder {}: {e}", dir.display()))
-            })?;
-            Some(Saver {
-                dir: dir.clone(),
-                next: Mutex::new(1),
-            })
-        }
+        Some(dir) => Some(Saver::new(dir).map_err(Failure::usage)?),
         None => None,
     };
+    let verifier = load_verifier(api, &args).await?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let socket = tokio::net::TcpListener::bind(addr)
         .await

@@ -2,6 +2,7 @@
 //!
 //! Every failure is one line on stderr and a non-zero exit; the API key is never printed.
 
+mod files;
 mod http;
 mod inbox;
 mod input;

@@ -7,7 +7,7 @@ use chip_gate::plan::{self as gate_plan, Plan, PlanOptions, Step, StepOutcome, W
 use clap::Args;
 
 use crate::term::{clean, clean_lines};
-use crate::{ApiArgs, Failure, Outcome, client, outln, output};
+use crate::{ApiArgs, Failure, Outcome, client, files, outln, output};
 
 /// Which webhooks a plan may delete.
 #[derive(Args, Debug, Clone)]
@@ -60,7 +60,8 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub prune: PruneArgs,
     /// Afterwards, write the public keys of the file's webhooks to FILE as one PEM bundle (for a
-    /// receiver: `Verifier::from_pem_bundle`)
+    /// receiver: `Verifier::from_pem_bundle`), owner-only (0600), through a randomly named
+    /// temporary file renamed into place
     #[arg(long, value_name = "FILE")]
     pub keys_out: Option<PathBuf>,
 }
@@ -111,26 +112,6 @@ fn step_line(step: &Step) -> String {
         StepOutcome::NotRun => "skipped",
     };
     clean(&format!("{mark}: {step}"))
-}
-
-/// Writes `text` to `path` through a temporary file in the same folder, so a reader never sees
-/// half a bundle.
-fn write_atomically(path: &Path, text: &str) -> Result<(), Failure> {
-    let fail = |e: std::io::Error| Failure::op(format!("cannot write {}: {e}", path.display()));
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "keys".to_owned());
-    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&temp, text).map_err(fail)?;
-    std::fs::rename(&temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        fail(e)
-    })
 }
 
 /// Runs `chip webhooks apply`: plan, confirm, apply step by step, then plan again and succeed only
@@ -218,7 +199,8 @@ pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
                 "webhook {id} has a public key that cannot be used: {e}"
             ))
         })?;
-        write_atomically(path, &bundle)?;
+        // A random, exclusively created temporary name, renamed into place; owner-only (0600).
+        files::replace_private(path, bundle.as_bytes()).map_err(Failure::op)?;
         outln!(
             "Wrote {} public key(s) to {}.",
             after.managed().len(),
