@@ -230,11 +230,11 @@ async fn a_thousand_webhooks_share_a_bounded_number_of_outbound_connections() {
     );
     // Descriptors stayed bounded: the mock's outbound sockets and the receiver's accepted ones,
     // each at most about BOUND (a closed connection's socket may linger a moment), plus room for
-    // the runtime.
+    // the other tests of this binary, which share the process.
     if let Some(baseline) = baseline {
         let grew = fd_peak.load(Ordering::SeqCst).saturating_sub(baseline);
         assert!(
-            grew <= 2 * BOUND + 48,
+            grew <= 2 * BOUND + 64,
             "{grew} more descriptors open during delivery (bound {BOUND})"
         );
     }
