@@ -3,7 +3,9 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -21,8 +23,22 @@ use crate::intake::Intake;
 /// answers `200` only once the delivery is committed (`503` when it could not be stored, so CHIP
 /// delivers it again). Serve it with [`chip_gate::serve::serve`], which bounds the time, bytes and
 /// connections an anonymous caller can take before the signature is checked.
+///
+/// Each refusal (other than a storage failure, logged at `error`) is logged at `warn` with its
+/// reason and the caller's address, at most 10 lines per 5 s
+/// ([`chip_gate::serve::log_refusal`]).
 pub async fn handler(State(intake): State<Intake>, request: Request) -> Response {
-    respond(receive(&intake, request).await)
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let result = receive(&intake, request).await;
+    if let Err(error) = &result
+        && !matches!(error, IntakeError::Storage(_))
+    {
+        chip_gate::serve::log_refusal(peer, error, error.status());
+    }
+    respond(result)
 }
 
 async fn receive(intake: &Intake, request: Request) -> Result<crate::intake::Receipt, IntakeError> {
@@ -41,7 +57,6 @@ async fn receive(intake: &Intake, request: Request) -> Result<crate::intake::Rec
                 ReadBodyError::Bounded(bounded) => IntakeError::Bounded(bounded),
                 _ => IntakeError::UnreadableBody,
             };
-            tracing::debug!(%error, "delivery refused");
             return Err(error);
         }
     };

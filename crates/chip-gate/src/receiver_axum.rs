@@ -17,8 +17,10 @@
 //!    it, the handler still gets it, raw, with [`Delivery::typing_problem`] saying why (refusing it
 //!    would make CHIP retry for 36 hours and then drop it).
 //!
-//! The response to a refused request says no more than its status. The reason is logged at
-//! `debug` level with `tracing` (it never contains the body or a key).
+//! The response to a refused request says no more than its status. The reason and the caller's
+//! address (under [`serve`](crate::serve::serve)) are logged at `warn` level with `tracing`,
+//! target `chip_gate::refused`, at most 10 lines per 5 s ([`log_refusal`](crate::serve::log_refusal));
+//! never the body or a key.
 //!
 //! ```no_run
 //! use axum::{Router, routing::post};
@@ -42,7 +44,9 @@
 //! ```
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, Request};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -81,7 +85,6 @@ impl DeliveryRejection {
 
 impl IntoResponse for DeliveryRejection {
     fn into_response(self) -> Response {
-        tracing::debug!(reason = %self, "webhook delivery rejected");
         let text = match self {
             DeliveryRejection::Signature(_) => "invalid signature",
             DeliveryRejection::Body(StatusCode::PAYLOAD_TOO_LARGE) => "body too large",
@@ -101,23 +104,40 @@ where
     type Rejection = DeliveryRejection;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let verifier = Verifier::from_ref(state);
-        // The header first: no body is read (or reserved, under `serve`) for a request whose
-        // signature no configured key can have produced.
-        let signature = verifier.decode_signature_header(request.headers())?;
-        let limit = verifier.max_body_bytes();
-        let body: Bytes = crate::serve::read_body(request.into_body(), limit)
-            .await
-            .map_err(|error| DeliveryRejection::Body(error.status()))?;
-        verifier.verify_decoded(&body, &signature)?;
-        let delivery = Delivery::from_verified(body);
-        if let Some(problem) = delivery.typing_problem() {
-            tracing::warn!(
-                event = delivery.event().as_str(),
-                problem = %problem,
-                "verified delivery accepted raw: its body does not fit the typed model"
-            );
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let result = verified(request, state).await;
+        if let Err(rejection) = &result {
+            crate::serve::log_refusal(peer, rejection, rejection.status());
         }
-        Ok(VerifiedDelivery(delivery))
+        result
     }
+}
+
+/// The extractor's work: header, body, signature, parse.
+async fn verified<S>(request: Request, state: &S) -> Result<VerifiedDelivery, DeliveryRejection>
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+{
+    let verifier = Verifier::from_ref(state);
+    // The header first: no body is read (or reserved, under `serve`) for a request whose
+    // signature no configured key can have produced.
+    let signature = verifier.decode_signature_header(request.headers())?;
+    let limit = verifier.max_body_bytes();
+    let body: Bytes = crate::serve::read_body(request.into_body(), limit)
+        .await
+        .map_err(|error| DeliveryRejection::Body(error.status()))?;
+    verifier.verify_decoded(&body, &signature)?;
+    let delivery = Delivery::from_verified(body);
+    if let Some(problem) = delivery.typing_problem() {
+        tracing::warn!(
+            event = delivery.event().as_str(),
+            problem = %problem,
+            "verified delivery accepted raw: its body does not fit the typed model"
+        );
+    }
+    Ok(VerifiedDelivery(delivery))
 }

@@ -1,0 +1,129 @@
+//! Refused deliveries are visible: one `warn` line each, with the reason and the caller's address,
+//! a hint about the key when a signature matches no configured key, and a rate limit past which one
+//! line counts what was not logged. (One test in its own binary: the rate limit is per process.)
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use chip_gate::serve::{ServeOptions, serve};
+use chip_gate::testing::TestSigner;
+use chip_gate::{Digest, VerifiedDelivery, Verifier};
+
+const OTHER_PUBLIC_KEY: &str = include_str!("fixtures/kat/rsa3072-public-spki.pem");
+const OTHER_PRIVATE_KEY: &str = include_str!("fixtures/kat/rsa3072-private-pkcs8.pem");
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+
+    // The receiver holds a key that did not sign the deliveries (as a receiver given the
+    // company key instead of the webhook's would).
+    let verifier = Verifier::from_pem(OTHER_PUBLIC_KEY).unwrap();
+    let app = Router::new()
+        .route(
+            "/chip",
+            post(|VerifiedDelivery(_d): VerifiedDelivery| async { "ok" }),
+        )
+        .with_state(verifier);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/chip", listener.local_addr().unwrap());
+    tokio::spawn(serve(listener, app, ServeOptions::default()));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // Signed with a 3072-bit key of the same size as the receiver's, but not its own: well
+    // formed, matching no key.
+    let body = br#"{"id":"1","type":"purchase","event_type":"purchase.paid"}"#;
+    let wrong = TestSigner::from_pem(OTHER_PRIVATE_KEY).unwrap();
+    let mut forged = wrong.sign(body, Digest::Sha256).unwrap();
+    // Flip one character so it no longer matches.
+    let flipped = if forged.starts_with('A') { "B" } else { "A" };
+    forged.replace_range(0..1, flipped);
+    let status = http
+        .post(&url)
+        .header("x-signature", &forged)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let first = captured.lines();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let line = &first[0];
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("delivery refused"), "{line}");
+    assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(line.contains("does not match"), "{line}");
+    assert!(
+        line.contains("GET /public_key/"),
+        "the key hint is missing: {line}"
+    );
+    assert!(!line.contains(&forged), "the signature is logged: {line}");
+
+    // 40 more: 9 more lines in this window, the rest held back.
+    for _ in 0..40 {
+        let _ = http
+            .post(&url)
+            .header("x-signature", "AAAA")
+            .body(&body[..])
+            .send()
+            .await
+            .unwrap();
+    }
+    let lines = captured.lines();
+    assert_eq!(lines.len(), 10, "{lines:#?}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("the signature is 3 bytes long"))
+    );
+
+    // The next window starts with a count of what was held back (the window is 5 s).
+    tokio::time::sleep(Duration::from_millis(5_100)).await;
+    let _ = http
+        .post(&url)
+        .header("x-signature", "AAAA")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    let lines = captured.lines();
+    assert_eq!(lines.len(), 12, "{lines:#?}");
+    assert!(
+        lines[10].contains("31 more refused deliveries were not logged"),
+        "{}",
+        lines[10]
+    );
+}
