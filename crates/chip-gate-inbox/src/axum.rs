@@ -36,7 +36,7 @@ pub async fn handler(State(intake): State<Intake>, request: Request) -> Response
     if let Err(error) = &result
         && !matches!(error, IntakeError::Storage(_))
     {
-        chip_gate::serve::log_refusal(peer, error, error.status());
+        chip_gate::serve::log_refusal(peer, error.reason(), error, error.status());
     }
     respond(result)
 }

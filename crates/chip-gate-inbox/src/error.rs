@@ -114,6 +114,20 @@ impl IntakeError {
         }
     }
 
+    /// A short, stable name for the reason (metrics labels, log fields): that of the
+    /// [`chip_gate::VerifyError`], or `too_large`, `unreadable_body`, `body_timeout`, `busy`,
+    /// `storage`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IntakeError::Signature(error) => error.reason(),
+            IntakeError::TooLarge { .. } => "too_large",
+            IntakeError::UnreadableBody => "unreadable_body",
+            #[cfg(feature = "axum")]
+            IntakeError::Bounded(error) => error.reason(),
+            IntakeError::Storage(_) => "storage",
+        }
+    }
+
     /// The short text to answer with: no more than the status says.
     pub fn public_text(&self) -> &'static str {
         match self {

@@ -74,6 +74,18 @@ pub enum DeliveryRejection {
 }
 
 impl DeliveryRejection {
+    /// A short, stable name for the reason (metrics labels, log fields): that of the
+    /// [`VerifyError`], or `too_large`, `body_timeout`, `busy`, `unreadable_body`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeliveryRejection::Signature(error) => error.reason(),
+            DeliveryRejection::Body(StatusCode::PAYLOAD_TOO_LARGE) => "too_large",
+            DeliveryRejection::Body(StatusCode::REQUEST_TIMEOUT) => "body_timeout",
+            DeliveryRejection::Body(StatusCode::SERVICE_UNAVAILABLE) => "busy",
+            DeliveryRejection::Body(_) => "unreadable_body",
+        }
+    }
+
     /// The status this rejection answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -110,7 +122,7 @@ where
             .map(|info| info.0);
         let result = verified(request, state).await;
         if let Err(rejection) = &result {
-            crate::serve::log_refusal(peer, rejection, rejection.status());
+            crate::serve::log_refusal(peer, rejection.reason(), rejection, rejection.status());
         }
         result
     }

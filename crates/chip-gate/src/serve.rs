@@ -45,6 +45,18 @@
 //! # }
 //! ```
 //!
+//! # Metrics
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade (install the exporter you use, e.g.
+//! `metrics-exporter-prometheus`; without one they cost next to nothing):
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `chip_gate_connections` | gauge | | connections open |
+//! | `chip_gate_connections_closed_for_room_total` | counter | `for`: `connections`, `body_budget` | connections closed to make room (a steady rise means someone holds connections open) |
+//! | `chip_gate_body_budget_bytes` | gauge | | body bytes reserved in the budget |
+//! | `chip_gate_requests_refused_total` | counter | `reason`: `missing_signature`, `several_signatures`, `signature_not_base64`, `signature_length`, `signature_mismatch`, `too_large`, `body_timeout`, `busy`, `unreadable_body` | requests refused by the extractor or the inbox's handler ([`log_refusal`]) |
+//!
 //! Handlers find the caller's address as `axum::extract::ConnectInfo<std::net::SocketAddr>`, and a
 //! body that failed one of these bounds as a [`BodyError`] inside the body's error (the extractor of
 //! this crate and the inbox's handler answer with [`BodyError::status`]).
@@ -68,6 +80,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::verify::DEFAULT_MAX_BODY_BYTES;
+
+/// Metric: requests refused before or at the signature check, by `reason`.
+pub const REFUSED: &str = "chip_gate_requests_refused_total";
+/// Metric: connections open (gauge).
+pub const CONNECTIONS: &str = "chip_gate_connections";
+/// Metric: connections closed to make room, by `for` (`connections` or `body_budget`).
+pub const CLOSED_FOR_ROOM: &str = "chip_gate_connections_closed_for_room_total";
+/// Metric: body bytes reserved in the budget (gauge).
+pub const BODY_BUDGET_BYTES: &str = "chip_gate_body_budget_bytes";
 
 /// The bounds [`serve`] applies; see the [module documentation](self) for what each one does.
 #[derive(Clone, Debug)]
@@ -201,6 +222,16 @@ impl BodyError {
             BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
             BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short, stable name for the reason (metrics labels, log fields): `body_timeout`,
+    /// `too_large` or `busy`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BodyError::Timeout => "body_timeout",
+            BodyError::TooLarge { .. } => "too_large",
+            BodyError::Busy => "busy",
         }
     }
 
@@ -353,11 +384,14 @@ impl Shared {
             close: Notify::new(),
         });
         lock(&self.connections).insert(id, Arc::clone(&conn));
+        metrics::gauge!(CONNECTIONS).increment(1.0);
         conn
     }
 
     fn unregister(&self, id: u64) {
-        lock(&self.connections).remove(&id);
+        if lock(&self.connections).remove(&id).is_some() {
+            metrics::gauge!(CONNECTIONS).decrement(1.0);
+        }
         self.slot_freed.notify_one();
     }
 
@@ -390,6 +424,11 @@ impl Shared {
                     holding_body,
                     "closing the oldest connection not being answered, to make room"
                 );
+                metrics::counter!(
+                    CLOSED_FOR_ROOM,
+                    "for" => if holding_body { "body_budget" } else { "connections" }
+                )
+                .increment(1);
                 // Not answered any more: it is no candidate for the next eviction.
                 conn.set(Phase::Answering);
                 conn.close.notify_one();
@@ -585,6 +624,14 @@ async fn reserve(
     }
 }
 
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        if let Some(permit) = &self.permit {
+            metrics::gauge!(BODY_BUDGET_BYTES).decrement(permit.num_permits() as f64);
+        }
+    }
+}
+
 impl Guarded {
     fn fail(
         &mut self,
@@ -626,6 +673,7 @@ impl http_body::Body for Guarded {
                         Ok(permit) => {
                             let held = u64::try_from(permit.num_permits()).unwrap_or(u64::MAX);
                             this.conn.reserved.store(held, Ordering::Relaxed);
+                            metrics::gauge!(BODY_BUDGET_BYTES).increment(held as f64);
                             this.permit = Some(permit);
                             this.state = GuardState::Reading;
                         }
@@ -731,14 +779,21 @@ const REFUSAL_WINDOW: Duration = Duration::from_secs(5);
 static REFUSALS: Mutex<Option<(Instant, u32, u64)>> = Mutex::new(None);
 
 /// Logs one refused delivery at `warn` level (target `chip_gate::refused`): the reason and the
-/// caller's address, never the body or a key. At most 10 lines per 5 s; past that, one line says
+/// caller's address, never the body or a key; `reason` is a short stable name (such as
+/// [`VerifyError::reason`](crate::VerifyError::reason)), counted in `chip_gate_requests_refused_total`. At most 10 lines per 5 s; past that, one line says
 /// how many were not logged. When the signature is well formed but matches no configured key, the
 /// line adds the most common cause: the receiver holds the company key (`GET /public_key/`)
 /// instead of the webhook's own `public_key`.
 ///
 /// The extractor and `chip-gate-inbox`'s handler call it for every request they refuse; call it
 /// from your own handler if you verify by hand.
-pub fn log_refusal(peer: Option<SocketAddr>, reason: &dyn std::fmt::Display, status: StatusCode) {
+pub fn log_refusal(
+    peer: Option<SocketAddr>,
+    reason: &'static str,
+    detail: &dyn std::fmt::Display,
+    status: StatusCode,
+) {
+    metrics::counter!(REFUSED, "reason" => reason).increment(1);
     let now = Instant::now();
     let held_back = {
         let mut state = lock(&REFUSALS);
@@ -768,13 +823,14 @@ pub fn log_refusal(peer: Option<SocketAddr>, reason: &dyn std::fmt::Display, sta
         );
     }
     let peer = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
-    let text = reason.to_string();
-    if text.starts_with("the signature does not match") {
+    let text = detail.to_string();
+    if reason == "signature_mismatch" {
         tracing::warn!(
             target: "chip_gate::refused",
             %peer,
             status = status.as_u16(),
-            reason = %text,
+            reason,
+            detail = %text,
             "delivery refused. If every delivery is refused, check the key: a webhook's deliveries \
              verify with that webhook's public_key (returned when it was created, or by \
              GET /webhooks/{{id}}/), not the company key of GET /public_key/"
@@ -784,7 +840,8 @@ pub fn log_refusal(peer: Option<SocketAddr>, reason: &dyn std::fmt::Display, sta
             target: "chip_gate::refused",
             %peer,
             status = status.as_u16(),
-            reason = %text,
+            reason,
+            detail = %text,
             "delivery refused"
         );
     }

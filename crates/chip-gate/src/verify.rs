@@ -169,6 +169,22 @@ pub enum VerifyError {
     KeyUnusable(#[from] KeyError),
 }
 
+impl VerifyError {
+    /// A short, stable name for the reason, for metrics labels and log fields:
+    /// `missing_signature`, `several_signatures`, `signature_not_base64`, `signature_length`,
+    /// `signature_mismatch` or `key_unusable`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingSignature => "missing_signature",
+            VerifyError::SeveralSignatures => "several_signatures",
+            VerifyError::SignatureNotBase64 => "signature_not_base64",
+            VerifyError::SignatureLength { .. } => "signature_length",
+            VerifyError::SignatureMismatch { .. } => "signature_mismatch",
+            VerifyError::KeyUnusable(_) => "key_unusable",
+        }
+    }
+}
+
 /// An RSA public key, parsed once and ready for any number of verifications.
 ///
 /// Cheap to clone (the parsed key is reference-counted inside `aws-lc`). Its `Debug` output shows the

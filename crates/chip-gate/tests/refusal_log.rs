@@ -1,6 +1,6 @@
 //! Refused deliveries are visible: one `warn` line each, with the reason and the caller's address,
 //! a hint about the key when a signature matches no configured key, and a rate limit past which one
-//! line counts what was not logged. (One test in its own binary: the rate limit is per process.)
+//! line counts what was not logged; every refusal is counted in the metrics. (One test in its own binary: the rate limit is per process.)
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -47,6 +47,9 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .init();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .unwrap();
 
     // The receiver holds a key that did not sign the deliveries (as a receiver given the
     // company key instead of the webhook's would).
@@ -126,4 +129,16 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
         "{}",
         lines[10]
     );
+
+    // Every refusal is counted, logged or not, by reason.
+    let text = metrics.render();
+    assert!(
+        text.contains("chip_gate_requests_refused_total{reason=\"signature_mismatch\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chip_gate_requests_refused_total{reason=\"signature_length\"} 41"),
+        "{text}"
+    );
+    assert!(text.contains("chip_gate_connections "), "{text}");
 }
