@@ -8,7 +8,9 @@ use crate::model::{
     Counts, DeliveryState, DeliverySummary, InboxStatus, ListFilter, StoredDelivery,
 };
 use crate::ops;
-use crate::store::{Backend, DEAD, DONE, DUPLICATES, Inbox, RECEIVED, RETRIED, STALE, ms, now_ms};
+use crate::store::{
+    Backend, DEAD, DONE, DUPLICATES, EXPIRED, Inbox, RECEIVED, RETRIED, STALE, ms, now_ms,
+};
 
 fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
@@ -33,6 +35,7 @@ impl Inbox {
                 DONE => &mut counts.done,
                 RETRIED => &mut counts.retried,
                 DEAD => &mut counts.dead,
+                EXPIRED => &mut counts.expired,
                 _ => continue,
             };
             *slot = count(value);
@@ -152,12 +155,30 @@ impl Inbox {
         }
     }
 
+    /// The retention horizon: the newest `updated_on` (Unix seconds) among the deliveries
+    /// retention removed, `None` while it removed none. A delivery stored with an `updated_on`
+    /// at or below it is recorded as stale ([`Counts::expired`]) and not handed over, since the
+    /// inbox may no longer remember handling it.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`].
+    pub async fn retention_horizon(&self) -> Result<Option<i64>, InboxError> {
+        Ok(match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::horizon(pool).await?,
+            Backend::Postgres(pool) => ops::postgres::horizon(pool).await?,
+        })
+    }
+
     /// Removes done and stale deliveries that finished more than `age` ago (any age, unlike a
     /// worker's retention, which keeps at least [`MIN_RETENTION`](crate::MIN_RETENTION)). Dead and
-    /// pending ones are never removed. Returns how many were removed.
+    /// pending ones are never removed, nor ones without an `updated_on` (only their stored copy
+    /// recognises a repeat; CHIP's objects all have one). Returns how many were removed.
     ///
-    /// A delivery removed before CHIP's last retry (up to 36 hours) could be stored and handled
-    /// again if CHIP sends it once more.
+    /// The inbox then no longer remembers them, so it first raises its
+    /// [retention horizon](Self::retention_horizon) to the newest `updated_on` removed: any
+    /// delivery stored afterwards at or below it (a copy of a removed one, or a state CHIP sends
+    /// that late) is recorded as stale and expired, and not handed over. So a short `age`
+    /// (below CHIP's 36 hours of retries) makes CHIP's own late retries expire too.
     ///
     /// # Errors
     /// [`InboxError::Database`].

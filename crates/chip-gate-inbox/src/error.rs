@@ -67,6 +67,16 @@ pub enum InboxError {
         /// What the operation needs.
         wanted: &'static str,
     },
+    /// The SQLite database file could not be created (owner-only, mode 0600) before opening it:
+    /// its directory is missing or not writable.
+    #[error("could not create the inbox database file {}: {source}", path.display())]
+    CreateFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// An intake or worker was started outside a Tokio runtime.
     #[error("chip-gate-inbox needs a Tokio runtime: call this from within one")]
     NoRuntime,
@@ -146,7 +156,11 @@ impl IntakeError {
 /// A short, single-line rendering of an error for the `last_error` column: at most 1,000
 /// characters.
 pub(crate) fn error_text(error: &dyn fmt::Display) -> String {
-    let text = error.to_string().replace(['\n', '\r'], " ");
+    // One line; no NUL, which PostgreSQL's text cannot hold.
+    let text = error
+        .to_string()
+        .replace(['\n', '\r'], " ")
+        .replace('\0', "\u{fffd}");
     match text.char_indices().nth(1000) {
         Some((cut, _)) => format!("{}...", &text[..cut]),
         None => text,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use aws_lc_rs::digest;
 use bytes::Bytes;
 use chip_gate::verify::SIGNATURE_HEADER;
-use chip_gate::{Delivery, ObjectKind, Verifier, VerifyError};
+use chip_gate::{Delivery, DeliveryObject, ObjectKind, Verifier, VerifyError};
 use http::{HeaderMap, StatusCode};
 use sqlx::Row;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -112,34 +112,89 @@ pub(crate) struct NewRecord {
 
 impl NewRecord {
     /// The record for a delivery whose signature verified.
+    ///
+    /// The text columns are made storable as text on both databases (PostgreSQL's `text` cannot
+    /// hold NUL): the key and the lane escape their parts (injective), the event, object id and
+    /// typing problem show a NUL as U+FFFD. The body is kept exact either way.
     pub(crate) fn new(delivery: &Delivery, signature: String) -> Self {
         let dedup_key = dedup_key(delivery);
         let object_kind = kind_name(delivery.kind());
-        let object_id = delivery.object().id().map(str::to_owned);
-        let lane = match &object_id {
-            Some(id) => format!("{object_kind}:{id}"),
+        let object_id = delivery.object().id();
+        let lane = match object_id {
+            Some(id) => {
+                let mut lane = String::new();
+                push_key_part(&mut lane, &identity_kind(delivery));
+                lane.push(':');
+                push_key_part(&mut lane, id);
+                lane
+            }
             None => format!("delivery:{dedup_key}"),
         };
         Self {
             lane,
-            event: delivery.event().as_str().to_owned(),
+            event: storable_text(delivery.event().as_str()),
             object_kind,
-            object_id,
+            object_id: object_id.map(storable_text),
             updated_on: delivery.object().updated_on(),
             signature,
             body: Bytes::copy_from_slice(delivery.raw_body()),
-            typing_problem: delivery.typing_problem().map(ToString::to_string),
+            typing_problem: delivery
+                .typing_problem()
+                .map(|problem| storable_text(&problem.to_string())),
             dedup_key,
         }
     }
 }
 
-/// The key a delivery is deduplicated on.
+/// The kind of object a delivery carries, for its lane: the typed kind, or, when the typed
+/// model could not read the body or does not know the kind, what the raw JSON says (its `type`
+/// when that is a string, `unknown` for another value, else the event's prefix), so that the
+/// states of one object share a lane whether or not each fits the typed model.
+fn identity_kind(delivery: &Delivery) -> String {
+    match delivery.object() {
+        DeliveryObject::Unknown(fields) => match fields.get("type") {
+            Some(serde_json::Value::String(name)) => name.clone(),
+            Some(_) => "unknown".to_owned(),
+            None => match delivery.event().as_str().split('.').next() {
+                Some(prefix) if !prefix.is_empty() => prefix.to_owned(),
+                _ => "unknown".to_owned(),
+            },
+        },
+        _ => kind_name(delivery.kind()).to_owned(),
+    }
+}
+
+/// Text as a database text column can hold it: a NUL (which PostgreSQL's `text` cannot hold)
+/// becomes U+FFFD. For columns that only show or filter; keys escape losslessly instead.
+pub(crate) fn storable_text(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// Appends one part of a key, escaped so that parts never run into one another: `%` as `%25`,
+/// `:` as `%3A` and NUL as `%00` (every other character as is).
+fn push_key_part(key: &mut String, part: &str) {
+    for c in part.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            ':' => key.push_str("%3A"),
+            '\0' => key.push_str("%00"),
+            c => key.push(c),
+        }
+    }
+}
+
+/// The key a delivery is deduplicated on: two deliveries share it exactly when they carry the
+/// same object id, event and `updated_on` (or the same body, see below).
 ///
-/// `<object id>:<event>:<updated_on>` ([`chip_gate::DedupKey`]) when the object has an id and an
-/// `updated_on`. Without `updated_on`, `<object id>:<event>:-:sha256:<hex>`; without an object id,
-/// `sha256:<hex>`: the SHA-256 of the exact body, so a repeated delivery (CHIP resends the same
-/// bytes) still meets its first copy, and two different bodies never collapse into one.
+/// `<object id>:<event>:<updated_on>` when the object has an id and an `updated_on`, each part
+/// escaped so that the key is injective: `%` is written `%25`, `:` `%3A` and NUL `%00` (so an id
+/// `a:b` with event `c` gives `a%3Ab:c:1`, apart from id `a` with event `b:c`, `a:b%3Ac:1`). CHIP's
+/// ids and event names hold none of these, so their keys read as before, e.g.
+/// `7a1b...:purchase.paid:1700000100`. Without `updated_on`, `<object id>:<event>:-:sha256:<hex>`;
+/// without an object id, `sha256:<hex>`: the SHA-256 of the exact body, so a repeated delivery
+/// (CHIP resends the same bytes) still meets its first copy, and two different bodies never
+/// collapse into one. The forms have different numbers of `:`-separated parts, so they never
+/// meet either.
 pub fn dedup_key(delivery: &Delivery) -> String {
     let body_hash = || {
         let hash = digest::digest(&digest::SHA256, delivery.raw_body());
@@ -149,11 +204,18 @@ pub fn dedup_key(delivery: &Delivery) -> String {
         }
         hex
     };
-    match delivery.dedup_key() {
-        Some(key) if key.updated_on.is_some() => key.to_string(),
-        Some(key) => format!("{key}:sha256:{}", body_hash()),
-        None => format!("sha256:{}", body_hash()),
+    let Some(id) = delivery.object().id() else {
+        return format!("sha256:{}", body_hash());
+    };
+    let mut key = String::with_capacity(id.len() + 40);
+    push_key_part(&mut key, id);
+    key.push(':');
+    push_key_part(&mut key, delivery.event().as_str());
+    match delivery.object().updated_on() {
+        Some(updated_on) => key.push_str(&format!(":{updated_on}")),
+        None => key.push_str(&format!(":-:sha256:{}", body_hash())),
     }
+    key
 }
 
 /// The stored name of an object kind.
@@ -376,25 +438,75 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
             }
         }
         let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
-        let result = store_batch(&inbox.shared.backend, &records).await;
-        match result {
-            Ok(outcomes) => {
-                let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
-                for (queued, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = queued.reply.send(outcome);
+        let outcomes = store_isolating(&inbox.shared.backend, &records).await;
+        let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
+        for (queued, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = queued.reply.send(outcome);
+        }
+        if stored_new {
+            inbox.shared.stored.notify_waiters();
+        }
+    }
+}
+
+/// Stores a batch so that one record the database refuses never fails the others: when a
+/// batch's insert fails with an error about its data (not the connection, the disk or a lock),
+/// it is split in halves and each half stored again, down to single records, so only the record
+/// at fault is answered 503 (one bad record in a batch of `n` costs about 2 log2(n) more
+/// transactions, paid only when it happens). Per record, as [`store_batch`].
+async fn store_isolating(backend: &Backend, records: &[&NewRecord]) -> Vec<RecordOutcome> {
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+    // (start, end) ranges of `records` still to store, last first.
+    let mut ranges = vec![(0, records.len())];
+    while let Some((start, end)) = ranges.pop() {
+        let part = &records[start..end];
+        match store_batch(backend, part).await {
+            Ok(stored) => {
+                for (slot, outcome) in outcomes[start..end].iter_mut().zip(stored) {
+                    *slot = Some(outcome);
                 }
-                if stored_new {
-                    inbox.shared.stored.notify_waiters();
-                }
+            }
+            Err(error) if part.len() > 1 && refuses_data(&error) => {
+                tracing::warn!(%error, records = part.len(),
+                    "a batch's insert was refused; storing its records apart");
+                let middle = start + part.len() / 2;
+                ranges.push((middle, end));
+                ranges.push((start, middle));
             }
             Err(error) => {
                 let text = crate::error::error_text(&error);
-                for queued in batch {
-                    let _ = queued.reply.send(Err(text.clone()));
+                for slot in &mut outcomes[start..end] {
+                    *slot = Some(Err(text.clone()));
                 }
             }
         }
     }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Err("not stored".to_owned())))
+        .collect()
+}
+
+/// Whether `error` is the database refusing what a batch holds (a constraint, a value it cannot
+/// store, a trigger), which storing the records apart can isolate; not a lost connection, a
+/// full disk, a lock or a shutdown, which would fail each part the same way.
+fn refuses_data(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    let code = db.code().unwrap_or_default();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
+        // SQLITE_FULL, SQLITE_CANTOPEN (primary codes, in the low byte of the extended ones).
+        let primary = code.parse::<i64>().unwrap_or(0) & 0xff;
+        return !matches!(primary, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14);
+    }
+    // PostgreSQL classes: 08 connection, 53 insufficient resources, 57 operator intervention,
+    // 58 system error, XX internal error.
+    !matches!(
+        code.get(..2).unwrap_or_default(),
+        "08" | "53" | "57" | "58" | "XX"
+    )
 }
 
 /// Stores a batch; per record, its id and whether it was a duplicate, or why it was not recorded.
@@ -490,7 +602,11 @@ async fn store_batch_sqlite(
 ) -> Result<StoredBatch, sqlx::Error> {
     let mut sql = format!(
         "{}; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-         updated_on, signature, body, typing_problem, received_at, next_attempt_at) VALUES ",
+         updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8, v.column9, v.column10, v.column11, \
+         CASE WHEN v.column6 <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1) \
+         THEN 1 ELSE 0 END FROM (VALUES ",
         <sqlx::Sqlite as Dialect>::BEGIN_WRITE
     );
     for n in 0..keys.len() {
@@ -498,7 +614,7 @@ async fn store_batch_sqlite(
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(
-        " ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key; \
+        ") AS v WHERE true ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key; \
          INSERT INTO chip_inbox_counters (name, shard, value) \
          SELECT ?, ?, changes() WHERE changes() > 0 \
          ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; \
@@ -646,15 +762,19 @@ async fn store_batch_postgres(
     let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
     let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
     let stored = sqlx::query(
-        "WITH input AS ( \
+        "WITH horizon AS ( \
+             SELECT updated_on FROM chip_inbox_horizon WHERE id = 1 FOR SHARE \
+         ), input AS ( \
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
                                   $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
              AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
          ), stored AS ( \
              INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-                 updated_on, signature, body, typing_problem, received_at, next_attempt_at) \
+                 updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
              SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, \
-                 typing_problem, $10, $10 FROM input ORDER BY dedup_key \
+                 typing_problem, $10, $10, \
+                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) THEN 1 ELSE 0 END \
+             FROM input ORDER BY dedup_key \
              ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key \
          ), counted AS ( \
              INSERT INTO chip_inbox_counters (name, shard, value) \

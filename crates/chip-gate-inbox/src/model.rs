@@ -83,7 +83,8 @@ pub struct DeliverySummary {
     pub next_attempt_at_ms: i64,
     /// When it became done, stale or dead (Unix milliseconds).
     pub finished_at_ms: Option<i64>,
-    /// The handler's last error, if any (one line, at most 1,000 characters).
+    /// The handler's last error, or why the delivery was not handed over, if any (one line, at
+    /// most 1,000 characters).
     pub last_error: Option<String>,
     /// What the typed model could not read in the body, if anything (the body is stored as
     /// received either way).
@@ -170,8 +171,14 @@ pub struct Counts {
     pub received: u64,
     /// Deliveries answered 2xx and recorded as repeats of one already stored.
     pub duplicates: u64,
-    /// Deliveries marked stale: older than one already handled for the same object.
+    /// Deliveries marked stale: older than one already handled for the same object, or stored
+    /// at or below the retention horizon (those are also in [`expired`](Self::expired)).
     pub stale: u64,
+    /// Of the stale, deliveries stored with an `updated_on` at or below the retention horizon
+    /// (see [`Inbox::retention_horizon`](crate::Inbox::retention_horizon)): possibly copies of
+    /// deliveries handled and removed since, so never handed over on their own. A few mean CHIP
+    /// sent a very old state; many mean someone is replaying captured deliveries.
+    pub expired: u64,
     /// Deliveries handled.
     pub done: u64,
     /// Failed attempts scheduled for another try.
@@ -224,7 +231,8 @@ impl ListFilter {
     /// Only deliveries of this object.
     #[must_use]
     pub fn object_id(mut self, id: impl Into<String>) -> Self {
-        self.object_id = Some(id.into());
+        // As stored: a NUL shows as U+FFFD.
+        self.object_id = Some(crate::intake::storable_text(&id.into()));
         self
     }
 

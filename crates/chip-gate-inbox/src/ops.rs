@@ -39,7 +39,14 @@ pub(crate) type Finish<'a> = (&'a Lease, Result<(), (&'a str, i64, i64)>);
 pub(crate) struct ClaimTally {
     pub(crate) stale: i64,
     pub(crate) dead: i64,
+    /// Of the stale, those stored at or below the retention horizon.
+    pub(crate) expired: i64,
 }
+
+/// Why a delivery stored at or below the retention horizon was not handed over.
+const EXPIRED_REASON: &str = "not handed over: its updated_on is at or before the retention \
+     horizon (deliveries that old may have been handled and removed, so this may be a replayed \
+     copy); replay it to hand it over";
 
 const SUMMARY_COLUMNS: &str = "id, dedup_key, event, object_kind, object_id, updated_on, state, attempts, \
      duplicates, received_at, next_attempt_at, finished_at, last_error, typing_problem";
@@ -64,7 +71,7 @@ macro_rules! backend_ops {
 
             use super::*;
             use crate::store::{
-                DEAD, DONE, Dialect, RETRIED, STALE, add_counts, now_ms,
+                DEAD, DONE, Dialect, EXPIRED, RETRIED, STALE, add_counts, now_ms,
             };
 
             type Db = $db;
@@ -114,7 +121,8 @@ macro_rules! backend_ops {
                 // object comes before them) in lanes nobody holds. Walks pending deliveries in id
                 // order and stops after enough: cheap however long the backlog.
                 let candidates = sqlx::query(
-                    "SELECT d.lane AS lane FROM chip_inbox_deliveries d \
+                    "SELECT d.lane AS lane, CAST(CASE WHEN l.lane IS NULL THEN 1 ELSE 0 END AS BIGINT) AS missing \
+                     FROM chip_inbox_deliveries d \
                      LEFT JOIN chip_inbox_lanes l ON l.lane = d.lane \
                      WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
                      AND (l.lease_until IS NULL OR l.lease_until <= $1) \
@@ -128,6 +136,29 @@ macro_rules! backend_ops {
                 .bind(rules.limit.saturating_mul(4))
                 .fetch_all(&mut *tx)
                 .await?;
+                // The objects' first claims make their lanes, all in one statement and in lane
+                // order: concurrent claims making overlapping lanes wait for each other in one
+                // order, never in a cycle (a deadlock on PostgreSQL).
+                let mut missing = Vec::new();
+                for candidate in &candidates {
+                    if candidate.try_get::<i64, _>("missing")? != 0 {
+                        missing.push(candidate.try_get::<String, _>("lane")?);
+                    }
+                }
+                missing.sort_unstable();
+                missing.dedup();
+                if !missing.is_empty() {
+                    let mut sql = String::from("INSERT INTO chip_inbox_lanes (lane) VALUES ");
+                    for n in 1..=missing.len() {
+                        sql.push_str(&format!("{}(${n})", if n == 1 { "" } else { ", " }));
+                    }
+                    sql.push_str(" ON CONFLICT (lane) DO NOTHING");
+                    let mut insert = sqlx::query(&sql);
+                    for lane in &missing {
+                        insert = insert.bind(lane);
+                    }
+                    insert.execute(&mut *tx).await?;
+                }
                 let lock_sql = format!(
                     "SELECT handled_updated_on FROM chip_inbox_lanes WHERE lane = $1 \
                      AND (lease_until IS NULL OR lease_until <= $2){}",
@@ -144,8 +175,8 @@ macro_rules! backend_ops {
                         .fetch_optional(&mut *tx)
                         .await?;
                     if locked.is_none() {
-                        // The object's first claim (intake stores deliveries only), or a lane
-                        // removed by retention: make it (a leased or locked lane stays as it is).
+                        // A lane removed by retention since the candidates were read: make it
+                        // (a leased or locked lane stays as it is).
                         sqlx::query(
                             "INSERT INTO chip_inbox_lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING",
                         )
@@ -164,7 +195,7 @@ macro_rules! backend_ops {
                     // statement sees every commit made by the lane's previous holders).
                     loop {
                         let head = sqlx::query(
-                            "SELECT id, updated_on, attempts, next_attempt_at, replay \
+                            "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
                              FROM chip_inbox_deliveries WHERE lane = $1 AND state = 'pending' \
                              ORDER BY COALESCE(updated_on, -1), id LIMIT 1",
                         )
@@ -177,6 +208,7 @@ macro_rules! backend_ops {
                         let attempts: i64 = head.try_get("attempts")?;
                         let next_attempt_at: i64 = head.try_get("next_attempt_at")?;
                         let replay: i64 = head.try_get("replay")?;
+                        let expired: i64 = head.try_get("expired")?;
                         if next_attempt_at > now {
                             // The oldest delivery of this object waits for its retry; the later
                             // ones wait behind it.
@@ -194,6 +226,23 @@ macro_rules! backend_ops {
                             .execute(&mut *tx)
                             .await?;
                             tally.dead += 1;
+                            continue;
+                        }
+                        if expired != 0 && replay == 0 {
+                            // Stored at or below the retention horizon: it may repeat a
+                            // delivery handled and removed since. Never handed over on its own
+                            // (whatever the stale policy); a replay hands it over.
+                            sqlx::query(
+                                "UPDATE chip_inbox_deliveries SET state = 'stale', finished_at = $2, \
+                                 last_error = $3 WHERE id = $1",
+                            )
+                            .bind(id)
+                            .bind(now)
+                            .bind(EXPIRED_REASON)
+                            .execute(&mut *tx)
+                            .await?;
+                            tally.stale += 1;
+                            tally.expired += 1;
                             continue;
                         }
                         let stale = replay == 0
@@ -243,7 +292,10 @@ macro_rules! backend_ops {
                         break;
                     }
                 }
-                add_counts!(tx, [(STALE, tally.stale), (DEAD, tally.dead)])?;
+                add_counts!(
+                    tx,
+                    [(STALE, tally.stale), (DEAD, tally.dead), (EXPIRED, tally.expired)]
+                )?;
                 tx.commit().await?;
                 Ok((claimed, tally))
             }
@@ -417,27 +469,72 @@ macro_rules! backend_ops {
                 Ok(kept)
             }
 
-            /// Removes done and stale deliveries finished before `cutoff`, and idle lanes
-            /// untouched since then. Returns how many deliveries went.
+            /// Removes done and stale deliveries finished before `cutoff` (Unix ms) whose
+            /// `updated_on` is before it too, and the lanes whose newest handled state the
+            /// horizon covers. Returns how many deliveries went.
+            ///
+            /// First, in a transaction of its own, the horizon (the newest `updated_on` removed)
+            /// is raised to cover every delivery about to go; only then are they removed. Intake
+            /// reads the horizon in the transaction that stores (on PostgreSQL `FOR SHARE`, which
+            /// this waits for), so a copy of a removed delivery is always stored as expired, never
+            /// handed over. Deliveries without `updated_on` are kept: only their stored copy
+            /// recognises a repeat.
             pub(crate) async fn purge(pool: &Pool<Db>, cutoff: i64) -> Result<u64, sqlx::Error> {
+                let cutoff_s = cutoff.div_euclid(1000);
+                let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+                sqlx::query(&format!(
+                    "SELECT updated_on FROM chip_inbox_horizon WHERE id = 1{}",
+                    <Db as Dialect>::FOR_UPDATE
+                ))
+                .fetch_optional(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE chip_inbox_horizon SET updated_on = m.newest \
+                     FROM (SELECT MAX(updated_on) AS newest FROM chip_inbox_deliveries \
+                           WHERE state IN ('done', 'stale') AND finished_at < $1 \
+                           AND updated_on IS NOT NULL AND updated_on < $2) AS m \
+                     WHERE chip_inbox_horizon.id = 1 AND m.newest IS NOT NULL \
+                     AND (chip_inbox_horizon.updated_on IS NULL OR chip_inbox_horizon.updated_on < m.newest)",
+                )
+                .bind(cutoff)
+                .bind(cutoff_s)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+
                 let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
                 let removed = sqlx::query(
-                    "DELETE FROM chip_inbox_deliveries WHERE state IN ('done', 'stale') AND finished_at < $1",
+                    "DELETE FROM chip_inbox_deliveries WHERE state IN ('done', 'stale') \
+                     AND finished_at < $1 AND updated_on IS NOT NULL \
+                     AND updated_on <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1)",
                 )
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+                // A lane's mark is only needed while it is above the horizon: below it, every
+                // older delivery is expired anyway.
                 sqlx::query(
                     "DELETE FROM chip_inbox_lanes WHERE lease_token IS NULL \
-                     AND (handled_at IS NULL OR handled_at < $1) \
+                     AND (handled_updated_on IS NULL OR handled_updated_on <= \
+                          (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1)) \
                      AND NOT EXISTS (SELECT 1 FROM chip_inbox_deliveries d WHERE d.lane = chip_inbox_lanes.lane)",
                 )
-                .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 Ok(removed)
+            }
+
+            /// The retention horizon: the newest `updated_on` retention removed, if any.
+            pub(crate) async fn horizon(pool: &Pool<Db>) -> Result<Option<i64>, sqlx::Error> {
+                let row = sqlx::query("SELECT updated_on FROM chip_inbox_horizon WHERE id = 1")
+                    .fetch_optional(pool)
+                    .await?;
+                match row {
+                    Some(row) => row.try_get("updated_on"),
+                    None => Ok(None),
+                }
             }
 
             pub(crate) async fn counts(

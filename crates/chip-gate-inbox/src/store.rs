@@ -238,7 +238,11 @@ impl Inbox {
         let backend = match scheme.as_str() {
             "sqlite" => {
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
-                let mut connect = SqliteConnectOptions::from_str(url)?
+                let parsed = SqliteConnectOptions::from_str(url)?;
+                if options.migrate && !memory {
+                    create_private_file(parsed.get_filename())?;
+                }
+                let mut connect = parsed
                     .create_if_missing(options.migrate)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(options.busy_timeout);
@@ -400,6 +404,50 @@ impl Inbox {
     }
 }
 
+/// Creates the SQLite database file at `path` when it does not exist yet, readable and writable
+/// by its owner only (0600, whatever the process's umask allows more), before SQLite opens it:
+/// it holds customers' names, emails and replayable signatures. SQLite gives the `-wal` and
+/// `-shm` files it makes beside it the same permissions. An existing file is left as it is (with
+/// a warning when others may read it). Nothing to do on other platforms.
+fn create_private_file(path: &std::path::Path) -> Result<(), InboxError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        if path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                if let Ok(meta) = std::fs::metadata(path)
+                    && meta.permissions().mode() & 0o077 != 0
+                {
+                    tracing::warn!(
+                        path = %path.display(),
+                        mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                        "the inbox's database file may be read by other users: chmod 600 it \
+                         (and its -wal and -shm files)"
+                    );
+                }
+            }
+            Err(source) => {
+                return Err(InboxError::CreateFile {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
 type Migration = (i64, &'static str, &'static str);
 
 /// The version of the schema applied last (`v`; 0 for none yet).
@@ -419,17 +467,31 @@ fn latest_schema_version(kind: BackendKind) -> i64 {
     migrations(kind).last().map_or(0, |m| m.0)
 }
 
-const SQLITE_MIGRATIONS: &[Migration] = &[(
-    1,
-    "deliveries, lanes, counters",
-    include_str!("../migrations/sqlite/0001_inbox.sql"),
-)];
+const SQLITE_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "deliveries, lanes, counters",
+        include_str!("../migrations/sqlite/0001_inbox.sql"),
+    ),
+    (
+        2,
+        "injective keys and lanes, lanes by object identity, retention horizon",
+        include_str!("../migrations/sqlite/0002_keys_and_horizon.sql"),
+    ),
+];
 
-const POSTGRES_MIGRATIONS: &[Migration] = &[(
-    1,
-    "deliveries, lanes, counters",
-    include_str!("../migrations/postgres/0001_inbox.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[Migration] = &[
+    (
+        1,
+        "deliveries, lanes, counters",
+        include_str!("../migrations/postgres/0001_inbox.sql"),
+    ),
+    (
+        2,
+        "injective keys and lanes, lanes by object identity, retention horizon",
+        include_str!("../migrations/postgres/0002_keys_and_horizon.sql"),
+    ),
+];
 
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
@@ -455,6 +517,7 @@ pub(crate) const STALE: &str = "stale";
 pub(crate) const DONE: &str = "done";
 pub(crate) const RETRIED: &str = "retried";
 pub(crate) const DEAD: &str = "dead";
+pub(crate) const EXPIRED: &str = "expired";
 
 /// Adds counts inside the caller's transaction, so that a count commits with the change it
 /// counts. One shard for the whole transaction and the names in one order: concurrent

@@ -979,7 +979,7 @@ async fn opening_without_migrating_changes_nothing(url: String) {
     raw(&url, "CREATE TABLE app_orders (id BIGINT PRIMARY KEY)").await;
     let error = Inbox::connect_with(&url, read_only()).await.unwrap_err();
     assert!(
-        matches!(error, InboxError::SchemaTooOld { found: 0, known: 1 }),
+        matches!(error, InboxError::SchemaTooOld { found: 0, known: 2 }),
         "{error:?}"
     );
     assert!(
@@ -991,17 +991,17 @@ async fn opening_without_migrating_changes_nothing(url: String) {
     let app = Inbox::connect(&url).await.unwrap();
     store(&app, purchase_body("p-ro", "purchase.paid", 1)).await;
     let tool = Inbox::connect_with(&url, read_only()).await.unwrap();
-    assert_eq!(tool.schema_version().await.unwrap(), 1);
+    assert_eq!(tool.schema_version().await.unwrap(), 2);
     assert_eq!(tool.counts().await.unwrap().received, 1);
     // A database migrated by a newer version: refused, untouched.
     raw(
         &url,
-        "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES (2, 'later', 0)",
+        "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES (3, 'later', 0)",
     )
     .await;
     let error = Inbox::connect_with(&url, read_only()).await.unwrap_err();
     assert!(
-        matches!(error, InboxError::SchemaTooNew { found: 2, known: 1 }),
+        matches!(error, InboxError::SchemaTooNew { found: 3, known: 2 }),
         "{error:?}"
     );
     // The app refuses it too (it cannot migrate backwards).
@@ -1020,44 +1020,4 @@ async fn opening_a_missing_sqlite_file_without_migrating_creates_nothing() {
         .unwrap_err();
     assert!(matches!(error, InboxError::Database(_)), "{error:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-}
-
-/// Another connection holding the inbox's write lock (SQLite: an open `BEGIN IMMEDIATE`;
-/// PostgreSQL: a lock on the deliveries table that conflicts with inserts and updates).
-enum WriteLock {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-impl WriteLock {
-    async fn take(url: &str, sqlite: bool) -> Self {
-        use sqlx::Connection;
-        if sqlite {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            Self::Sqlite(conn)
-        } else {
-            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-            sqlx::query("LOCK TABLE chip_inbox_deliveries IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            Self::Postgres(conn)
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            Self::Sqlite(mut conn) => {
-                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            }
-            Self::Postgres(mut conn) => {
-                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
-            }
-        }
-    }
 }

@@ -133,3 +133,43 @@ macro_rules! on_both {
         }
     };
 }
+
+/// Another connection holding the inbox's write lock (SQLite: an open `BEGIN IMMEDIATE`;
+/// PostgreSQL: a lock on the deliveries table that conflicts with inserts and updates).
+pub enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    pub async fn take(url: &str, sqlite: bool) -> Self {
+        use sqlx::Connection;
+        if sqlite {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+            sqlx::query("LOCK TABLE chip_inbox_deliveries IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Self::Postgres(conn)
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+            Self::Postgres(mut conn) => {
+                sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
