@@ -172,3 +172,64 @@ async fn a_hopeless_signature_is_refused_before_its_body(url: String) {
     assert!(inbox.list(&ListFilter::new()).await.unwrap().is_empty());
 }
 on_both!(a_hopeless_signature_is_refused_before_its_body);
+
+/// The intake as deployed (`chip_gate::serve` with a small connection cap, to stay far below
+/// any descriptor limit), under callers without the key: 150 connections trickling a request
+/// head and 20 holding half-sent bodies of 1 MiB with a signature of the right shape. Signed
+/// deliveries sent meanwhile are stored and answered `200`.
+async fn a_signed_delivery_is_stored_while_the_intake_is_attacked(url: String) {
+    use tokio::io::AsyncWriteExt;
+
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let app: axum::Router = inbox.intake(verifier()).unwrap().router("/chip/webhook");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(chip_gate::serve::serve(
+        listener,
+        app,
+        chip_gate::serve::ServeOptions::default()
+            .max_connections(100)
+            .body_budget(4 * 1024 * 1024)
+            .header_timeout(Duration::from_secs(60))
+            .body_timeout(Duration::from_secs(60)),
+    ));
+    let mut attackers = Vec::new();
+    for _ in 0..150 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"POST /chip/webhook HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        attackers.push(stream);
+    }
+    let shaped = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode([9u8; 256])
+    };
+    let half = vec![b' '; 1024 * 1024 - 64];
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /chip/webhook HTTP/1.1\r\nhost: x\r\nx-signature: {shaped}\r\n\
+             content-length: 1048576\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&half)).await;
+        attackers.push(stream);
+    }
+    let endpoint = format!("http://{addr}/chip/webhook");
+    for n in 0..5 {
+        let body = purchase_body(&format!("under-attack-{n}"), "purchase.paid", 7);
+        let signature = signer().sign(&body, chip_gate::Digest::Sha256).unwrap();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            post(&endpoint, Some(&signature), body.to_vec()),
+        )
+        .await
+        .expect("a signed delivery was starved by the attack");
+        assert_eq!(answer, (200, "stored".into()));
+    }
+    assert_eq!(inbox.counts().await.unwrap().received, 5);
+    drop(attackers);
+}
+on_both!(a_signed_delivery_is_stored_while_the_intake_is_attacked);
