@@ -5,6 +5,8 @@
 //! CLI walkthrough leaves them, and checks that nothing was sent there.
 #![allow(clippy::unwrap_used)]
 
+// The scripted server of chip-gate's client tests, shared rather than copied.
+#[path = "../../chip-gate/tests/client_common/mod.rs"]
 mod client_common;
 
 use std::path::PathBuf;
