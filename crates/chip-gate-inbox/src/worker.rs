@@ -156,7 +156,11 @@ impl WorkerOptions {
     }
 
     /// Remove done and stale deliveries this long after they finished (default 7 days; at least
-    /// [`MIN_RETENTION`]; `None` keeps them). Dead deliveries are never removed.
+    /// [`MIN_RETENTION`]; `None` keeps them). Dead deliveries are never removed, nor ones without
+    /// an `updated_on`. What is removed can no longer recognise its copies, so a delivery stored
+    /// later with an `updated_on` at or below the newest one removed is recorded as stale and
+    /// never handed over (see [`Inbox::retention_horizon`]): retention bounds how late a state may
+    /// first arrive and still be handled.
     #[must_use]
     pub fn retention(mut self, retention: Option<Duration>) -> Self {
         self.retention = retention.map(|r| r.max(MIN_RETENTION));
@@ -438,7 +442,8 @@ impl Worker {
     }
 
     /// Applies retention now: removes done and stale deliveries finished more than the
-    /// configured retention ago. Returns how many were removed (0 when retention is off).
+    /// configured retention ago (see [`Inbox::purge_finished_before`]). Returns how many were
+    /// removed (0 when retention is off).
     ///
     /// # Errors
     /// [`InboxError::Database`].
