@@ -15,11 +15,10 @@ const TLS_ROOT_ENV: &str = "CHIP_INBOX_TEST_POSTGRES_TLS_ROOT";
 /// A fresh database's URL, and the server's root certificate, or `None` (said on stderr).
 async fn tls_setup(test: &str) -> Option<(String, String)> {
     let Ok(root) = std::env::var(TLS_ROOT_ENV) else {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: set {TLS_ROOT_ENV} to the PostgreSQL server's root certificate"
-        );
+        skipped(&format!(
+            "set {POSTGRES_URL_ENV}, and {TLS_ROOT_ENV} to the server's root certificate, to run \
+             the TLS ones (first skipped: {test})"
+        ));
         return None;
     };
     let url = postgres_url(test).await?;

@@ -80,12 +80,9 @@ pub fn sqlite_url() -> (String, tempfile::TempDir) {
 /// line saying the test was skipped) when the variable is not set.
 pub async fn postgres_url(test: &str) -> Option<String> {
     let Ok(base) = std::env::var(POSTGRES_URL_ENV) else {
-        // Straight to stderr, past the test harness's capture, so that a skip is always seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: set {POSTGRES_URL_ENV} to a PostgreSQL URL to run it"
-        );
+        skipped(&format!(
+            "set {POSTGRES_URL_ENV} to run them (first skipped: {test})"
+        ));
         return None;
     };
     let name = format!("chip_inbox_t_{:016x}", fastrand::u64(..));
@@ -97,6 +94,32 @@ pub async fn postgres_url(test: &str) -> Option<String> {
     conn.close().await.unwrap();
     let (prefix, _) = base.rsplit_once('/').unwrap();
     Some(format!("{prefix}/{name}"))
+}
+
+/// Says, once per test binary, that its PostgreSQL tests were skipped, why, and how to run them.
+///
+/// libtest decides `#[ignore]` when the binary is built, and the database's URL is only known when
+/// it runs, so a skipped test is counted as passed: this line (straight to stderr, past the
+/// harness's capture) is what shows it, once rather than once per test.
+pub fn skipped(how: &str) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        use std::io::Write;
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .map(|stem| {
+                stem.rsplit_once('-')
+                    .map_or(stem.clone(), |(name, _)| name.to_owned())
+            })
+            .unwrap_or_else(|| "this test binary".to_owned());
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED the PostgreSQL tests of {binary} (counted as passed, nothing ran): {how}, \
+             e.g. {POSTGRES_URL_ENV}=postgres://USER:PASSWORD@127.0.0.1/DB cargo test -p \
+             chip-gate-inbox -- postgres (a role that may create databases; .ci/run starts one)"
+        );
+    });
 }
 
 /// Drops a database made by [`postgres_url`] (the test passed; a failed one leaves it to look at).
