@@ -241,7 +241,12 @@ pub fn base_url(api: &ApiArgs) -> Result<Option<String>, Failure> {
 /// For plain http to a loopback address (the mock) it never uses a proxy from the environment,
 /// whatever the library's default: the key would cross the proxy in clear text.
 pub fn client(api: &ApiArgs) -> Result<chip_gate::Client, Failure> {
-    let key = api_key(api)?;
+    client_with_key(api, api_key(api)?)
+}
+
+/// [`client`] with a key already read by [`api_key`] (read once: `--api-key` warns each time it is
+/// read, and `--api-key-file -` can be read only once).
+pub fn client_with_key(api: &ApiArgs, key: String) -> Result<chip_gate::Client, Failure> {
     let mut builder = chip_gate::Client::builder(key);
     if let Some(url) = base_url(api)? {
         if let Ok(parsed) = url::Url::parse(&url) {

@@ -3,11 +3,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use chip_gate::plan::{self as gate_plan, Plan, PlanOptions, Step, StepOutcome, WebhookFile};
+use chip_gate::plan::{
+    self as gate_plan, LoadOptions, Plan, PlanOptions, Step, StepOutcome, WebhookFile,
+};
 use clap::Args;
 
 use crate::term::{clean, clean_lines};
-use crate::{ApiArgs, Failure, Outcome, client, files, outln, output};
+use crate::{ApiArgs, Failure, Outcome, api_key, client_with_key, files, outln, output};
 
 /// Which webhooks a plan may delete.
 #[derive(Args, Debug, Clone)]
@@ -35,6 +37,42 @@ impl PruneArgs {
     }
 }
 
+/// The variables a webhook file may read besides those it declares (`vars = [...]`).
+#[derive(Args, Clone)]
+pub struct VarArgs {
+    /// Let the file read the environment variable NAME although it does not declare it in `vars`;
+    /// NAME=VALUE sets it instead (the value wins over the environment). Repeat for several
+    #[arg(long = "var", value_name = "NAME[=VALUE]")]
+    pub var: Vec<String>,
+}
+
+impl std::fmt::Debug for VarArgs {
+    /// Names only: a value is the user's business.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .var
+            .iter()
+            .map(|v| v.split_once('=').map_or(v.as_str(), |(name, _)| name))
+            .collect();
+        f.debug_struct("VarArgs").field("var", &names).finish()
+    }
+}
+
+impl VarArgs {
+    /// The file's load options: these variables, and `key` (the API key in use) to refuse.
+    fn options(&self, key: &str) -> Result<LoadOptions, Failure> {
+        let mut options = LoadOptions::new().api_key(key);
+        for var in &self.var {
+            options = match var.split_once('=') {
+                Some((name, value)) => options.var(name, value),
+                None => options.allow(var.as_str()),
+            }
+            .map_err(|e| Failure::usage(format!("--var: {e}")))?;
+        }
+        Ok(options)
+    }
+}
+
 /// `chip webhooks plan`.
 #[derive(Args, Debug)]
 pub struct PlanArgs {
@@ -46,6 +84,8 @@ pub struct PlanArgs {
     pub json: bool,
     #[command(flatten)]
     pub prune: PruneArgs,
+    #[command(flatten)]
+    pub vars: VarArgs,
 }
 
 /// `chip webhooks apply`.
@@ -59,6 +99,8 @@ pub struct ApplyArgs {
     pub yes: bool,
     #[command(flatten)]
     pub prune: PruneArgs,
+    #[command(flatten)]
+    pub vars: VarArgs,
     /// Afterwards, write the public keys of the file's webhooks to FILE as one PEM bundle (for a
     /// receiver: `Verifier::from_pem_bundle`), owner-only (0600), through a randomly named
     /// temporary file renamed into place
@@ -66,8 +108,9 @@ pub struct ApplyArgs {
     pub keys_out: Option<PathBuf>,
 }
 
-fn load(path: &Path) -> Result<WebhookFile, Failure> {
-    WebhookFile::load(path).map_err(Failure::usage)
+/// Reads the file with its own variables and `vars`, refusing any value that carries `key`.
+fn load(path: &Path, vars: &VarArgs, key: &str) -> Result<WebhookFile, Failure> {
+    WebhookFile::load_with(path, &vars.options(key)?).map_err(Failure::usage)
 }
 
 fn print_plan(plan: &Plan) -> Result<(), Failure> {
@@ -78,9 +121,10 @@ fn print_plan(plan: &Plan) -> Result<(), Failure> {
 /// Runs `chip webhooks plan`: reads the file (every problem is reported before any call), lists
 /// the account, prints the difference.
 pub async fn plan(api: &ApiArgs, args: PlanArgs) -> Outcome {
-    let file = load(&args.file)?;
+    let key = api_key(api)?;
+    let file = load(&args.file, &args.vars, &key)?;
     let options = args.prune.options()?;
-    let client = client(api)?;
+    let client = client_with_key(api, key)?;
     let plan = gate_plan::plan(&client, &file, &options).await?;
     if args.json {
         output::json(&plan)?;
@@ -117,7 +161,8 @@ fn step_line(step: &Step) -> String {
 /// Runs `chip webhooks apply`: plan, confirm, apply step by step, then plan again and succeed only
 /// when the account matches the file.
 pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
-    let file = load(&args.file)?;
+    let key = api_key(api)?;
+    let file = load(&args.file, &args.vars, &key)?;
     let options = args.prune.options()?;
     if !args.yes && !std::io::stdin().is_terminal() {
         return Err(Failure::usage(
@@ -125,7 +170,7 @@ pub async fn apply(api: &ApiArgs, args: ApplyArgs) -> Outcome {
              `chip webhooks plan` and pass --yes",
         ));
     }
-    let client = client(api)?;
+    let client = client_with_key(api, key)?;
     let plan = gate_plan::plan(&client, &file, &options).await?;
     print_plan(&plan)?;
 

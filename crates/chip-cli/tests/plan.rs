@@ -15,6 +15,7 @@ use chip_gate_mock::{Fault, Faults, MockServer};
 use common::{Run, command, mock, run};
 
 const FILE: &str = r#"# The shop's webhooks.
+vars = ["SHOP_ENV", "SHOP_HOST"]
 [[webhook]]
 title = "shop/${SHOP_ENV}/orders"
 callback = "https://${SHOP_HOST}/chip/orders"
@@ -295,9 +296,15 @@ async fn bad_files_get_one_line_naming_the_line_and_no_request_is_made() {
         ),
         (
             "unset.toml",
-            "[[webhook]]\ntitle = \"a\"\ncallback = \"https://${NOT_SET_ANYWHERE}/chip\"\nall_events = true\n".into(),
-            3,
+            "vars = [\"NOT_SET_ANYWHERE\"]\n[[webhook]]\ntitle = \"a\"\ncallback = \"https://${NOT_SET_ANYWHERE}/chip\"\nall_events = true\n".into(),
+            4,
             "environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        (
+            "undeclared.toml",
+            "[[webhook]]\ntitle = \"a\"\ncallback = \"https://${SHOP_HOST}/chip\"\nall_events = true\n".into(),
+            3,
+            "${SHOP_HOST} is not declared",
         ),
         (
             "long.toml",

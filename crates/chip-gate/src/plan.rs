@@ -4,7 +4,9 @@
 //! # The file
 //!
 //! ```toml
-//! # chip-webhooks.toml: one file for every environment; ${VAR} comes from the environment.
+//! # chip-webhooks.toml: one file for every environment.
+//! vars = ["SHOP_ENV", "SHOP_HOST"]        # the only environment variables ${...} may read
+//!
 //! [[webhook]]
 //! title = "Orders (${SHOP_ENV})"          # the identity of the webhook: unique in the file
 //! callback = "https://${SHOP_HOST}/chip/webhook"
@@ -18,6 +20,7 @@
 //!
 //! | key | where | meaning |
 //! |---|---|---|
+//! | `vars` | top level, before the first `[[webhook]]` | the environment variables the file reads, by name |
 //! | `[[webhook]]` | top level, repeated | one webhook the account should have |
 //! | `title` | webhook, required | its name, at most 100 characters, not blank; **the identity**: the account's webhook with exactly this title is this webhook, so titles are unique in the file |
 //! | `callback` | webhook, required | an `http(s)://` URL, at most 500 characters |
@@ -25,10 +28,25 @@
 //! | `all_events` | webhook | `true` for every event (instead of `events`) |
 //! | `allow_unknown_events` | top level, default `false` | accept event names this version does not know (CHIP added one) |
 //!
-//! Every string may use `${NAME}` (letters, digits and `_`); `$${` writes a literal `${`. A variable
-//! that is unset or empty is an error, and so is `${CHIP_API_KEY}`: the secret key never goes into a
-//! webhook. Every error in the file (TOML syntax, an unknown key, a missing or bad value, an unknown
-//! event, a title used twice, an unset variable) is reported with its line before any call is made.
+//! # Variables
+//!
+//! Every string may use `${NAME}` (letters, digits and `_`); `$${` writes a literal `${`. A file
+//! reads **only the variables it declares** in `vars`, or that the caller allows or sets with
+//! [`LoadOptions`] (`chip webhooks plan --var NAME` or `--var NAME=VALUE`): a pipeline runs `plan`
+//! with its secrets in the environment, and a file from a pull request must not be able to copy
+//! one (`${AWS_SECRET_ACCESS_KEY}`) into a webhook, the plan output or the key bundle. An undeclared
+//! `${NAME}`, or one that is unset or empty, is an error; `CHIP_API_KEY` cannot be declared or
+//! allowed at all.
+//!
+//! After substitution, a title, callback or event name may not contain a control character (a
+//! newline would forge lines of the plan output) or a bidirectional override, and, when the
+//! caller says which API key is in use ([`LoadOptions::api_key`]; `chip` always does), may not
+//! contain that key, whether it came from a variable exported under another name or was written
+//! in the file. Errors never show the key.
+//!
+//! Every error in the file (TOML syntax, an unknown key, a missing or bad value, an unknown event,
+//! a title used twice, an undeclared or unset variable) is reported with its line before any call
+//! is made.
 //!
 //! # Plan and apply
 //!
@@ -89,6 +107,180 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The environment variable that is never interpolated into a file: the secret API key.
 const FORBIDDEN_VARIABLE: &str = "CHIP_API_KEY";
+
+// ---------------------------------------------------------------------------------------------
+// How a file is read.
+
+/// How a webhook file's `${NAME}` variables are read, and which secret they may never carry.
+///
+/// A file reads the variables it declares (`vars = [...]`); these options add names from the
+/// caller (`chip`'s `--var NAME` and `--var NAME=VALUE`). Values set here win over the
+/// environment. Its `Debug` never shows the API key.
+///
+/// ```
+/// use chip_gate::plan::{LoadOptions, WebhookFile};
+///
+/// let text = r#"
+/// [[webhook]]
+/// title = "Orders (${SHOP_ENV})"
+/// callback = "https://${SHOP_HOST}/chip"
+/// all_events = true
+/// "#;
+/// let options = LoadOptions::new()
+///     .var("SHOP_ENV", "staging")?       // a value, as --var SHOP_ENV=staging
+///     .allow("SHOP_HOST")?               // from the environment, as --var SHOP_HOST
+///     .api_key("sk_live_the_key_in_use"); // refused in every value
+/// let env = |name: &str| (name == "SHOP_HOST").then(|| "shop.example.com".to_owned());
+/// let file = WebhookFile::parse_with_options(text, &options, env).unwrap();
+/// assert_eq!(file.webhooks()[0].title(), "Orders (staging)");
+///
+/// // Without them the file must declare what it reads.
+/// let error = WebhookFile::parse_with(text, env).unwrap_err();
+/// assert!(error.to_string().starts_with("line 3: ${SHOP_ENV} is not declared"));
+/// # Ok::<(), chip_gate::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Names allowed by the caller; `Some` is a value that wins over the environment.
+    vars: std::collections::BTreeMap<String, Option<String>>,
+    api_key: Option<crate::ApiKey>,
+}
+
+impl LoadOptions {
+    /// No variables beyond the file's own `vars`, and no API key to refuse.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets the file read `name` from the environment even if it does not declare it (`--var
+    /// NAME`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] when `name` is not a variable name (letters, digits and `_`, not
+    /// starting with a digit) or is `CHIP_API_KEY`.
+    pub fn allow(mut self, name: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        check_name(&name).map_err(Error::invalid)?;
+        self.vars.entry(name).or_insert(None);
+        Ok(self)
+    }
+
+    /// Sets `name` to `value` for the file, whether or not it declares it and whatever the
+    /// environment says (`--var NAME=VALUE`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] for a bad name (as [`allow`](Self::allow)).
+    pub fn var(mut self, name: impl Into<String>, value: impl Into<String>) -> Result<Self, Error> {
+        let name = name.into();
+        check_name(&name).map_err(Error::invalid)?;
+        self.vars.insert(name, Some(value.into()));
+        Ok(self)
+    }
+
+    /// The API key in use: no variable's value, title, callback or event name of the file may
+    /// contain it (errors say so without showing it). An empty key checks nothing.
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<crate::ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The key to refuse, when one was given and is not empty.
+    fn secret(&self) -> Option<&str> {
+        self.api_key
+            .as_ref()
+            .map(crate::ApiKey::expose)
+            .filter(|k| !k.is_empty())
+    }
+}
+
+/// Why `name` cannot be a variable of a file: not a name, or the API key's variable.
+fn check_name(name: &str) -> Result<(), String> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "{:?} is not a variable name (letters, digits and _, not starting with a digit)",
+            name.chars().take(64).collect::<String>()
+        ));
+    }
+    if name == FORBIDDEN_VARIABLE {
+        return Err(format!(
+            "{FORBIDDEN_VARIABLE} is the secret API key: it never goes into a webhook"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `c` may not appear in a title, callback or event name: a control character (a newline
+/// forges lines of the plan output, ESC starts terminal sequences) or a bidirectional override or
+/// isolate (it reorders what a reviewer sees).
+fn is_forbidden_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Why `text` (a value after substitution) cannot go into a webhook: a forbidden character, or
+/// the API key. `what` names it ("the title", "the value of SHOP_HOST").
+fn check_text(what: &str, text: &str, options: &LoadOptions) -> Result<(), String> {
+    if let Some(c) = text.chars().find(|&c| is_forbidden_char(c)) {
+        return Err(format!(
+            "{what} contains the control character U+{:04X}: titles, callbacks and event names are \
+             one line of printable text",
+            u32::from(c)
+        ));
+    }
+    if options.secret().is_some_and(|key| text.contains(key)) {
+        return Err(format!(
+            "{what} contains the API key in use: the secret key never goes into a webhook (check \
+             the file and the variables it reads)"
+        ));
+    }
+    Ok(())
+}
+
+/// The variables a file may read: its own `vars`, then the caller's [`LoadOptions`], with the
+/// environment (`lookup`) for names that have no value of their own.
+struct Variables<'a, F> {
+    declared: BTreeSet<String>,
+    options: &'a LoadOptions,
+    lookup: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Variables<'_, F> {
+    /// The value of `${name}`, checked; the error is the message for the line.
+    fn value(&self, name: &str) -> Result<String, String> {
+        if name == FORBIDDEN_VARIABLE {
+            return Err(format!(
+                "${{{FORBIDDEN_VARIABLE}}} is the secret API key: it never goes into a webhook"
+            ));
+        }
+        let value = match self.options.vars.get(name) {
+            Some(Some(value)) => Some(value.clone()),
+            Some(None) => (self.lookup)(name),
+            None if self.declared.contains(name) => (self.lookup)(name),
+            None => {
+                return Err(format!(
+                    "${{{name}}} is not declared: a webhook file reads only the variables it \
+                     declares; add vars = [\"{name}\"] at the top of the file (with chip, or pass \
+                     --var {name})"
+                ));
+            }
+        };
+        match value {
+            None => Err(format!("environment variable {name} is not set")),
+            Some(value) if value.is_empty() => Err(format!("environment variable {name} is empty")),
+            Some(value) => {
+                check_text(&format!("the value of {name}"), &value, self.options)?;
+                Ok(value)
+            }
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Errors in the file.
@@ -153,6 +345,8 @@ impl std::error::Error for FileError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    #[serde(default)]
+    vars: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     allow_unknown_events: Option<bool>,
     #[serde(default)]
@@ -276,7 +470,8 @@ impl DesiredWebhook {
 /// ```
 /// use chip_gate::plan::WebhookFile;
 ///
-/// let text = r#"
+/// let text = r#"vars = ["ENV"]
+///
 /// [[webhook]]
 /// title = "Orders (${ENV})"
 /// callback = "https://shop.example.com/chip"
@@ -286,7 +481,7 @@ impl DesiredWebhook {
 /// assert_eq!(file.webhooks()[0].title(), "Orders (live)");
 ///
 /// let error = WebhookFile::parse_with(text, |_| None).unwrap_err();
-/// assert_eq!(error.to_string(), "line 3: environment variable ENV is not set");
+/// assert_eq!(error.to_string(), "line 4: environment variable ENV is not set");
 /// # Ok::<(), chip_gate::plan::FileError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -295,13 +490,23 @@ pub struct WebhookFile {
 }
 
 impl WebhookFile {
-    /// Reads and parses the file at `path` (at most [`MAX_FILE_BYTES`]), interpolating `${VAR}`
-    /// from the process environment. Errors name the file and the line.
+    /// Reads and parses the file at `path` (at most [`MAX_FILE_BYTES`]), interpolating the
+    /// variables it declares from the process environment. Errors name the file and the line.
     ///
     /// # Errors
     ///
     /// A [`FileError`] when the file cannot be read or is not a valid webhook file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self, FileError> {
+        Self::load_with(path, &LoadOptions::new())
+    }
+
+    /// [`load`](Self::load) with the caller's variables and the API key in use (see
+    /// [`LoadOptions`]).
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] when the file cannot be read or is not a valid webhook file.
+    pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Self, FileError> {
         let path = path.as_ref();
         let read = || -> Result<String, String> {
             let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
@@ -318,10 +523,12 @@ impl WebhookFile {
             String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned())
         };
         let text = read().map_err(|message| FileError::at(None, message).with_path(path))?;
-        Self::parse(&text).map_err(|e| e.with_path(path))
+        Self::parse_with_options(&text, options, |name| std::env::var(name).ok())
+            .map_err(|e| e.with_path(path))
     }
 
-    /// Parses a webhook file, interpolating `${VAR}` from the process environment.
+    /// Parses a webhook file, interpolating the variables it declares from the process
+    /// environment.
     ///
     /// # Errors
     ///
@@ -330,7 +537,8 @@ impl WebhookFile {
         Self::parse_with(text, |name| std::env::var(name).ok())
     }
 
-    /// Parses a webhook file, interpolating `${VAR}` with `lookup` (`None` means unset).
+    /// Parses a webhook file, interpolating the variables it declares with `lookup` (`None` means
+    /// unset). `lookup` is never asked for a name the file does not declare.
     ///
     /// # Errors
     ///
@@ -339,11 +547,44 @@ impl WebhookFile {
         text: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, FileError> {
+        Self::parse_with_options(text, &LoadOptions::new(), lookup)
+    }
+
+    /// Parses a webhook file with the caller's variables and API key ([`LoadOptions`]), reading
+    /// the other variables the file declares, and those `options` allow, with `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// A [`FileError`] naming the line of the first problem.
+    pub fn parse_with_options(
+        text: &str,
+        options: &LoadOptions,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, FileError> {
         let lines = LineIndex::new(text);
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|span| lines.line(span.start));
             FileError::at(line, toml_message(e.message()))
         })?;
+        let mut declared = BTreeSet::new();
+        if let Some(vars) = &raw.vars {
+            for name in vars.get_ref() {
+                let line = lines.span(&name.span());
+                check_name(name.get_ref())
+                    .map_err(|m| FileError::at(line, format!("in vars: {m}")))?;
+                if !declared.insert(name.get_ref().clone()) {
+                    return Err(FileError::at(
+                        line,
+                        format!("variable {} is declared twice in vars", name.get_ref()),
+                    ));
+                }
+            }
+        }
+        let variables = Variables {
+            declared,
+            options,
+            lookup: &lookup,
+        };
         let allow_unknown = raw.allow_unknown_events.unwrap_or(false);
         let mut webhooks: Vec<DesiredWebhook> = Vec::with_capacity(raw.webhook.len());
         let mut titles: HashMap<String, usize> = HashMap::new();
@@ -353,7 +594,7 @@ impl WebhookFile {
                 entry.into_inner(),
                 entry_line,
                 &lines,
-                &lookup,
+                &variables,
                 allow_unknown,
             )?;
             if let Some(first) = titles.get(&desired.title) {
@@ -437,22 +678,33 @@ fn toml_message(message: &str) -> String {
     let flat = flat.join(" ");
     if flat.is_empty() {
         "not a valid TOML file".to_owned()
+    } else if flat.contains("unknown field `vars`")
+        || flat.contains("unknown field `allow_unknown_events`")
+    {
+        // TOML puts a key written after `[[webhook]]` into that webhook.
+        format!(
+            "{flat} (vars and allow_unknown_events go at the top, before the first [[webhook]])"
+        )
     } else {
         flat
     }
 }
 
-fn read_webhook(
+fn read_webhook<F: Fn(&str) -> Option<String>>(
     raw: RawWebhook,
     entry_line: usize,
     lines: &LineIndex,
-    lookup: &impl Fn(&str) -> Option<String>,
+    variables: &Variables<'_, F>,
     allow_unknown: bool,
 ) -> Result<DesiredWebhook, FileError> {
     let at_entry = |message: String| FileError::at(Some(entry_line), message);
-    let expand = |value: &Spanned<String>| -> Result<String, FileError> {
-        interpolate(value.get_ref(), lookup)
-            .map_err(|m| FileError::at(lines.span(&value.span()), m))
+    // Substitutes, then checks the result as a whole: a forbidden character or the key may also
+    // be written in the file itself.
+    let expand = |value: &Spanned<String>, what: &str| -> Result<String, FileError> {
+        let line = lines.span(&value.span());
+        let text = interpolate(value.get_ref(), variables).map_err(|m| FileError::at(line, m))?;
+        check_text(what, &text, variables.options).map_err(|m| FileError::at(line, m))?;
+        Ok(text)
     };
 
     let Some(title_raw) = &raw.title else {
@@ -461,7 +713,7 @@ fn read_webhook(
         ));
     };
     let title_line = lines.span(&title_raw.span());
-    let title = expand(title_raw)?;
+    let title = expand(title_raw, "the title")?;
     if title.trim().is_empty() {
         return Err(FileError::at(title_line, "the title is blank"));
     }
@@ -492,7 +744,7 @@ fn read_webhook(
         return Err(at_entry(format!("webhook {title:?} has no callback")));
     };
     let callback_line = lines.span(&callback_raw.span());
-    let callback = expand(callback_raw)?;
+    let callback = expand(callback_raw, "the callback")?;
     let chars = callback.chars().count();
     if chars > MAX_CALLBACK_CHARS {
         return Err(FileError::at(
@@ -538,8 +790,7 @@ fn read_webhook(
             let mut names: Vec<EventName> = Vec::with_capacity(events.get_ref().len());
             for event in events.get_ref() {
                 let line = lines.span(&event.span());
-                let text =
-                    interpolate(event.get_ref(), lookup).map_err(|m| FileError::at(line, m))?;
+                let text = expand(event, "an event name")?;
                 let name = EventName::from(text.as_str());
                 if !name.is_known() && !allow_unknown {
                     return Err(FileError::at(line, unknown_event_message(&text)));
@@ -605,7 +856,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Replaces `${NAME}` with the variable's value; `$${` is a literal `${`.
-fn interpolate(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+fn interpolate<F: Fn(&str) -> Option<String>>(
+    text: &str,
+    variables: &Variables<'_, F>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find('$') {
@@ -631,18 +885,7 @@ fn interpolate(text: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<S
                     name.chars().take(64).collect::<String>()
                 ));
             }
-            if name == FORBIDDEN_VARIABLE {
-                return Err(format!(
-                    "${{{FORBIDDEN_VARIABLE}}} is the secret API key: it never goes into a webhook"
-                ));
-            }
-            match lookup(name) {
-                None => return Err(format!("environment variable {name} is not set")),
-                Some(value) if value.is_empty() => {
-                    return Err(format!("environment variable {name} is empty"));
-                }
-                Some(value) => out.push_str(&value),
-            }
+            out.push_str(&variables.value(name)?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -1062,16 +1305,30 @@ fn quoted(text: &str) -> String {
     format!("{text:?}")
 }
 
+/// `text` (a callback, maybe from the account) with every control character and bidirectional
+/// override escaped (`\u{a}`), so that it stays on its line of the plan as it reads.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if is_forbidden_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn events_text(events: &[impl AsRef<str>]) -> String {
     events
         .iter()
-        .map(AsRef::as_ref)
+        .map(|e| shown(e.as_ref()))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 fn write_settings(f: &mut fmt::Formatter<'_>, webhook: &DesiredWebhook) -> fmt::Result {
-    writeln!(f, "      callback:   {}", webhook.callback)?;
+    writeln!(f, "      callback:   {}", shown(&webhook.callback))?;
     if webhook.all_events {
         writeln!(f, "      all_events: true")
     } else {
@@ -1083,8 +1340,8 @@ fn write_settings(f: &mut fmt::Formatter<'_>, webhook: &DesiredWebhook) -> fmt::
 impl fmt::Display for Plan {
     /// The readable form: one block per change (`+ create`, `~ update` with each field's old and
     /// new value, `- delete` with the reason), the unchanged ones, warnings about duplicates, and a
-    /// summary line. Titles and URLs may come from the account: print it through a filter for
-    /// terminal control characters.
+    /// summary line. Titles and URLs may come from the account: titles are quoted and callbacks
+    /// have their control characters escaped, so no value can start a line of its own.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for change in &self.changes {
             match change {
@@ -1101,7 +1358,7 @@ impl fmt::Display for Plan {
                     for field in fields {
                         match field {
                             FieldChange::Callback { from, to } => {
-                                writeln!(f, "      callback:   {from} -> {to}")?;
+                                writeln!(f, "      callback:   {} -> {}", shown(from), shown(to))?;
                             }
                             FieldChange::AllEvents { from, to } => {
                                 writeln!(f, "      all_events: {from} -> {to}")?;
@@ -1135,7 +1392,7 @@ impl fmt::Display for Plan {
                         ),
                     };
                     writeln!(f, "- delete {} ({id})", quoted(title))?;
-                    writeln!(f, "      callback:   {callback}")?;
+                    writeln!(f, "      callback:   {}", shown(callback))?;
                     writeln!(f, "      why:        {why}")?;
                 }
             }
@@ -1368,47 +1625,112 @@ mod tests {
             "HOST" => Some("shop.example.com".into()),
             "ENV" => Some("live".into()),
             "EMPTY" => Some(String::new()),
+            "AWS_SECRET_ACCESS_KEY" => Some("aws-secret".into()),
+            "SHOP_KEY" => Some("sk_live_in_use".into()),
+            "NEWLINE" => Some("a\nb".into()),
             _ => None,
         }
     }
 
+    /// `text` interpolated with `declared` names from `env` and `options`.
+    fn expand(text: &str, declared: &[&str], options: &LoadOptions) -> Result<String, String> {
+        let variables = Variables {
+            declared: declared.iter().map(|s| (*s).to_owned()).collect(),
+            options,
+            lookup: &env,
+        };
+        interpolate(text, &variables)
+    }
+
     #[test]
     fn interpolation() {
+        let all = ["HOST", "ENV", "EMPTY", "NOPE"];
+        let none = LoadOptions::new();
+        let ok = |text: &str| expand(text, &all, &none).unwrap();
+        let err = |text: &str| expand(text, &all, &none).unwrap_err();
+        assert_eq!(ok("https://${HOST}/x"), "https://shop.example.com/x");
+        assert_eq!(ok("$${HOST} $ $x ${ENV}$"), "${HOST} $ $x live$");
+        assert!(err("${NOPE}").contains("NOPE is not set"));
+        assert!(err("${EMPTY}").contains("EMPTY is empty"));
+        assert!(err("${HOST").contains("closing"));
+        assert!(err("${1A}").contains("not a variable name"));
+        assert!(err("${}").contains("not a variable name"));
+        assert!(err("${CHIP_API_KEY}").contains("secret"));
+        assert_eq!(ok("ünï${ENV}çödé"), "ünïliveçödé");
+    }
+
+    #[test]
+    fn only_declared_or_allowed_variables_are_read() {
+        let none = LoadOptions::new();
+        // Undeclared: an error naming the fix, and the environment is never asked.
+        let error = expand("${AWS_SECRET_ACCESS_KEY}", &["HOST"], &none).unwrap_err();
+        assert!(
+            error.starts_with("${AWS_SECRET_ACCESS_KEY} is not declared"),
+            "{error}"
+        );
+        assert!(
+            error.contains("vars = [\"AWS_SECRET_ACCESS_KEY\"]"),
+            "{error}"
+        );
+        assert!(error.contains("--var AWS_SECRET_ACCESS_KEY"), "{error}");
+        assert!(!error.contains("aws-secret"), "{error}");
+        // Allowed by the caller (--var NAME), or given a value (--var NAME=VALUE, which wins).
+        let allowed = LoadOptions::new().allow("HOST").unwrap();
         assert_eq!(
-            interpolate("https://${HOST}/x", &env).unwrap(),
-            "https://shop.example.com/x"
+            expand("${HOST}", &[], &allowed).unwrap(),
+            "shop.example.com"
         );
+        let set = LoadOptions::new().var("HOST", "other.example").unwrap();
+        assert_eq!(expand("${HOST}", &["HOST"], &set).unwrap(), "other.example");
         assert_eq!(
-            interpolate("$${HOST} $ $x ${ENV}$", &env).unwrap(),
-            "${HOST} $ $x live$"
+            expand(
+                "${UNSET}",
+                &[],
+                &LoadOptions::new().var("UNSET", "v").unwrap()
+            )
+            .unwrap(),
+            "v"
         );
+        // The key's variable can be neither declared nor allowed.
         assert!(
-            interpolate("${NOPE}", &env)
+            expand("${CHIP_API_KEY}", &["CHIP_API_KEY"], &none)
                 .unwrap_err()
-                .contains("NOPE is not set")
+                .contains("secret API key")
         );
+        assert!(LoadOptions::new().allow("CHIP_API_KEY").is_err());
+        assert!(LoadOptions::new().var("CHIP_API_KEY", "x").is_err());
+        assert!(LoadOptions::new().allow("A-B").is_err());
+        assert!(LoadOptions::new().allow("").is_err());
+    }
+
+    #[test]
+    fn values_carrying_the_key_or_control_characters_are_refused() {
+        let options = LoadOptions::new().api_key("sk_live_in_use");
+        let error =
+            expand("https://a.example/?k=${SHOP_KEY}", &["SHOP_KEY"], &options).unwrap_err();
         assert!(
-            interpolate("${EMPTY}", &env)
-                .unwrap_err()
-                .contains("EMPTY is empty")
+            error.contains("the value of SHOP_KEY contains the API key in use"),
+            "{error}"
         );
-        assert!(interpolate("${HOST", &env).unwrap_err().contains("closing"));
+        assert!(!error.contains("sk_live"), "{error}");
+        // Without the key to compare with, only its own variable is refused.
+        assert!(expand("${SHOP_KEY}", &["SHOP_KEY"], &LoadOptions::new()).is_ok());
+        let error = expand("${NEWLINE}", &["NEWLINE"], &options).unwrap_err();
         assert!(
-            interpolate("${1A}", &env)
-                .unwrap_err()
-                .contains("not a variable name")
+            error.contains("the value of NEWLINE contains the control character U+000A"),
+            "{error}"
         );
-        assert!(
-            interpolate("${}", &env)
-                .unwrap_err()
-                .contains("not a variable name")
+        // Its Debug does not show the key.
+        assert!(!format!("{options:?}").contains("sk_live"));
+    }
+
+    #[test]
+    fn plan_output_cannot_be_forged_by_a_callback() {
+        assert_eq!(shown("https://a.example/x"), "https://a.example/x");
+        assert_eq!(
+            shown("https://a.example/\n+ create \"evil\"\u{1b}[2J\u{202e}"),
+            "https://a.example/\\u{a}+ create \"evil\"\\u{1b}[2J\\u{202e}"
         );
-        assert!(
-            interpolate("${CHIP_API_KEY}", &|_| Some("sk".into()))
-                .unwrap_err()
-                .contains("secret")
-        );
-        assert_eq!(interpolate("ünï${ENV}çödé", &env).unwrap(), "ünïliveçödé");
     }
 
     #[test]

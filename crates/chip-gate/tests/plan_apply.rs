@@ -36,7 +36,7 @@ fn client(mock: &MockServer) -> Client {
         .unwrap()
 }
 
-const FILE: &str = r#"
+const FILE: &str = r#"vars = ["HOST"]
 [[webhook]]
 title = "shop/orders"
 callback = "https://${HOST}/chip/orders"
@@ -555,7 +555,7 @@ async fn the_key_bundle_verifies_a_delivery_of_each_managed_webhook() {
     });
     let mock = MockServer::start(MockConfig::default()).await.unwrap();
     let client = client(&mock);
-    let text = r#"
+    let text = r#"vars = ["PORT"]
 [[webhook]]
 title = "paid"
 callback = "http://127.0.0.1:${PORT}/paid"

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chip_gate::EventName;
-use chip_gate::plan::{FileError, WebhookFile};
+use chip_gate::plan::{FileError, LoadOptions, WebhookFile};
 use proptest::prelude::*;
 
 const FIXTURE: &str = include_str!("fixtures/plan/chip-webhooks.toml");
@@ -16,8 +16,23 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
+/// What `chip webhooks plan --var SHOP_ENV --var SHOP_HOST` allows: the shop's two variables
+/// from the environment, for the short files below that do not declare them (the fixture does).
+fn options() -> LoadOptions {
+    LoadOptions::new()
+        .allow("SHOP_ENV")
+        .unwrap()
+        .allow("SHOP_HOST")
+        .unwrap()
+}
+
+/// Parses `text` with [`options`] and `lookup` as the environment.
+fn parse(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<WebhookFile, FileError> {
+    WebhookFile::parse_with_options(text, &options(), lookup)
+}
+
 fn error(text: &str) -> FileError {
-    WebhookFile::parse_with(text, env).unwrap_err()
+    parse(text, env).unwrap_err()
 }
 
 /// Asserts the error is on `line` and its message contains every fragment; returns the message.
@@ -46,7 +61,7 @@ fn the_two_environment_example_parses_with_its_variables() {
         hooks[0].callback(),
         "https://staging.shop.example.com/chip/orders"
     );
-    assert_eq!(hooks[0].line(), Some(8));
+    assert_eq!(hooks[0].line(), Some(10));
     assert_eq!(
         hooks[0].event_names(),
         &[
@@ -77,35 +92,25 @@ fn the_two_environment_example_parses_with_its_variables() {
 
 #[test]
 fn an_empty_file_is_no_webhooks() {
-    assert!(
-        WebhookFile::parse_with("", env)
-            .unwrap()
-            .webhooks()
-            .is_empty()
-    );
-    assert!(
-        WebhookFile::parse_with("# nothing yet\n", env)
-            .unwrap()
-            .webhooks()
-            .is_empty()
-    );
+    assert!(parse("", env).unwrap().webhooks().is_empty());
+    assert!(parse("# nothing yet\n", env).unwrap().webhooks().is_empty());
 }
 
 #[test]
 fn interpolation_escapes_and_unset_variables() {
     let text = "[[webhook]]\ntitle = \"price $$5 $${literal}\"\ncallback = \"https://${SHOP_HOST}/a?x=$y\"\nall_events = true\n";
-    let file = WebhookFile::parse_with(text, env).unwrap();
+    let file = parse(text, env).unwrap();
     assert_eq!(file.webhooks()[0].title(), "price $$5 ${literal}");
     assert_eq!(
         file.webhooks()[0].callback(),
         "https://staging.shop.example.com/a?x=$y"
     );
 
-    let unset = "[[webhook]]\ntitle = \"orders\"\n\ncallback = \"https://${SHOP_HOSTNAME}/chip\"\nall_events = true\n";
-    assert_error(unset, 4, &["environment variable SHOP_HOSTNAME is not set"]);
+    let unset = "vars = [\"SHOP_HOSTNAME\"]\n[[webhook]]\ntitle = \"orders\"\n\ncallback = \"https://${SHOP_HOSTNAME}/chip\"\nall_events = true\n";
+    assert_error(unset, 5, &["environment variable SHOP_HOSTNAME is not set"]);
 
-    let empty = "[[webhook]]\ntitle = \"orders ${SHOP_ENV}${BLANK}\"\ncallback = \"https://a.example\"\nall_events = true\n";
-    let message = WebhookFile::parse_with(empty, |name| {
+    let empty = "vars = [\"BLANK\"]\n[[webhook]]\ntitle = \"orders ${SHOP_ENV}${BLANK}\"\ncallback = \"https://a.example\"\nall_events = true\n";
+    let message = parse(empty, |name| {
         if name == "BLANK" {
             Some(String::new())
         } else {
@@ -114,11 +119,11 @@ fn interpolation_escapes_and_unset_variables() {
     })
     .unwrap_err()
     .to_string();
-    assert_eq!(message, "line 2: environment variable BLANK is empty");
+    assert_eq!(message, "line 3: environment variable BLANK is empty");
 
     // The API key is never interpolated, even when it is set; its value is never shown.
     let key = "[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example/?k=${CHIP_API_KEY}\"\nall_events = true\n";
-    let error = WebhookFile::parse_with(key, |_| Some("sk_live_SECRET".into())).unwrap_err();
+    let error = parse(key, |_| Some("sk_live_SECRET".into())).unwrap_err();
     assert_eq!(error.line(), Some(3));
     assert!(!error.to_string().contains("SECRET"));
     assert!(error.to_string().contains("secret API key"));
@@ -152,7 +157,7 @@ fn unknown_event_names_are_refused_unless_allowed() {
         ],
     );
     let allowed = format!("allow_unknown_events = true\n{text}");
-    let file = WebhookFile::parse_with(&allowed, env).unwrap();
+    let file = parse(&allowed, env).unwrap();
     assert_eq!(
         file.webhooks()[0].event_names()[1],
         EventName::from("purchase.payed")
@@ -190,12 +195,12 @@ fn callbacks_and_titles_are_checked_against_chips_limits() {
     let just = format!("https://a.example/{}", "x".repeat(482));
     let text =
         format!("[[webhook]]\ntitle = \"orders\"\ncallback = \"{just}\"\nall_events = true\n");
-    assert!(WebhookFile::parse_with(&text, env).is_ok());
+    assert!(parse(&text, env).is_ok());
 
     // An interpolated value that makes the callback too long is caught too.
-    let text = "[[webhook]]\ntitle = \"t\"\ncallback = \"https://${BIG}/\"\nall_events = true\n";
-    let error = WebhookFile::parse_with(text, |_| Some("h".repeat(500))).unwrap_err();
-    assert_eq!(error.line(), Some(3));
+    let text = "vars = [\"BIG\"]\n[[webhook]]\ntitle = \"t\"\ncallback = \"https://${BIG}/\"\nall_events = true\n";
+    let error = parse(text, |_| Some("h".repeat(500))).unwrap_err();
+    assert_eq!(error.line(), Some(4));
 
     for bad in [
         "ftp://a.example/",
@@ -343,13 +348,169 @@ fn files_made_in_code_refuse_duplicate_titles() {
     assert!(error.to_string().contains("\"a\" is used twice"));
 }
 
+#[test]
+fn a_file_reads_only_the_variables_it_declares() {
+    // The environment is never asked for a name the file does not declare.
+    let strict = |name: &str| -> Option<String> {
+        assert_ne!(
+            name, "AWS_SECRET_ACCESS_KEY",
+            "an undeclared variable was read"
+        );
+        env(name)
+    };
+    let text = "vars = [\"SHOP_HOST\"]\n\n[[webhook]]\ntitle = \"t\"\ncallback = \"https://${SHOP_HOST}/?s=${AWS_SECRET_ACCESS_KEY}\"\nall_events = true\n";
+    let error = WebhookFile::parse_with(text, strict).unwrap_err();
+    assert_eq!(error.line(), Some(5));
+    assert_eq!(
+        error.to_string(),
+        "line 5: ${AWS_SECRET_ACCESS_KEY} is not declared: a webhook file reads only the \
+         variables it declares; add vars = [\"AWS_SECRET_ACCESS_KEY\"] at the top of the file \
+         (with chip, or pass --var AWS_SECRET_ACCESS_KEY)"
+    );
+    // Declared, it is read; allowed or set by the caller (`--var`), too.
+    let declared = text.replace("[\"SHOP_HOST\"]", "[\"SHOP_HOST\", \"SHOP_ENV\"]");
+    let declared = declared.replace("AWS_SECRET_ACCESS_KEY", "SHOP_ENV");
+    let file = WebhookFile::parse_with(&declared, env).unwrap();
+    assert_eq!(
+        file.webhooks()[0].callback(),
+        "https://staging.shop.example.com/?s=staging"
+    );
+    let given = LoadOptions::new()
+        .var("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+        .unwrap();
+    let file = WebhookFile::parse_with_options(text, &given, strict).unwrap();
+    assert_eq!(
+        file.webhooks()[0].callback(),
+        "https://staging.shop.example.com/?s=not-a-secret"
+    );
+    // Event names and titles are interpolated by the same rule.
+    assert_error(
+        "[[webhook]]\ntitle = \"${UNDECLARED}\"\ncallback = \"https://a.example\"\nall_events = true\n",
+        2,
+        &["${UNDECLARED} is not declared"],
+    );
+}
+
+#[test]
+fn the_vars_declaration_is_checked() {
+    assert_error(
+        "vars = [\"A\",\n  \"CHIP_API_KEY\"]\n",
+        2,
+        &["in vars: CHIP_API_KEY is the secret API key"],
+    );
+    assert_error(
+        "vars = [\"A-B\"]\n",
+        1,
+        &["in vars: \"A-B\" is not a variable name"],
+    );
+    assert_error(
+        "vars = [\"A\", \"A\"]\n",
+        1,
+        &["variable A is declared twice"],
+    );
+    assert_error("vars = \"A\"\n", 1, &[]);
+    // After [[webhook]], TOML makes it a key of that webhook: the error says where it goes.
+    assert_error(
+        "[[webhook]]\ntitle = \"t\"\nvars = [\"A\"]\n",
+        3,
+        &["unknown field `vars`", "before the first [[webhook]]"],
+    );
+}
+
+#[test]
+fn the_api_key_in_use_never_goes_into_a_webhook() {
+    let key = "sk_live_0123456789abcdef";
+    let options = LoadOptions::new().api_key(key).allow("LIVE_KEY").unwrap();
+    let exported = |name: &str| (name == "LIVE_KEY").then(|| key.to_owned());
+    let cases = [
+        // Exported under another name and read through a variable.
+        (
+            "[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example/?k=${LIVE_KEY}\"\nall_events = true\n",
+            3,
+            "the value of LIVE_KEY contains the API key in use",
+        ),
+        // Written in the file itself: in the callback, in the title.
+        (
+            "[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example/?k=sk_live_0123456789abcdef\"\nall_events = true\n",
+            3,
+            "the callback contains the API key in use",
+        ),
+        (
+            "[[webhook]]\ntitle = \"key sk_live_0123456789abcdef\"\ncallback = \"https://a.example\"\nall_events = true\n",
+            2,
+            "the title contains the API key in use",
+        ),
+    ];
+    for (text, line, message) in cases {
+        let error = WebhookFile::parse_with_options(text, &options, exported).unwrap_err();
+        let shown = error.to_string();
+        assert_eq!(error.line(), Some(line), "{shown}");
+        assert!(shown.contains(message), "{shown}");
+        assert!(!shown.contains(key), "the key is shown: {shown}");
+        assert!(!format!("{error:?}").contains(key));
+    }
+    // A file without the key is fine with the same options.
+    let fine = "[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example\"\nall_events = true\n";
+    assert!(WebhookFile::parse_with_options(fine, &options, exported).is_ok());
+}
+
+#[test]
+fn control_characters_are_refused_after_substitution() {
+    for (text, line, code) in [
+        // A TOML escape in the callback: it would forge a line of the plan output.
+        (
+            "[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example/x\\n+ create \\\"evil\\\"\"\nall_events = true\n",
+            3,
+            "U+000A",
+        ),
+        (
+            "[[webhook]]\ntitle = \"t\\r\"\ncallback = \"https://a.example\"\nall_events = true\n",
+            2,
+            "U+000D",
+        ),
+        (
+            "[[webhook]]\ntitle = \"t\\u001b[2J\"\ncallback = \"https://a.example\"\nall_events = true\n",
+            2,
+            "U+001B",
+        ),
+        (
+            "[[webhook]]\ntitle = \"t\\u007f\"\ncallback = \"https://a.example\"\nall_events = true\n",
+            2,
+            "U+007F",
+        ),
+        (
+            "[[webhook]]\ntitle = \"t\\u202e\"\ncallback = \"https://a.example\"\nall_events = true\n",
+            2,
+            "U+202E",
+        ),
+        (
+            "allow_unknown_events = true\n[[webhook]]\ntitle = \"t\"\ncallback = \"https://a.example\"\nevents = [\"x\\ny\"]\n",
+            5,
+            "U+000A",
+        ),
+    ] {
+        let message = assert_error(text, line, &["contains the control character", code]);
+        assert!(!message.contains('\n'));
+    }
+    // From a variable's value: the variable is named.
+    let text = "vars = [\"HOST\"]\n[[webhook]]\ntitle = \"t\"\ncallback = \"https://${HOST}/\"\nall_events = true\n";
+    let error = WebhookFile::parse_with(text, |_| Some("a.example/\n+ create".into())).unwrap_err();
+    assert_eq!(error.line(), Some(4));
+    assert!(
+        error
+            .to_string()
+            .contains("the value of HOST contains the control character U+000A"),
+        "{error}"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// No input panics: any text is a file or one error.
     #[test]
     fn any_text_parses_or_errs_without_panicking(text in ".{0,300}") {
-        let _ = WebhookFile::parse_with(&text, |_| Some("x".into()));
+        let _ = parse(&text, |_| Some("x".into()));
     }
 
     /// Nearly-right files: fragments of the schema in any order.
@@ -369,7 +530,7 @@ proptest! {
         Just("[webhook]\n"),
     ], 0..12)) {
         let text: String = parts.concat();
-        if let Err(error) = WebhookFile::parse_with(&text, |_| Some("é$".into())) {
+        if let Err(error) = parse(&text, |_| Some("é$".into())) {
             prop_assert!(!error.to_string().contains('\n'));
         }
     }
