@@ -35,6 +35,10 @@ pub struct InboxArgs {
 /// The inbox subcommands.
 #[derive(Subcommand)]
 enum InboxCommand {
+    /// Create the inbox database (a missing SQLite file) and its tables, or bring an older
+    /// inbox's schema up to date, as a receiving app does when it starts; safe to run again.
+    /// The other commands never create or change a schema.
+    Init,
     /// Counts since the inbox was created (received, duplicates, stale, done, retried, dead) and
     /// what it holds now (pending, dead, the age of the oldest pending delivery).
     Status {
@@ -345,7 +349,9 @@ async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
                 && !path.is_file()
             {
                 return Err(Failure::op(format!(
-                    "no inbox database at {} (from {}): chip inbox never creates one",
+                    "no inbox database at {} (from {}): create it with `chip inbox init` (or \
+                     start the receiving app, whose Inbox::connect creates it); the other \
+                     commands never create one",
                     clean(&path.display().to_string()),
                     url.shown()
                 )));
@@ -366,37 +372,143 @@ async fn open(url: &DatabaseUrl) -> Result<Inbox, Failure> {
             )));
         }
     }
-    let options = InboxOptions::default()
-        .migrate(false)
+    Inbox::connect_with(&url.url, cli_options().migrate(false))
+        .await
+        .map_err(|e| cannot_open(url, "open", &e))
+}
+
+/// The options `chip inbox` opens a database with (small pool, short waits).
+fn cli_options() -> InboxOptions {
+    InboxOptions::default()
         .max_connections(2)
         .acquire_timeout(CONNECT_TIMEOUT)
-        .sqlite_busy_timeout(Duration::from_secs(10));
-    Inbox::connect_with(&url.url, options).await.map_err(|e| {
-        let code = if matches!(e, InboxError::UnsupportedUrl { .. }) {
-            2
-        } else {
-            1
-        };
-        // Only the library's text is scrubbed: the URL is already shown without its password
-        // (scrubbing it too would hide a user or database name equal to the password).
-        let mut message = format!(
-            "cannot open the inbox at {}: {}",
+        .sqlite_busy_timeout(Duration::from_secs(10))
+}
+
+/// `chip inbox init`: creates the database (a SQLite file) and the inbox's tables, or migrates an
+/// older inbox, with [`Inbox::connect_with`], and says which of these it did. Anything already
+/// there is kept; run again, it changes nothing.
+async fn init(url: &DatabaseUrl) -> Outcome {
+    let scheme = url
+        .url
+        .split_once(':')
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    // What is there before: no file, or the schema version found (0: no inbox tables).
+    let before: Option<i64> = match scheme.as_deref() {
+        Some("sqlite") => {
+            let Some(path) = sqlite_path(&url.url) else {
+                return Err(Failure::usage(format!(
+                    "{} is an in-memory database, gone when this command ends: give a file, \
+                     e.g. sqlite://chip-inbox.db",
+                    url.shown()
+                )));
+            };
+            if path.exists() {
+                Some(version_before(url).await?)
+            } else {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+                    && !parent.is_dir()
+                {
+                    return Err(Failure::op(format!(
+                        "cannot create the inbox at {}: the folder {} does not exist (create it \
+                         first)",
+                        url.shown(),
+                        clean(&parent.display().to_string())
+                    )));
+                }
+                None
+            }
+        }
+        Some("postgres" | "postgresql") => {
+            if let Err(e) = url::Url::parse(&url.url) {
+                return Err(Failure::usage(format!(
+                    "the database URL {} is not a valid URL: {e}",
+                    url.shown()
+                )));
+            }
+            Some(version_before(url).await?)
+        }
+        _ => {
+            return Err(Failure::usage(format!(
+                "unsupported database URL {}: use sqlite://PATH or postgres://USER@HOST/DB",
+                url.shown()
+            )));
+        }
+    };
+    let inbox = Inbox::connect_with(&url.url, cli_options())
+        .await
+        .map_err(|e| cannot_open(url, "set up", &e))?;
+    let after = inbox.schema_version().await.map_err(failed(url));
+    inbox.close().await;
+    let after = after?;
+    let shown = url.shown();
+    match before {
+        None => outln!("Created the inbox at {shown} (schema version {after}).")?,
+        Some(0) => outln!(
+            "Created the inbox's tables in {shown} (schema version {after}); nothing else in \
+             the database was changed."
+        )?,
+        Some(found) if found < after => outln!(
+            "Migrated the inbox at {shown} from schema version {found} to {after}; its \
+             deliveries are kept."
+        )?,
+        Some(_) => outln!(
+            "The inbox at {shown} is already set up (schema version {after}): nothing to do."
+        )?,
+    }
+    outln!(
+        "Receivers store into it with chip_gate_inbox::Inbox::connect; look into it with `chip \
+         inbox status`."
+    )?;
+    Ok(0)
+}
+
+/// The inbox schema version of an existing database, read without changing anything (0 when it
+/// holds no inbox); a newer version than this `chip` knows is refused.
+async fn version_before(url: &DatabaseUrl) -> Result<i64, Failure> {
+    match Inbox::connect_with(&url.url, cli_options().migrate(false)).await {
+        Ok(inbox) => {
+            let version = inbox.schema_version().await.map_err(failed(url));
+            inbox.close().await;
+            version
+        }
+        Err(InboxError::SchemaTooOld { found, .. }) => Ok(found),
+        Err(e @ InboxError::SchemaTooNew { .. }) => Err(Failure::op(format!(
+            "the inbox at {} is newer than this chip knows ({}): use the chip of the version \
+             your apps run; nothing was changed",
             url.shown(),
             url.scrub(&e.to_string())
-        );
-        if message.contains("timed out") {
-            message.push_str(&format!(
-                " (no connection within {} s: is the server running, and are the host and port \
-                 right?)",
-                CONNECT_TIMEOUT.as_secs()
-            ));
-        }
-        Failure {
-            code,
-            message,
-            quiet: false,
-        }
-    })
+        ))),
+        Err(e) => Err(cannot_open(url, "open", &e)),
+    }
+}
+
+/// A failure to open (or set up) the inbox at `url`, without the password.
+fn cannot_open(url: &DatabaseUrl, verb: &str, e: &InboxError) -> Failure {
+    let code = if matches!(e, InboxError::UnsupportedUrl { .. }) {
+        2
+    } else {
+        1
+    };
+    // Only the library's text is scrubbed: the URL is already shown without its password
+    // (scrubbing it too would hide a user or database name equal to the password).
+    let mut message = format!(
+        "cannot {verb} the inbox at {}: {}",
+        url.shown(),
+        url.scrub(&e.to_string())
+    );
+    if message.contains("timed out") {
+        message.push_str(&format!(
+            " (no connection within {} s: is the server running, and are the host and port \
+             right?)",
+            CONNECT_TIMEOUT.as_secs()
+        ));
+    }
+    Failure {
+        code,
+        message,
+        quiet: false,
+    }
 }
 
 /// An error of an inbox call, as a one-line failure without the password.
@@ -419,6 +531,9 @@ pub async fn run(args: InboxArgs) -> Outcome {
         )));
     }
     let url = database_url(&args)?;
+    if let InboxCommand::Init = args.command {
+        return init(&url).await;
+    }
     let inbox = open(&url).await?;
     let outcome = command(&inbox, &url, args.command).await;
     inbox.close().await;
@@ -427,6 +542,8 @@ pub async fn run(args: InboxArgs) -> Outcome {
 
 async fn command(inbox: &Inbox, url: &DatabaseUrl, command: InboxCommand) -> Outcome {
     match command {
+        // Answered by `run` before anything is opened.
+        InboxCommand::Init => return init(url).await,
         InboxCommand::Status { json } => {
             let status = inbox.status().await.map_err(failed(url))?;
             if json {
