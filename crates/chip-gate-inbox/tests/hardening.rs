@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use chip_gate_inbox::{
     BackendKind, Backoff, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, ListFilter,
-    Receipt, StoredDelivery, WorkerOptions,
+    Receipt, StalePolicy, StoredDelivery, WorkerOptions,
 };
 use common::*;
 use http::StatusCode;
@@ -141,6 +141,13 @@ async fn a_replay_after_retention_is_never_handed_over(url: String) {
         !replayed_paid.duplicate,
         "recorded as a delivery of its own"
     );
+    // Not even a worker that hands stale deliveries over (flagged) hands these over.
+    let report = inbox
+        .worker(fast_worker().stale(StalePolicy::Deliver))
+        .process_batch(|_d: StoredDelivery| async { Ok::<(), String>(()) })
+        .await
+        .unwrap();
+    assert_eq!((report.handed_over, report.stale), (0, 3), "{report:?}");
     let handed = drain(&inbox).await;
     assert!(
         handed.is_empty(),
@@ -450,6 +457,7 @@ async fn the_migration_keeps_old_deliveries_recognised(url: String) {
         br#"{"id":"x:y","type":"purchase","event_type":"purchase.viewed","n":1}"#,
     );
     let untyped = untyped_purchase_body("u-1", "purchase.paid", recent + 50);
+    let nul = purchase_body("n\\u0000ul", "purchase.paid", recent);
     let hash = chip_gate_inbox::dedup_key(&chip_gate::Delivery::from_verified(timeless.clone()));
     let hash = &hash[hash.len() - 64..];
     {
@@ -512,6 +520,30 @@ async fn the_migration_keeps_old_deliveries_recognised(url: String) {
             old.insert(&key, lane, event, kind, id, updated_on, body, state)
                 .await;
         }
+        if sqlite {
+            // SQLite text held a NUL; the old key had it raw.
+            old.insert(
+                &format!("n\0ul:purchase.paid:{recent}"),
+                "purchase:n\0ul",
+                "purchase.paid",
+                "purchase",
+                "n\0ul",
+                Some(recent),
+                &nul,
+                "done",
+            )
+            .await;
+            if let OldDatabase::Sqlite(conn) = &old {
+                sqlx::query(
+                    "INSERT INTO chip_inbox_lanes (lane, handled_updated_on) VALUES ($1, $2)",
+                )
+                .bind("purchase:n\0ul")
+                .bind(recent + 5)
+                .execute(&mut *conn.lock().await)
+                .await
+                .unwrap();
+            }
+        }
         old.run(&format!(
             "INSERT INTO chip_inbox_lanes (lane, handled_updated_on) VALUES \
              ('purchase:a:b', {recent}), ('unknown:u-1', {}), ('purchase:u-1', {})",
@@ -550,6 +582,21 @@ async fn the_migration_keeps_old_deliveries_recognised(url: String) {
         keys.contains(&format!("plain:purchase.paid:{recent}")),
         "{keys:?}"
     );
+    if sqlite {
+        assert!(
+            keys.contains(&format!("n%00ul:purchase.paid:{recent}")),
+            "{keys:?}"
+        );
+        assert!(store(&inbox, nul).await.duplicate);
+        let sql = format!(
+            "SELECT COUNT(*) FROM chip_inbox_lanes WHERE lane = 'purchase:n%00ul' \
+             AND handled_updated_on = {}",
+            recent + 5
+        );
+        assert_eq!(scalar(&inbox, &sql).await, 1);
+        let sql = "SELECT COUNT(*) FROM chip_inbox_deliveries WHERE lane = 'purchase:n%00ul'";
+        assert_eq!(scalar(&inbox, sql).await, 1);
+    }
     // The untyped delivery's mark (recent + 50) now guards the purchase's lane: a typed state
     // older than it is stale, though the purchase lane itself had handled only recent + 40.
     let late = store(&inbox, purchase_body("u-1", "purchase.paid", recent + 45)).await;

@@ -3,7 +3,8 @@
 --
 -- A key part (object id, event, kind) is escaped: '%' -> '%25', ':' -> '%3A', NUL -> '%00'. Keys
 -- and lanes whose parts hold none of these three characters (every CHIP id and event) are
--- unchanged, so the idempotency keys already handed to handlers stay the same.
+-- unchanged, so the idempotency keys already handed to handlers stay the same. SQLite's replace()
+-- cannot replace a NUL, so NULs are replaced last, byte by byte.
 
 -- Deliveries stored while their updated_on was at or below the horizon: never handed over.
 ALTER TABLE chip_inbox_deliveries ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
@@ -31,10 +32,10 @@ WHERE object_id IS NOT NULL AND (
     instr(object_id, '%') > 0 OR instr(object_id, ':') > 0 OR instr(object_id, char(0)) > 0
     OR instr(event, '%') > 0 OR instr(event, ':') > 0 OR instr(event, char(0)) > 0);
 UPDATE chip_inbox_deliveries SET dedup_key =
-    replace(replace(replace(object_id, '%', '%25'), ':', '%3A'), char(0), '%00') || ':'
-    || replace(replace(replace(event, '%', '%25'), ':', '%3A'), char(0), '%00') || ':'
+    replace(replace(object_id, '%', '%25'), ':', '%3A') || ':'
+    || replace(replace(event, '%', '%25'), ':', '%3A') || ':'
     || CASE WHEN updated_on IS NOT NULL THEN CAST(updated_on AS TEXT)
-            ELSE '-:sha256:' || substr(dedup_key, -64) END
+            ELSE '-:sha256:' || CAST(substr(CAST(dedup_key AS BLOB), -64) AS TEXT) END
 WHERE substr(dedup_key, 1, 12) = '~migrating~:';
 
 -- Lanes of objects (`<kind>:<id>`; the kind never holds ':'): the id part escaped.
@@ -43,21 +44,23 @@ WHERE substr(lane, 1, 9) <> 'delivery:' AND instr(lane, ':') > 0 AND (
     instr(substr(lane, instr(lane, ':') + 1), '%') > 0
     OR instr(substr(lane, instr(lane, ':') + 1), ':') > 0
     OR instr(lane, char(0)) > 0);
+-- (substr and instr on BLOBs count bytes and see past a NUL; on text they would stop at it).
 UPDATE chip_inbox_lanes SET lane =
-    substr(lane, 13, instr(substr(lane, 13), ':'))
-    || replace(replace(replace(substr(lane, 13 + instr(substr(lane, 13), ':')),
-        '%', '%25'), ':', '%3A'), char(0), '%00')
+    CAST(substr(CAST(lane AS BLOB), 13, instr(substr(CAST(lane AS BLOB), 13), CAST(':' AS BLOB))) AS TEXT)
+    || replace(replace(
+        CAST(substr(CAST(lane AS BLOB), 13 + instr(substr(CAST(lane AS BLOB), 13), CAST(':' AS BLOB))) AS TEXT),
+        '%', '%25'), ':', '%3A')
 WHERE substr(lane, 1, 12) = '~migrating~:';
 UPDATE chip_inbox_deliveries SET lane =
-    object_kind || ':' || replace(replace(replace(object_id, '%', '%25'), ':', '%3A'), char(0), '%00')
+    object_kind || ':' || replace(replace(object_id, '%', '%25'), ':', '%3A')
 WHERE object_id IS NOT NULL AND lane <>
-    object_kind || ':' || replace(replace(replace(object_id, '%', '%25'), ':', '%3A'), char(0), '%00');
+    object_kind || ':' || replace(replace(object_id, '%', '%25'), ':', '%3A');
 
 -- Deliveries the typed model could not read go to their object's lane: the kind is the body's
 -- `type` (when a string; 'unknown' when another value), else the event's prefix.
 CREATE TEMP TABLE chip_inbox_relane AS
 SELECT d.id AS id, d.lane AS old_lane,
-    replace(replace(replace(
+    replace(replace(
         COALESCE(
             CASE
                 WHEN json_valid(CAST(d.body AS TEXT)) = 0 THEN NULL
@@ -67,11 +70,13 @@ SELECT d.id AS id, d.lane AS old_lane,
                     THEN json_extract(CAST(d.body AS TEXT), '$.type')
                 ELSE 'unknown'
             END,
-            NULLIF(CASE WHEN instr(d.event, '.') > 0 THEN substr(d.event, 1, instr(d.event, '.') - 1)
+            NULLIF(CASE WHEN instr(CAST(d.event AS BLOB), CAST('.' AS BLOB)) > 0
+                        THEN CAST(substr(CAST(d.event AS BLOB), 1,
+                            instr(CAST(d.event AS BLOB), CAST('.' AS BLOB)) - 1) AS TEXT)
                         ELSE d.event END, ''),
             'unknown'),
-        '%', '%25'), ':', '%3A'), char(0), '%00')
-    || ':' || replace(replace(replace(d.object_id, '%', '%25'), ':', '%3A'), char(0), '%00') AS new_lane
+        '%', '%25'), ':', '%3A')
+    || ':' || replace(replace(d.object_id, '%', '%25'), ':', '%3A') AS new_lane
 FROM chip_inbox_deliveries d
 WHERE d.object_kind = 'unknown' AND d.object_id IS NOT NULL;
 -- The newest state handled in the old lane carries over to the object's lane.
@@ -90,3 +95,31 @@ ON CONFLICT (lane) DO UPDATE SET
 UPDATE chip_inbox_deliveries SET lane = (SELECT r.new_lane FROM chip_inbox_relane r WHERE r.id = chip_inbox_deliveries.id)
 WHERE id IN (SELECT id FROM chip_inbox_relane);
 DROP TABLE chip_inbox_relane;
+
+-- NULs, last (after '%' was escaped): each NUL byte of a key or lane becomes '%00'.
+CREATE TEMP TABLE chip_inbox_unnul AS
+WITH RECURSIVE walk(tbl, rid, rest, done) AS (
+    SELECT 'key', id, CAST(dedup_key AS BLOB), CAST('' AS BLOB) FROM chip_inbox_deliveries
+    WHERE instr(CAST(dedup_key AS BLOB), x'00') > 0
+    UNION ALL
+    SELECT 'lane', id, CAST(lane AS BLOB), CAST('' AS BLOB) FROM chip_inbox_deliveries
+    WHERE instr(CAST(lane AS BLOB), x'00') > 0
+    UNION ALL
+    SELECT 'lanes', rowid, CAST(lane AS BLOB), CAST('' AS BLOB) FROM chip_inbox_lanes
+    WHERE instr(CAST(lane AS BLOB), x'00') > 0
+    UNION ALL
+    SELECT tbl, rid, substr(rest, instr(rest, x'00') + 1),
+        CAST(done || substr(rest, 1, instr(rest, x'00') - 1) || '%00' AS BLOB)
+    FROM walk WHERE instr(rest, x'00') > 0
+)
+SELECT tbl, rid, CAST(done || rest AS TEXT) AS fixed FROM walk WHERE instr(rest, x'00') = 0;
+UPDATE chip_inbox_deliveries SET dedup_key =
+    (SELECT fixed FROM chip_inbox_unnul WHERE tbl = 'key' AND rid = chip_inbox_deliveries.id)
+WHERE id IN (SELECT rid FROM chip_inbox_unnul WHERE tbl = 'key');
+UPDATE chip_inbox_deliveries SET lane =
+    (SELECT fixed FROM chip_inbox_unnul WHERE tbl = 'lane' AND rid = chip_inbox_deliveries.id)
+WHERE id IN (SELECT rid FROM chip_inbox_unnul WHERE tbl = 'lane');
+UPDATE chip_inbox_lanes SET lane =
+    (SELECT fixed FROM chip_inbox_unnul WHERE tbl = 'lanes' AND rid = chip_inbox_lanes.rowid)
+WHERE rowid IN (SELECT rid FROM chip_inbox_unnul WHERE tbl = 'lanes');
+DROP TABLE chip_inbox_unnul;
