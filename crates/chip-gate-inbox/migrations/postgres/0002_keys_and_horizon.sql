@@ -55,8 +55,9 @@ WHERE object_id IS NOT NULL
   AND lane <> object_kind || ':' || replace(replace(object_id, '%', '%25'), ':', '%3A');
 
 -- Deliveries the typed model could not read go to their object's lane: the kind is the body's
--- `type` (when a string; 'unknown' when another value), else the event's prefix.
-CREATE FUNCTION pg_temp.chip_inbox_kind(body BYTEA, event TEXT) RETURNS TEXT
+-- `type` (when a string; 'unknown' when another value), else the event's prefix. (A function and
+-- a table of the schema's own, dropped again below: no TEMP privilege needed.)
+CREATE FUNCTION chip_inbox_kind_0002(body BYTEA, event TEXT) RETURNS TEXT
 LANGUAGE plpgsql AS $$
 DECLARE
     doc JSON;
@@ -76,22 +77,22 @@ BEGIN
     prefix := split_part(event, '.', 1);
     RETURN CASE WHEN prefix = '' THEN 'unknown' ELSE prefix END;
 END $$;
-CREATE TEMP TABLE chip_inbox_relane ON COMMIT DROP AS
+CREATE TABLE chip_inbox_relane_0002 AS
 SELECT d.id AS id, d.lane AS old_lane,
-    replace(replace(pg_temp.chip_inbox_kind(d.body, d.event), '%', '%25'), ':', '%3A')
+    replace(replace(chip_inbox_kind_0002(d.body, d.event), '%', '%25'), ':', '%3A')
     || ':' || replace(replace(d.object_id, '%', '%25'), ':', '%3A') AS new_lane
 FROM chip_inbox_deliveries d
 WHERE d.object_kind = 'unknown' AND d.object_id IS NOT NULL;
 -- The newest state handled in the old lane carries over to the object's lane.
 INSERT INTO chip_inbox_lanes (lane, handled_updated_on, handled_at)
 SELECT r.new_lane, MAX(l.handled_updated_on), MAX(l.handled_at)
-FROM chip_inbox_relane r JOIN chip_inbox_lanes l ON l.lane = r.old_lane
+FROM chip_inbox_relane_0002 r JOIN chip_inbox_lanes l ON l.lane = r.old_lane
 WHERE r.new_lane <> r.old_lane
 GROUP BY r.new_lane
 ON CONFLICT (lane) DO UPDATE SET
     handled_updated_on = GREATEST(chip_inbox_lanes.handled_updated_on, excluded.handled_updated_on),
     handled_at = GREATEST(chip_inbox_lanes.handled_at, excluded.handled_at);
 UPDATE chip_inbox_deliveries d SET lane = r.new_lane
-FROM chip_inbox_relane r WHERE r.id = d.id AND d.lane <> r.new_lane;
-DROP TABLE chip_inbox_relane;
-DROP FUNCTION pg_temp.chip_inbox_kind(BYTEA, TEXT);
+FROM chip_inbox_relane_0002 r WHERE r.id = d.id AND d.lane <> r.new_lane;
+DROP TABLE chip_inbox_relane_0002;
+DROP FUNCTION chip_inbox_kind_0002(BYTEA, TEXT);
