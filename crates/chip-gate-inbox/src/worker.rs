@@ -62,8 +62,10 @@ impl Backoff {
     }
 }
 
-/// The shortest retention the worker applies on its own: CHIP retries a delivery for up to 36
-/// hours, and a delivery removed before its last retry could be stored and handled again.
+/// The shortest retention the worker applies on its own. A delivery stored with an `updated_on`
+/// at or below the newest one retention removed is recorded as expired and not handed over (see
+/// [`Inbox::retention_horizon`]); CHIP retries a delivery for up to 36 hours, so keeping at least
+/// 48 hours keeps every state CHIP first gets through late above that horizon, and handled.
 pub const MIN_RETENTION: Duration = Duration::from_secs(48 * 3600);
 
 /// The longest lease, poll interval or purge interval a worker accepts.
