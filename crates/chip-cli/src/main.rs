@@ -27,27 +27,31 @@ use clap::{Parser, Subcommand};
     name = "chip",
     version,
     about = "Manage CHIP webhooks, verify signed deliveries, and develop against a local CHIP Gate",
-    after_help = "The API key comes from CHIP_API_KEY, --api-key-file or --api-key; the base URL from \
-                  --base-url or CHIP_BASE_URL (empty means unset). Start a local CHIP Gate with \
-                  `chip mock`."
+    after_help = "The commands that talk to CHIP (webhooks, public-key, trigger, listen --webhook) \
+                  take the API key from CHIP_API_KEY, --api-key-file or --api-key, and the base \
+                  URL from --base-url or CHIP_BASE_URL (empty means unset); see their --help. \
+                  Start a local CHIP Gate with `chip mock`."
 )]
 struct Cli {
     #[command(flatten)]
-    api: ApiArgs,
+    before: ApiArgsBefore,
     #[command(subcommand)]
     command: Command,
 }
+
+/// The heading of the connection options in `--help`, on the commands that talk to CHIP.
+const CONNECTION: &str = "Connection (CHIP, or a local mock)";
 
 /// The environment variable holding the API key.
 pub const API_KEY_ENV: &str = "CHIP_API_KEY";
 /// The environment variable holding the API base URL.
 pub const BASE_URL_ENV: &str = "CHIP_BASE_URL";
 
-/// How to reach CHIP (or the mock).
+/// How to reach CHIP (or the mock): on the commands that talk to it, under their own heading.
 ///
 /// The environment is read by [`api_key`] and [`base_url`], not by clap, so that `--help` never
 /// shows a value and an empty variable means unset.
-#[derive(clap::Args, Clone)]
+#[derive(clap::Args, Clone, Default)]
 pub struct ApiArgs {
     /// The secret API key [default: $CHIP_API_KEY]. Visible to every user in `ps` and kept in
     /// shell history: prefer CHIP_API_KEY or --api-key-file
@@ -55,16 +59,105 @@ pub struct ApiArgs {
         long,
         global = true,
         value_name = "KEY",
-        conflicts_with = "api_key_file"
+        conflicts_with = "api_key_file",
+        help_heading = CONNECTION
     )]
     pub api_key: Option<String>,
     /// Read the API key from this file (`-` reads standard input); at most 4 KiB, surrounding
     /// whitespace ignored
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", help_heading = CONNECTION)]
     pub api_key_file: Option<PathBuf>,
-    /// The API base URL [default: $CHIP_BASE_URL, else CHIP's; a local mock prints its own]
-    #[arg(long, global = true, value_name = "URL")]
+    /// The API base URL, ending in /api/v1 [default: $CHIP_BASE_URL, else CHIP's; a local mock
+    /// prints its own]
+    #[arg(long, global = true, value_name = "URL", help_heading = CONNECTION)]
     pub base_url: Option<String>,
+}
+
+/// The connection options given before the subcommand (`chip --api-key-file F webhooks list`),
+/// as earlier versions took them: still accepted, not shown in `--help`, and refused before a
+/// subcommand they do not apply to. Given after it as well, the subcommand's win.
+#[derive(clap::Args, Clone, Default)]
+struct ApiArgsBefore {
+    #[arg(
+        long = "api-key",
+        id = "before_api_key",
+        hide = true,
+        conflicts_with = "before_api_key_file"
+    )]
+    api_key: Option<String>,
+    #[arg(long = "api-key-file", id = "before_api_key_file", hide = true)]
+    api_key_file: Option<PathBuf>,
+    #[arg(long = "base-url", id = "before_base_url", hide = true)]
+    base_url: Option<String>,
+}
+
+impl ApiArgsBefore {
+    fn given(&self) -> bool {
+        self.api_key.is_some() || self.api_key_file.is_some() || self.base_url.is_some()
+    }
+
+    /// `after` (the subcommand's own options), completed with these.
+    fn under(self, after: ApiArgs) -> ApiArgs {
+        let key_after = after.api_key.is_some() || after.api_key_file.is_some();
+        ApiArgs {
+            api_key: if key_after {
+                after.api_key
+            } else {
+                self.api_key
+            },
+            api_key_file: if key_after {
+                after.api_key_file
+            } else {
+                self.api_key_file
+            },
+            base_url: after.base_url.or(self.base_url),
+        }
+    }
+
+    /// Refuses these options before `command`, which does not talk to CHIP.
+    fn refuse_for(&self, command: &str) -> Result<(), Failure> {
+        if self.given() {
+            return Err(Failure::usage(format!(
+                "--api-key, --api-key-file and --base-url do not apply to `chip {command}`, which \
+                 does not talk to CHIP; leave them out"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A command that talks to CHIP and has no other options.
+#[derive(clap::Args)]
+struct ConnectionOnly {
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `chip webhooks`: the connection options, then a subcommand.
+#[derive(clap::Args)]
+struct WebhooksArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(subcommand)]
+    command: webhooks::WebhooksCommand,
+}
+
+/// `chip trigger`: its arguments and the connection options.
+#[derive(clap::Args)]
+struct TriggerCommand {
+    #[command(flatten)]
+    args: trigger::TriggerArgs,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+/// `chip listen`: its arguments and the connection options (used with --webhook).
+#[derive(clap::Args)]
+struct ListenCommand {
+    #[command(flatten)]
+    args: listen::ListenArgs,
+    #[command(flatten)]
+    api: ApiArgs,
 }
 
 impl fmt::Debug for ApiArgs {
@@ -80,18 +173,20 @@ impl fmt::Debug for ApiArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Create, list, show, change and delete webhooks.
-    #[command(subcommand)]
-    Webhooks(webhooks::WebhooksCommand),
-    /// Print the company public key (it verifies purchase success callbacks) as PEM.
-    PublicKey,
+    Webhooks(WebhooksArgs),
+    /// Print the company public key as PEM (for purchase success callbacks).
+    ///
+    /// This key verifies purchase success callbacks, not a webhook's deliveries: those verify with
+    /// the webhook's own key (`chip webhooks get ID --public-key`).
+    PublicKey(ConnectionOnly),
     /// Verify a delivery's X-Signature: prints `valid` (exit 0) or `invalid: <reason>` (exit 1).
     Verify(verify::VerifyArgs),
     /// Run a local CHIP Gate in the foreground and print how to use it.
     Mock(mock::MockArgs),
     /// Ask a running local CHIP Gate to fire an event at its subscribed webhooks.
-    Trigger(trigger::TriggerArgs),
+    Trigger(TriggerCommand),
     /// Receive deliveries locally: verify each one and print a line per delivery.
-    Listen(listen::ListenArgs),
+    Listen(ListenCommand),
     /// Look into and act on a durable inbox (chip-gate-inbox) by its database URL.
     Inbox(inbox::InboxArgs),
 }
@@ -158,15 +253,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let before = cli.before;
     let outcome = runtime.block_on(async move {
         match cli.command {
-            Command::Webhooks(command) => webhooks::run(&cli.api, command).await,
-            Command::PublicKey => webhooks::public_key(&cli.api).await,
-            Command::Verify(args) => verify::run(&args),
-            Command::Mock(args) => mock::run(args).await,
-            Command::Trigger(args) => trigger::run(&cli.api, args).await,
-            Command::Listen(args) => listen::run(&cli.api, args).await,
-            Command::Inbox(args) => inbox::run(args).await,
+            Command::Webhooks(w) => webhooks::run(&before.under(w.api), w.command).await,
+            Command::PublicKey(c) => webhooks::public_key(&before.under(c.api)).await,
+            Command::Verify(args) => match before.refuse_for("verify") {
+                Ok(()) => verify::run(&args),
+                Err(failure) => Err(failure),
+            },
+            Command::Mock(args) => match before.refuse_for("mock") {
+                Ok(()) => mock::run(args).await,
+                Err(failure) => Err(failure),
+            },
+            Command::Trigger(t) => trigger::run(&before.under(t.api), t.args).await,
+            Command::Listen(l) => listen::run(&before.under(l.api), l.args).await,
+            Command::Inbox(args) => match before.refuse_for("inbox") {
+                Ok(()) => inbox::run(args).await,
+                Err(failure) => Err(failure),
+            },
         }
     });
     match outcome {
