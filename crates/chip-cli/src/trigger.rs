@@ -92,8 +92,14 @@ pub async fn run(api: &ApiArgs, args: TriggerArgs) -> Outcome {
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         let said: String = clean(said.trim()).chars().take(300).collect();
+        // Worded as the library words a 401 from a mock (`chip webhooks list` and the rest).
+        let hint = if status == reqwest::StatusCode::UNAUTHORIZED {
+            format!(" ({})", chip_gate::LOCAL_MOCK_KEY_HINT)
+        } else {
+            String::new()
+        };
         return Err(Failure::op(format!(
-            "the mock refused the trigger ({status}): {said}"
+            "the mock refused the trigger ({status}): {said}{hint}"
         )));
     }
     let report: TriggerReport = serde_json::from_slice(&body).map_err(|e| {

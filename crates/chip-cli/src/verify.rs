@@ -43,6 +43,12 @@ pub struct VerifyArgs {
     body: Option<PathBuf>,
 }
 
+/// Which key verifies what: said (on stderr) when a signature matches no key.
+const WHICH_KEY: &str = "a webhook's deliveries verify with that webhook's own public_key \
+     (`chip webhooks get ID --public-key > key.pem`), not the company key `chip public-key` \
+     prints (GET /public_key/, for purchase success callbacks); with --key, check it is the key \
+     of the webhook that sent this delivery";
+
 /// Exit 0 and `valid`, exit 1 and `invalid: <reason>`, or exit 2 when the key, signature or body
 /// is unusable (unreadable, or larger than its cap).
 pub fn run(args: &VerifyArgs) -> Outcome {
@@ -82,6 +88,13 @@ pub fn run(args: &VerifyArgs) -> Outcome {
         Err(VerifyError::KeyUnusable(e)) => Err(Failure::usage(format!("unusable key: {e}"))),
         Err(reason) => {
             outln!("invalid: {}", crate::term::clean(&reason.to_string()))?;
+            if matches!(
+                reason,
+                VerifyError::SignatureMismatch { .. } | VerifyError::SignatureLength { .. }
+            ) {
+                // The usual cause: the company key instead of the webhook's own.
+                crate::term::warn_line(format_args!("hint: {WHICH_KEY}"));
+            }
             Ok(1)
         }
     }

@@ -14,6 +14,13 @@ use crate::retry::RetryPolicy;
 /// CHIP's API base URL (one host for test and live keys: the key decides the mode).
 pub const DEFAULT_BASE_URL: &str = "https://gate.chip-in.asia/api/v1";
 
+/// The hint of a `401` from a local mock (a plain `http://` loopback base URL): the mock makes a
+/// new API key each time it starts, so a key exported for an earlier run is refused. The `chip`
+/// command words its own 401s (`chip trigger`) the same way.
+pub const LOCAL_MOCK_KEY_HINT: &str = "a local mock makes a new API key each time it starts: use the \
+     CHIP_API_KEY it printed at its latest start, or pin one by starting it with `chip mock \
+     --api-key KEY` (chip-gate-mock: --api-key or CHIP_MOCK_API_KEY) and exporting CHIP_API_KEY=KEY";
+
 /// The `User-Agent` every request carries.
 pub const USER_AGENT: &str = concat!("chip-gate/", env!("CARGO_PKG_VERSION"));
 
@@ -468,7 +475,21 @@ impl Client {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<chip_gate_api::ResponseValue<T>, chip_gate_api::Error<()>>>,
     {
-        call::run(&self.inner.retry, self.inner.api_key.expose(), op, send).await
+        call::run(&self.inner.retry, self.inner.api_key.expose(), op, send)
+            .await
+            .map_err(|e| e.with_hint_for(401, || self.unauthorized_hint()))
+    }
+
+    /// The hint of a 401: a local mock's key changes at every start; CHIP's is the account's.
+    fn unauthorized_hint(&self) -> String {
+        // Plain http:// is only ever allowed to a loopback address, where a mock runs.
+        if self.inner.base.scheme() == "http" {
+            LOCAL_MOCK_KEY_HINT.to_owned()
+        } else {
+            "check the API key (CHIP_API_KEY): a secret key from the CHIP dashboard, of the test \
+             or live account you mean"
+                .to_owned()
+        }
     }
 }
 

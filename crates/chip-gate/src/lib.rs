@@ -125,7 +125,8 @@ mod webhooks;
 pub use chip_gate_api::types::{EventName, Webhook, WebhookList};
 pub use client::{
     API_KEY_ENV, ApiKey, BASE_URL_ENV, Client, ClientBuilder, DEFAULT_BASE_URL,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, USER_AGENT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, LOCAL_MOCK_KEY_HINT,
+    USER_AGENT,
 };
 pub use error::Error;
 pub use pagination::{DEFAULT_MAX_PAGES, PageLink};

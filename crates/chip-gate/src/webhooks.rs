@@ -58,7 +58,8 @@ impl<'a> Webhooks<'a> {
     ///
     /// # Errors
     ///
-    /// Any [`Error`]; CHIP's validation errors arrive as [`Error::Api`] with status 400.
+    /// Any [`Error`]; CHIP's validation errors arrive as [`Error::Api`] with status 400. CHIP never
+    /// answers a create 404, so a 404 is a wrong base URL, and its hint says so.
     pub async fn create(&self, webhook: &NewWebhook) -> Result<Webhook, Error> {
         let body = webhook.to_api()?;
         let api = self.client.api();
@@ -67,6 +68,7 @@ impl<'a> Webhooks<'a> {
                 api.webhooks_create().body(body.clone()).send()
             })
             .await
+            .map_err(|e| e.with_hint_for(404, || self.client.wrong_base_url_hint()))
     }
 
     /// The first page of webhooks (`GET /webhooks/`).
@@ -88,12 +90,18 @@ impl<'a> Webhooks<'a> {
     ///
     /// # Errors
     ///
-    /// Any [`Error`]; CHIP answers 404 for a page past the end.
+    /// Any [`Error`]; CHIP answers 404 for a page past the end (the hint says which: a past-the-end
+    /// page, or a wrong base URL, see [`retrieve`](Self::retrieve)).
     pub async fn list_page(&self, page: NonZeroU64) -> Result<WebhookList, Error> {
         let api = self.client.api();
-        self.client
+        match self
+            .client
             .call(ops::LIST, || api.webhooks_list().page(page).send())
             .await
+        {
+            Ok(list) => Ok(list),
+            Err(e) => Err(self.explain_404(e, || past_the_end(page.get())).await),
+        }
     }
 
     /// The page after `page`, as a checked link, or `None` on the last page (`next` null or absent).
@@ -121,9 +129,21 @@ impl<'a> Webhooks<'a> {
     /// Any [`Error`].
     pub async fn list_next(&self, link: &PageLink) -> Result<WebhookList, Error> {
         let api = self.client.api().with_link_query(link.query());
-        self.client
+        match self
+            .client
             .call(ops::LIST, || api.webhooks_list().send())
             .await
+        {
+            Ok(list) => Ok(list),
+            Err(e) => {
+                let query = link.query().to_owned();
+                Err(self
+                    .explain_404(e, || {
+                        format!("CHIP has no page ?{query} of webhooks (past the last page?)")
+                    })
+                    .await)
+            }
+        }
     }
 
     /// Every webhook, as a stream that fetches one page at a time, following `next` until it is null
@@ -168,28 +188,42 @@ impl<'a> Webhooks<'a> {
     /// # Errors
     ///
     /// Any [`Error`]; an unknown id is [`Error::Api`] with status 404.
+    ///
+    /// CHIP answers an unknown id and a path that does not exist alike (a 404 without a body), so
+    /// after a 404 the client asks once for the first page of webhooks (`GET /webhooks/`, not
+    /// retried), which CHIP always answers at its API root: when that is not found either, the
+    /// hint says the base URL is wrong; otherwise it says this webhook is not on the account.
+    /// The same holds for every operation on a webhook id.
     pub async fn retrieve(&self, id: Uuid) -> Result<Webhook, Error> {
         let api = self.client.api();
-        self.client
+        match self
+            .client
             .call(ops::RETRIEVE, || api.webhooks_retrieve().id(id).send())
             .await
-            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
+        {
+            Ok(webhook) => Ok(webhook),
+            Err(e) => Err(self.explain_404(e, || no_such_webhook(id)).await),
+        }
     }
 
     /// Replace all of a webhook's settings (`PUT /webhooks/{id}/`).
     ///
     /// # Errors
     ///
-    /// Any [`Error`].
+    /// Any [`Error`]; a 404 is explained as in [`retrieve`](Self::retrieve).
     pub async fn update(&self, id: Uuid, webhook: &NewWebhook) -> Result<Webhook, Error> {
         let body = webhook.to_api()?;
         let api = self.client.api();
-        self.client
+        match self
+            .client
             .call(ops::UPDATE, || {
                 api.webhooks_update().id(id).body(body.clone()).send()
             })
             .await
-            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
+        {
+            Ok(webhook) => Ok(webhook),
+            Err(e) => Err(self.explain_404(e, || no_such_webhook(id)).await),
+        }
     }
 
     /// Change only the settings set in `changes` (`PATCH /webhooks/{id}/`).
@@ -199,7 +233,7 @@ impl<'a> Webhooks<'a> {
     /// # Errors
     ///
     /// [`Error::InvalidRequest`] when a set value breaks CHIP's limits (nothing is sent); otherwise any
-    /// [`Error`].
+    /// [`Error`]; a 404 is explained as in [`retrieve`](Self::retrieve).
     pub async fn partial_update(
         &self,
         id: Uuid,
@@ -207,7 +241,8 @@ impl<'a> Webhooks<'a> {
     ) -> Result<Webhook, Error> {
         let body = changes.to_api()?;
         let api = self.client.api();
-        self.client
+        match self
+            .client
             .call(ops::PARTIAL_UPDATE, || {
                 api.webhooks_partial_update()
                     .id(id)
@@ -215,7 +250,10 @@ impl<'a> Webhooks<'a> {
                     .send()
             })
             .await
-            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
+        {
+            Ok(webhook) => Ok(webhook),
+            Err(e) => Err(self.explain_404(e, || no_such_webhook(id)).await),
+        }
     }
 
     /// Delete a webhook (`DELETE /webhooks/{id}/`); its deliveries stop.
@@ -225,22 +263,58 @@ impl<'a> Webhooks<'a> {
     ///
     /// # Errors
     ///
-    /// Any [`Error`].
+    /// Any [`Error`]; a 404 is explained as in [`retrieve`](Self::retrieve).
     pub async fn delete(&self, id: Uuid) -> Result<(), Error> {
         let api = self.client.api();
-        self.client
+        match self
+            .client
             .call(ops::DELETE, || api.webhooks_delete().id(id).send())
             .await
-            .map_err(|e| e.with_hint_for(404, || no_such_webhook(id)))
+        {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.explain_404(e, || no_such_webhook(id)).await),
+        }
+    }
+
+    /// `error` with the hint of its cause when it is a 404: a wrong base URL when the webhook list,
+    /// which CHIP always answers at its API root, is not found either; else `otherwise()`.
+    async fn explain_404(&self, error: Error, otherwise: impl FnOnce() -> String) -> Error {
+        if error.status().map(|s| s.as_u16()) != Some(404) {
+            return error;
+        }
+        let hint = if self.list_is_missing().await {
+            self.client.wrong_base_url_hint()
+        } else {
+            otherwise()
+        };
+        error.with_hint_for(404, || hint)
+    }
+
+    /// Whether `GET /webhooks/` is answered 404 (one attempt, no retry): nothing at this base URL
+    /// is CHIP's API. Any other answer, or none, says nothing against the base URL.
+    async fn list_is_missing(&self) -> bool {
+        match self.client.api().webhooks_list().send().await {
+            Ok(_) => false,
+            Err(chip_gate_api::Error::UnexpectedResponse(response)) => {
+                response.status().as_u16() == 404
+            }
+            Err(chip_gate_api::Error::ErrorResponse(response)) => response.status().as_u16() == 404,
+            Err(_) => false,
+        }
     }
 }
 
-/// The hint of a 404 for a webhook id.
+/// The hint of a 404 for a webhook id, on a base URL where CHIP's API answers.
 fn no_such_webhook(id: Uuid) -> String {
     format!(
         "no webhook {id} on this account: it was deleted, or belongs to another account or to \
          the other mode (test or live)"
     )
+}
+
+/// The hint of a 404 for a page of the list, on a base URL where CHIP's API answers.
+fn past_the_end(page: u64) -> String {
+    format!("CHIP has no page {page} of webhooks: it is past the last page")
 }
 
 /// A webhook's full settings, checked against CHIP's limits: what [`Webhooks::create`] and

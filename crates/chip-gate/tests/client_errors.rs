@@ -174,7 +174,15 @@ async fn not_found_is_a_404_api_error() {
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
     assert_eq!(err.message(), Some("Not found."));
-    assert_eq!(server.count(), 1, "a 404 is not retried");
+    let seen = server.seen();
+    let deletes = seen.iter().filter(|s| s.method == "DELETE").count();
+    assert_eq!(deletes, 1, "a 404 is not retried");
+    // One look at the list (not retried either) tells a missing webhook from a wrong base URL:
+    // this server answers 404 to everything, so the base URL is named.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[1].method, "GET");
+    assert!(seen[1].target.ends_with("/webhooks/"), "{seen:?}");
+    assert!(err.to_string().contains("nothing answers at"), "{err}");
 }
 
 #[tokio::test]

@@ -143,7 +143,9 @@ async fn a_retried_delete_whose_first_answer_was_lost_ends_in_a_bodiless_404() {
     // gets CHIP's bodiless 404.
     let server = ScriptServer::start(|n, _| match n {
         0 => raw(503, "text/html", "<html>Service Unavailable</html>"),
-        _ => Step::Reply(404, vec![], String::new()),
+        1 => Step::Reply(404, vec![], String::new()),
+        // The one look at the list that tells a missing webhook from a wrong base URL.
+        _ => json(200, serde_json::json!({"results": []})),
     })
     .await;
     let err = client(&server.base_url)
@@ -153,7 +155,8 @@ async fn a_retried_delete_whose_first_answer_was_lost_ends_in_a_bodiless_404() {
         .unwrap_err();
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404), "{err:?}");
     assert!(matches!(err, Error::Api { .. }));
-    assert_eq!(server.count(), 2);
+    assert!(err.to_string().contains("no webhook"), "{err}");
+    assert_eq!(server.count(), 3);
 }
 
 #[tokio::test]
@@ -342,7 +345,15 @@ async fn a_dropped_connection_names_its_cause() {
 
 #[tokio::test]
 async fn a_404_says_what_was_not_found() {
-    let server = ScriptServer::start(|_, _| Step::Reply(404, vec![], String::new())).await;
+    // CHIP's API at /api/v1: the list answers, anything else is a bodiless 404.
+    let server = ScriptServer::start(|_, seen| {
+        if seen.method == "GET" && seen.target == "/api/v1/webhooks/" {
+            json(200, serde_json::json!({"results": []}))
+        } else {
+            Step::Reply(404, vec![], String::new())
+        }
+    })
+    .await;
     // A base URL without /api/v1: the list and the public key cannot be missing on CHIP.
     let root = server.base_url.trim_end_matches("/api/v1").to_owned();
     let client = client_with(&root, RetryPolicy::none());
@@ -362,11 +373,12 @@ async fn a_404_says_what_was_not_found() {
         );
         assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
     }
-    // A page past the end is just a 404.
+    // A page past the end is named as such, not as a wrong base URL.
     let err = client
         .webhooks()
         .list_page(std::num::NonZeroU64::new(9).unwrap())
         .await
         .unwrap_err();
     assert!(!err.to_string().contains("base URL"), "{err}");
+    assert!(err.to_string().contains("no page 9"), "{err}");
 }
