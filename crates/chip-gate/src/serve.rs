@@ -67,7 +67,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -557,7 +557,8 @@ async fn serve_connection(
                 need,
                 read: 0,
                 max,
-                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                deadline,
+                timer: None,
                 permit: None,
             })
         };
@@ -575,7 +576,10 @@ struct Guarded {
     need: usize,
     read: usize,
     max: usize,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    /// The deadline's timer, made only once the body has to be waited for (most bodies are
+    /// already in hyper's buffer when the handler reads them).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The room this body holds in the budget. Kept while the body's bytes can be in memory:
     /// until the body (and with it the request) is dropped.
     permit: Option<OwnedSemaphorePermit>,
@@ -633,6 +637,24 @@ impl Drop for Guarded {
 }
 
 impl Guarded {
+    /// Whether the deadline has passed; arms its timer so that `cx` is woken then.
+    fn past_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.deadline;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Room reserved: read.
+    fn hold(&mut self, permit: OwnedSemaphorePermit) {
+        let held = u64::try_from(permit.num_permits()).unwrap_or(u64::MAX);
+        self.conn.reserved.store(held, Ordering::Relaxed);
+        metrics::gauge!(BODY_BUDGET_BYTES).increment(held as f64);
+        self.permit = Some(permit);
+        self.state = GuardState::Reading;
+    }
+
     fn fail(
         &mut self,
         error: BodyError,
@@ -662,29 +684,34 @@ impl http_body::Body for Guarded {
                         return this.fail(BodyError::TooLarge { max: this.max });
                     }
                     let need = u32::try_from(this.need.max(1)).unwrap_or(u32::MAX);
-                    let reserve = reserve(Arc::clone(&this.shared), this.conn.id, need);
-                    this.state = GuardState::Reserving(Box::pin(reserve));
+                    // Room at once (the usual case), or wait for it.
+                    match Arc::clone(&this.shared.budget).try_acquire_many_owned(need) {
+                        Ok(permit) => this.hold(permit),
+                        Err(_) => {
+                            let reserve = reserve(Arc::clone(&this.shared), this.conn.id, need);
+                            this.state = GuardState::Reserving(Box::pin(reserve));
+                        }
+                    }
                 }
                 GuardState::Reserving(reserving) => {
-                    if this.deadline.as_mut().poll(cx).is_ready() {
-                        return this.fail(BodyError::Timeout);
-                    }
-                    match ready!(reserving.as_mut().poll(cx)) {
-                        Ok(permit) => {
-                            let held = u64::try_from(permit.num_permits()).unwrap_or(u64::MAX);
-                            this.conn.reserved.store(held, Ordering::Relaxed);
-                            metrics::gauge!(BODY_BUDGET_BYTES).increment(held as f64);
-                            this.permit = Some(permit);
-                            this.state = GuardState::Reading;
+                    let reserved = reserving.as_mut().poll(cx);
+                    match reserved {
+                        Poll::Ready(Ok(permit)) => this.hold(permit),
+                        Poll::Ready(Err(error)) => return this.fail(error),
+                        Poll::Pending if this.past_deadline(cx) => {
+                            return this.fail(BodyError::Timeout);
                         }
-                        Err(error) => return this.fail(error),
+                        Poll::Pending => return Poll::Pending,
                     }
                 }
                 GuardState::Reading => {
-                    if this.deadline.as_mut().poll(cx).is_ready() {
-                        return this.fail(BodyError::Timeout);
-                    }
-                    let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+                    let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                        Poll::Ready(frame) => frame,
+                        Poll::Pending if this.past_deadline(cx) => {
+                            return this.fail(BodyError::Timeout);
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    };
                     match frame {
                         None => {
                             this.state = GuardState::Done;
