@@ -1,6 +1,7 @@
 //! Intake: verify, parse, store in one transaction, and only then acknowledge.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
@@ -24,6 +25,7 @@ pub struct IntakeOptions {
     max_batch: usize,
     writers: Option<usize>,
     queue: usize,
+    max_age: Option<Duration>,
 }
 
 impl Default for IntakeOptions {
@@ -32,6 +34,7 @@ impl Default for IntakeOptions {
             max_batch: 256,
             writers: None,
             queue: 4096,
+            max_age: None,
         }
     }
 }
@@ -55,6 +58,22 @@ impl IntakeOptions {
     #[must_use]
     pub fn writers(mut self, n: usize) -> Self {
         self.writers = Some(n.max(1));
+        self
+    }
+
+    /// The oldest state a delivery may carry and still be handed over (default `None`: no limit
+    /// but the [retention horizon](Inbox::retention_horizon)). A delivery whose `updated_on` is
+    /// more than `max_age` before its arrival is stored, answered `200`, recorded as stale and
+    /// [expired](crate::Counts::expired), and never handed over on its own (an operator's
+    /// [`Inbox::replay`] hands it over).
+    ///
+    /// Set it (7 days, say: CHIP retries for 36 hours) when the inbox cannot remember everything
+    /// handled before it: a new inbox on an account with a history (deliveries handled by a
+    /// previous receiver), or a database restored or reset. There, a captured delivery older than
+    /// the inbox itself would otherwise be new to it, and handed over.
+    #[must_use]
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
         self
     }
 
@@ -296,7 +315,8 @@ impl Intake {
             let receiver = Arc::clone(&receiver);
             let inbox = inbox.clone();
             let max_batch = options.max_batch;
-            runtime.spawn(async move { writer(inbox, receiver, max_batch).await });
+            let max_age = options.max_age;
+            runtime.spawn(async move { writer(inbox, receiver, max_batch, max_age).await });
         }
         Ok(Self {
             inner: Arc::new(IntakeInner {
@@ -421,7 +441,12 @@ impl Intake {
 
 /// One writer: takes whatever is queued (up to `max_batch`), commits it in one transaction, then
 /// answers every caller.
-async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_batch: usize) {
+async fn writer(
+    inbox: Inbox,
+    receiver: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    max_batch: usize,
+    max_age: Option<Duration>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -438,7 +463,7 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
             }
         }
         let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
-        let outcomes = store_isolating(&inbox.shared.backend, &records).await;
+        let outcomes = store_isolating(&inbox.shared.backend, &records, max_age).await;
         let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
         for (queued, outcome) in batch.into_iter().zip(outcomes) {
             let _ = queued.reply.send(outcome);
@@ -454,13 +479,17 @@ async fn writer(inbox: Inbox, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, max_
 /// it is split in halves and each half stored again, down to single records, so only the record
 /// at fault is answered 503 (one bad record in a batch of `n` costs about 2 log2(n) more
 /// transactions, paid only when it happens). Per record, as [`store_batch`].
-async fn store_isolating(backend: &Backend, records: &[&NewRecord]) -> Vec<RecordOutcome> {
+async fn store_isolating(
+    backend: &Backend,
+    records: &[&NewRecord],
+    max_age: Option<Duration>,
+) -> Vec<RecordOutcome> {
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
     // (start, end) ranges of `records` still to store, last first.
     let mut ranges = vec![(0, records.len())];
     while let Some((start, end)) = ranges.pop() {
         let part = &records[start..end];
-        match store_batch(backend, part).await {
+        match store_batch(backend, part, max_age).await {
             Ok(stored) => {
                 for (slot, outcome) in outcomes[start..end].iter_mut().zip(stored) {
                     *slot = Some(outcome);
@@ -523,10 +552,18 @@ fn refuses_data(error: &sqlx::Error) -> bool {
 pub(crate) async fn store_batch(
     backend: &Backend,
     records: &[&NewRecord],
+    max_age: Option<Duration>,
 ) -> Result<Vec<RecordOutcome>, sqlx::Error> {
     use std::collections::BTreeMap;
 
     let now = now_ms();
+    // The oldest `updated_on` (Unix seconds) handed over when it arrives now.
+    let oldest = match max_age {
+        Some(age) => now
+            .div_euclid(1000)
+            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+        None => i64::MIN,
+    };
     // Each distinct key once (its first record), in key order; how many records carry it.
     let mut keys: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
     for (index, record) in records.iter().enumerate() {
@@ -535,8 +572,8 @@ pub(crate) async fn store_batch(
             .or_insert((index, 1));
     }
     let stored = match backend {
-        Backend::Postgres(pool) => store_batch_postgres(pool, records, &keys, now).await?,
-        Backend::Sqlite(pool) => store_batch_sqlite(pool, records, &keys, now).await?,
+        Backend::Postgres(pool) => store_batch_postgres(pool, records, &keys, now, oldest).await?,
+        Backend::Sqlite(pool) => store_batch_sqlite(pool, records, &keys, now, oldest).await?,
     };
     Ok(outcomes(records, &keys, &stored))
 }
@@ -599,6 +636,7 @@ async fn store_batch_sqlite(
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
+    oldest: i64,
 ) -> Result<StoredBatch, sqlx::Error> {
     let mut sql = format!(
         "{}; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
@@ -606,7 +644,7 @@ async fn store_batch_sqlite(
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
          v.column8, v.column9, v.column10, v.column11, \
          CASE WHEN v.column6 <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1) \
-         THEN 1 ELSE 0 END FROM (VALUES ",
+         OR v.column6 < ? THEN 1 ELSE 0 END FROM (VALUES ",
         <sqlx::Sqlite as Dialect>::BEGIN_WRITE
     );
     for n in 0..keys.len() {
@@ -620,7 +658,8 @@ async fn store_batch_sqlite(
          ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; \
          COMMIT",
     );
-    let mut query = sqlx::query(&sql);
+    // Anonymous parameters bind in the order they appear: the oldest accepted first.
+    let mut query = sqlx::query(&sql).bind(oldest);
     for &(index, _) in keys.values() {
         let record = records[index];
         query = query
@@ -758,6 +797,7 @@ async fn store_batch_postgres(
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
+    oldest: i64,
 ) -> Result<StoredBatch, sqlx::Error> {
     let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
     let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
@@ -773,7 +813,8 @@ async fn store_batch_postgres(
                  updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
              SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, \
                  typing_problem, $10, $10, \
-                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) THEN 1 ELSE 0 END \
+                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) OR updated_on < $13 \
+                 THEN 1 ELSE 0 END \
              FROM input ORDER BY dedup_key \
              ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key \
          ), counted AS ( \
@@ -796,6 +837,7 @@ async fn store_batch_postgres(
     .bind(now)
     .bind(shard)
     .bind(crate::store::DUE_CHANNEL)
+    .bind(oldest)
     .fetch_all(pool)
     .await?;
     let mut ids = std::collections::BTreeMap::new();

@@ -43,10 +43,11 @@ pub(crate) struct ClaimTally {
     pub(crate) expired: i64,
 }
 
-/// Why a delivery stored at or below the retention horizon was not handed over.
+/// Why a delivery stored at or below the retention horizon (or older than the intake's
+/// `max_age`) was not handed over.
 const EXPIRED_REASON: &str = "not handed over: its updated_on is at or before the retention \
-     horizon (deliveries that old may have been handled and removed, so this may be a replayed \
-     copy); replay it to hand it over";
+     horizon, or older than the intake's max_age when it arrived (deliveries that old may have \
+     been handled before, so this may be a replayed copy); replay it to hand it over";
 
 const SUMMARY_COLUMNS: &str = "id, dedup_key, event, object_kind, object_id, updated_on, state, attempts, \
      duplicates, received_at, next_attempt_at, finished_at, last_error, typing_problem";

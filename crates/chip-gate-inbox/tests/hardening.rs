@@ -230,6 +230,35 @@ async fn retention_keeps_what_replays_need(url: String) {
 }
 on_both!(retention_keeps_what_replays_need);
 
+/// A new inbox remembers nothing handled before it (a previous receiver, a reset database): with
+/// `IntakeOptions::max_age`, a captured delivery older than that is recorded, never handed over.
+async fn an_intake_with_a_max_age_expires_older_states(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let options =
+        chip_gate_inbox::IntakeOptions::default().max_age(Some(Duration::from_secs(7 * 86_400)));
+    let intake = chip_gate_inbox::Intake::new(&inbox, verifier(), options).unwrap();
+    let receive = |body: Bytes| spawn_receive(&intake, body);
+    let old = receive(purchase_body(
+        "p-old",
+        "purchase.paid",
+        now_s() - 8 * 86_400,
+    ))
+    .await
+    .unwrap()
+    .unwrap();
+    let recent = receive(purchase_body("p-new", "purchase.paid", now_s() - 3600))
+        .await
+        .unwrap()
+        .unwrap();
+    let handed = drain(&inbox).await;
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(handed[0].id(), recent.id.unwrap());
+    assert_eq!(state(&inbox, &old).await, DeliveryState::Stale);
+    assert_eq!(inbox.counts().await.unwrap().expired, 1);
+    assert_eq!(inbox.retention_horizon().await.unwrap(), None);
+}
+on_both!(an_intake_with_a_max_age_expires_older_states);
+
 // --- 2. One delivery never fails its neighbours --------------------------------------------
 
 /// Sends `bodies` so that they land in one batch: the writer is held on a first delivery while
