@@ -28,8 +28,9 @@ enum Command {
     /// Walk through spec changes: breaking ones must be named by `diff`; additive ones, applied to
     /// a copy of the workspace and regenerated, must build and pass the tests with no other edit.
     Evolve,
-    /// Check that the README's library section (its dependencies and code blocks) builds as one
-    /// program in a crate of its own, as a user would copy it.
+    /// Check every README as a newcomer uses it: each Rust block builds as shown, as a program of
+    /// its own, with the README's own [dependencies] block (the workspace's crates from git);
+    /// links work on GitHub and in rustdoc; the root README lists the spec's event names.
     Readme,
 }
 
