@@ -39,9 +39,15 @@ fn skipped_postgres_tests_are_said_once_per_binary() {
     );
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("2 passed"), "{stdout}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("SKIPPED")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("SKIPPED"))
+        .collect();
     assert_eq!(lines.len(), 1, "{stderr}");
-    assert!(lines[0].contains("postgres_skip"), "names the binary: {stderr}");
+    assert!(
+        lines[0].contains("postgres_skip"),
+        "names the binary: {stderr}"
+    );
     assert!(
         lines[0].contains("CHIP_INBOX_TEST_POSTGRES_URL=postgres://"),
         "says how to run them: {stderr}"
