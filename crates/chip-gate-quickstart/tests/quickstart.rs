@@ -103,3 +103,39 @@ async fn live_runs_say_what_they_will_do_and_fail_with_advice() {
     assert!(!stderr.contains("Api {"), "a Debug dump: {stderr}");
     assert!(!format!("{stdout}{stderr}").contains(client_common::KEY));
 }
+
+/// The packages `cargo tree` lists for the quickstart's package with these edge kinds.
+fn tree(edges: &str) -> std::collections::BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["tree", "--offline", "--prefix", "none", "-e", edges])
+        .args(["-p", "chip-gate-quickstart"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.replace(" (*)", "").replace(" (proc-macro)", ""))
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
+
+/// Cargo builds an example with its package's dev-dependencies: in chip-gate they brought
+/// criterion, proptest and rsa (250 crates compiled before the quickstart's first line). Here the
+/// dev-dependencies add no package the quickstart does not need anyway.
+#[test]
+fn the_first_run_compiles_only_what_the_quickstart_uses() {
+    let with_dev = tree("normal,dev");
+    let normal = tree("normal");
+    let extra: Vec<&String> = with_dev.difference(&normal).collect();
+    assert!(
+        extra.is_empty(),
+        "dev-dependencies that the first `cargo run --example quickstart` would compile for \
+         nothing: {extra:?}"
+    );
+}
