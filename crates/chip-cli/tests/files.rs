@@ -10,10 +10,10 @@ mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::{command, fixture, listen, mock, run};
+use common::{Run, command, fixture, listen, mock};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -136,12 +136,7 @@ async fn a_folder_others_can_write_to_or_own_is_refused_before_listening() {
     let mock = mock().await;
     let root = tempfile::tempdir().unwrap();
     let key = fixture("public_key.pem");
-    // On a folder it should refuse, a listener would wait for a delivery forever: bound the wait.
-    let run = |command| async move {
-        tokio::time::timeout(Duration::from_secs(20), run(command))
-            .await
-            .expect("refused at once, without listening")
-    };
+    let run = run_bounded;
     let refused = |dir: &Path| {
         let mut command = command(&mock, &["listen", "--port", "0", "--max", "1"]);
         command.args([
@@ -200,6 +195,31 @@ async fn a_folder_others_can_write_to_or_own_is_refused_before_listening() {
     let out = run(refused(&file)).await;
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("not a folder"), "{}", out.stderr);
+}
+
+/// Runs `command` to the end, or kills it after 20 s and fails: on a folder it should refuse, a
+/// listener would otherwise wait for a delivery forever (and the test with it).
+async fn run_bounded(mut command: Command) -> Run {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after 20 s: it listened instead of refusing the folder");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// Whether the tests run as root (uid 0): the owner of a file just created says.
