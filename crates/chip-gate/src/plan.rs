@@ -260,6 +260,9 @@ impl<F: Fn(&str) -> Option<String>> Variables<'_, F> {
             ));
         }
         let value = match self.options.vars.get(name) {
+            Some(Some(value)) if value.is_empty() => {
+                return Err(format!("variable {name} is given an empty value"));
+            }
             Some(Some(value)) => Some(value.clone()),
             Some(None) => (self.lookup)(name),
             None if self.declared.contains(name) => (self.lookup)(name),
@@ -1679,6 +1682,11 @@ mod tests {
         assert_eq!(
             expand("${HOST}", &[], &allowed).unwrap(),
             "shop.example.com"
+        );
+        let empty = LoadOptions::new().var("HOST", "").unwrap();
+        assert_eq!(
+            expand("${HOST}", &["HOST"], &empty).unwrap_err(),
+            "variable HOST is given an empty value"
         );
         let set = LoadOptions::new().var("HOST", "other.example").unwrap();
         assert_eq!(expand("${HOST}", &["HOST"], &set).unwrap(), "other.example");
