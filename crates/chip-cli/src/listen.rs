@@ -354,7 +354,8 @@ async fn load_verifier(api: &ApiArgs, args: &ListenArgs) -> Result<Verifier, Fai
         (None, Some(id)) => client(api)?.webhooks().retrieve(id).await?.public_key,
         (None, None) => return Err(Failure::usage("give --key FILE or --webhook ID")),
     };
-    Verifier::from_pem(&pem).map_err(|e| Failure::usage(format!("unusable key: {e}")))
+    // Every key of a `--keys-out` bundle, not only the first.
+    crate::verify::load_keys(&pem).map_err(|e| Failure::usage(format!("unusable key: {e}")))
 }
 
 /// Ctrl-C or SIGTERM. On Unix both handlers are installed when this is called, not when the future

@@ -21,8 +21,9 @@ pub enum DigestArg {
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("sig").required(true).args(["signature", "signature_file"]))]
 pub struct VerifyArgs {
-    /// The public key file: PEM (SPKI, PKCS#1 or a certificate), PEM with escaped \n, or the JSON
-    /// string that GET /public_key/ returns (at most 64 KiB).
+    /// The public key file: PEM (SPKI, PKCS#1 or a certificate), PEM with escaped \n, the JSON
+    /// string that GET /public_key/ returns, or a bundle of several keys (`webhooks apply
+    /// --keys-out`), any of which may match (at most 64 KiB).
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
     /// The value of the delivery's X-Signature header (base64).
@@ -49,6 +50,17 @@ const WHICH_KEY: &str = "a webhook's deliveries verify with that webhook's own p
      prints (GET /public_key/, for purchase success callbacks); with --key, check it is the key \
      of the webhook that sent this delivery";
 
+/// A verifier with every public key of `text`: one key in any form [`Verifier::from_pem`] reads,
+/// or a bundle of several (`chip webhooks apply --keys-out`), each of which is tried.
+pub(crate) fn load_keys(text: &str) -> Result<Verifier, chip_gate::KeyError> {
+    // Several blocks: every one must be usable (a bad one is an error, not silently skipped).
+    if text.matches("-----BEGIN").count() > 1 {
+        Verifier::from_pem_bundle(text)
+    } else {
+        Verifier::from_pem(text)
+    }
+}
+
 /// Exit 0 and `valid`, exit 1 and `invalid: <reason>`, or exit 2 when the key, signature or body
 /// is unusable (unreadable, or larger than its cap).
 pub fn run(args: &VerifyArgs) -> Outcome {
@@ -57,7 +69,7 @@ pub fn run(args: &VerifyArgs) -> Outcome {
         DigestArg::Sha256 => Digest::Sha256,
         DigestArg::Sha512 => Digest::Sha512,
     };
-    let verifier = Verifier::from_pem(&key_text)
+    let verifier = load_keys(&key_text)
         .map_err(|e| Failure::usage(format!("unusable key in {}: {e}", args.key.display())))?
         .with_digest(digest);
     let signature = match (&args.signature, &args.signature_file) {
