@@ -812,7 +812,20 @@ fn read_webhook<F: Fn(&str) -> Option<String>>(
             builder.events(names)
         }
     };
-    let new = new.map_err(|e| at_entry(invalid_reason(e)))?;
+    // The builder names the field at fault ("callback: ..."): report it at that value's line.
+    let new = new.map_err(|e| {
+        let reason = invalid_reason(e);
+        let line = if reason.starts_with("callback:") {
+            callback_line
+        } else if reason.starts_with("title:") {
+            title_line
+        } else if reason.starts_with("events:") {
+            raw.events.as_ref().and_then(|e| lines.span(&e.span()))
+        } else {
+            None
+        };
+        FileError::at(line.or(Some(entry_line)), reason)
+    })?;
     Ok(DesiredWebhook::from_new(new, Some(entry_line)))
 }
 
@@ -1322,12 +1335,57 @@ fn shown(text: &str) -> String {
         .collect()
 }
 
-fn events_text(events: &[impl AsRef<str>]) -> String {
+/// The widest a line of the plan gets when a list of events is wrapped (a value longer than that
+/// stays whole on its own line).
+const PLAN_WIDTH: usize = 100;
+
+/// The label column of a setting line (`      events:     `): continuation lines start under the
+/// values.
+const LABEL_WIDTH: usize = 18;
+
+/// `events` as words to wrap: each shown, with a comma after all but the last; the first one
+/// prefixed with `mark` (`+ `, `- ` or nothing).
+fn event_words(mark: &str, events: &[impl AsRef<str>]) -> Vec<String> {
+    let last = events.len().saturating_sub(1);
     events
         .iter()
-        .map(|e| shown(e.as_ref()))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .enumerate()
+        .map(|(i, e)| {
+            let prefix = if i == 0 { mark } else { "" };
+            let comma = if i < last { "," } else { "" };
+            format!("{prefix}{}{comma}", shown(e.as_ref()))
+        })
+        .collect()
+}
+
+/// Writes `label` (padded to [`LABEL_WIDTH`]) and `groups` of words, separated by one space within
+/// a group and two between groups, wrapped at [`PLAN_WIDTH`] with continuation lines indented
+/// under the first value.
+fn write_wrapped(f: &mut fmt::Formatter<'_>, label: &str, groups: &[Vec<String>]) -> fmt::Result {
+    let mut line = format!("{label:<LABEL_WIDTH$}");
+    let mut at_start = true;
+    for (g, group) in groups.iter().enumerate() {
+        for (w, word) in group.iter().enumerate() {
+            let gap = if at_start {
+                ""
+            } else if w == 0 && g > 0 {
+                "  "
+            } else {
+                " "
+            };
+            let width = line.chars().count() + gap.len() + word.chars().count();
+            if !at_start && width > PLAN_WIDTH {
+                writeln!(f, "{line}")?;
+                line = " ".repeat(LABEL_WIDTH);
+                line.push_str(word);
+            } else {
+                line.push_str(gap);
+                line.push_str(word);
+            }
+            at_start = false;
+        }
+    }
+    writeln!(f, "{line}")
 }
 
 fn write_settings(f: &mut fmt::Formatter<'_>, webhook: &DesiredWebhook) -> fmt::Result {
@@ -1336,14 +1394,15 @@ fn write_settings(f: &mut fmt::Formatter<'_>, webhook: &DesiredWebhook) -> fmt::
         writeln!(f, "      all_events: true")
     } else {
         let names: Vec<&str> = webhook.events.iter().map(EventName::as_str).collect();
-        writeln!(f, "      events:     {}", events_text(&names))
+        write_wrapped(f, "      events:", &[event_words("", &names)])
     }
 }
 
 impl fmt::Display for Plan {
     /// The readable form: one block per change (`+ create`, `~ update` with each field's old and
-    /// new value, `- delete` with the reason), the unchanged ones, warnings about duplicates, and a
-    /// summary line. Titles and URLs may come from the account: titles are quoted and callbacks
+    /// new value, `- delete` with the reason), the unchanged ones, a warning per duplicated title
+    /// that nothing deletes (without pruning; with it, each extra copy's `- delete` block says
+    /// so), and a summary line. Event lists are wrapped at 100 columns. Titles and URLs may come from the account: titles are quoted and callbacks
     /// have their control characters escaped, so no value can start a line of its own.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for change in &self.changes {
@@ -1367,14 +1426,14 @@ impl fmt::Display for Plan {
                                 writeln!(f, "      all_events: {from} -> {to}")?;
                             }
                             FieldChange::Events { added, removed } => {
-                                let mut parts = Vec::new();
+                                let mut groups = Vec::new();
                                 if !added.is_empty() {
-                                    parts.push(format!("+ {}", events_text(added)));
+                                    groups.push(event_words("+ ", added));
                                 }
                                 if !removed.is_empty() {
-                                    parts.push(format!("- {}", events_text(removed)));
+                                    groups.push(event_words("- ", removed));
                                 }
-                                writeln!(f, "      events:     {}", parts.join("  "))?;
+                                write_wrapped(f, "      events:", &groups)?;
                             }
                         }
                     }
@@ -1403,28 +1462,19 @@ impl fmt::Display for Plan {
         for webhook in &self.unchanged {
             writeln!(f, "= unchanged {} ({})", quoted(&webhook.title), webhook.id)?;
         }
-        for duplicate in &self.duplicates {
+        // With pruning, each extra copy is reported once, by its `- delete` block (which names the
+        // one kept); without, nothing deletes them, so each title is reported once here.
+        for duplicate in self.duplicates.iter().filter(|_| !self.prune) {
             let ids: Vec<String> = duplicate.extra.iter().map(Uuid::to_string).collect();
-            if self.prune {
-                writeln!(
-                    f,
-                    "! {} webhooks are titled {}: keeping {}, deleting {}",
-                    duplicate.extra.len() + 1,
-                    quoted(&duplicate.title),
-                    duplicate.kept,
-                    ids.join(", ")
-                )?;
-            } else {
-                writeln!(
-                    f,
-                    "! {} webhooks are titled {} and each gets every delivery: {} is managed; \
-                     run with --prune to delete {}",
-                    duplicate.extra.len() + 1,
-                    quoted(&duplicate.title),
-                    duplicate.kept,
-                    ids.join(", ")
-                )?;
-            }
+            writeln!(
+                f,
+                "! {} webhooks are titled {} and each gets every delivery: {} is managed; run \
+                 with --prune to delete {}",
+                duplicate.extra.len() + 1,
+                quoted(&duplicate.title),
+                duplicate.kept,
+                ids.join(", ")
+            )?;
         }
         if !self.unmanaged.is_empty() {
             writeln!(
@@ -1739,6 +1789,94 @@ mod tests {
             shown("https://a.example/\n+ create \"evil\"\u{1b}[2J\u{202e}"),
             "https://a.example/\\u{a}+ create \"evil\"\\u{1b}[2J\\u{202e}"
         );
+    }
+
+    #[test]
+    fn a_bad_callback_is_reported_at_its_own_line() {
+        // Passes CHIP's pattern, but no URL: the port is out of range.
+        let text = "[[webhook]]\ntitle = \"orders\"\n\ncallback = \"https://shop.example.com:99999/chip\"\nall_events = true\n";
+        let error = WebhookFile::parse_with(text, |_| None).unwrap_err();
+        assert_eq!(error.line(), Some(4), "{error}");
+        assert!(error.message().starts_with("callback: "), "{error}");
+    }
+
+    /// A webhook on the account, as CHIP lists it.
+    fn account(id: u128, title: &str, events: &[&str]) -> Webhook {
+        serde_json::from_value(serde_json::json!({
+            "id": Uuid::from_u128(id),
+            "title": title,
+            "callback": "https://old.example.com/chip",
+            "all_events": false,
+            "events": events,
+            "public_key": "",
+            "created_on": id,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn long_event_lists_are_wrapped_and_each_duplicate_is_reported_once() {
+        let many: Vec<EventName> = EventName::ALL.iter().take(12).cloned().collect();
+        let new = NewWebhook::builder("orders", "https://shop.example.com/chip")
+            .events(many.clone())
+            .unwrap();
+        let file = WebhookFile::from_webhooks([new]).unwrap();
+
+        let plan = Plan::compute(&file, &[], &PlanOptions::new());
+        let text = plan.to_string();
+        for line in text.lines() {
+            assert!(line.chars().count() <= PLAN_WIDTH, "{line:?} in\n{text}");
+        }
+        let continued: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with(&" ".repeat(LABEL_WIDTH)))
+            .collect();
+        assert!(!continued.is_empty(), "{text}");
+        // Every event once, in order, and nothing else.
+        let listed: String = text
+            .lines()
+            .skip_while(|l| !l.starts_with("      events:"))
+            .take_while(|l| l.starts_with("      "))
+            .map(|l| l[LABEL_WIDTH..].to_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let names: Vec<&str> = many.iter().map(EventName::as_str).collect();
+        assert_eq!(listed, names.join(", "));
+
+        // An update adding many and removing some wraps too, the groups two spaces apart.
+        let existing = [account(1, "orders", &["purchase.paid", "payout.failed"])];
+        let text = Plan::compute(&file, &existing, &PlanOptions::new()).to_string();
+        assert!(
+            text.lines().all(|l| l.chars().count() <= PLAN_WIDTH),
+            "{text}"
+        );
+        assert!(text.contains("  - payout.failed"), "{text}");
+
+        // Three webhooks with the file's title, pruned: each extra copy is reported once (its
+        // delete block), not again on a line of its own.
+        let existing = [
+            account(1, "orders", &["purchase.paid"]),
+            account(2, "orders", &["purchase.paid"]),
+            account(3, "orders", &["purchase.paid"]),
+        ];
+        let pruning = PlanOptions::new().prune(true);
+        let text = Plan::compute(&file, &existing, &pruning).to_string();
+        for id in [2, 3] {
+            let id = Uuid::from_u128(id).to_string();
+            assert_eq!(text.matches(&id).count(), 1, "{id} in\n{text}");
+        }
+        assert!(!text.contains("\n! "), "{text}");
+        // Without pruning nothing deletes them: one warning for the title.
+        let text = Plan::compute(&file, &existing, &PlanOptions::new()).to_string();
+        assert_eq!(
+            text.matches("! 3 webhooks are titled \"orders\"").count(),
+            1,
+            "{text}"
+        );
+        for id in [2, 3] {
+            let id = Uuid::from_u128(id).to_string();
+            assert_eq!(text.matches(&id).count(), 1, "{id} in\n{text}");
+        }
     }
 
     #[test]
