@@ -63,6 +63,34 @@ impl Inbox {
         })
     }
 
+    /// Sets the [metrics](crate::metrics) that come from the database: the gauges
+    /// `chip_inbox_deliveries{state}` (`pending`: not yet failed; `retrying`: pending again
+    /// after a failed attempt, waiting for the next one or being handled; `dead`; `stale`;
+    /// `done`) and `chip_inbox_oldest_pending_seconds` (0 when nothing is pending). One
+    /// statement of indexed counts; they hold for every process sharing the database.
+    ///
+    /// A running [`Worker`](crate::Worker) calls it every
+    /// [`WorkerOptions::gauges_interval`](crate::WorkerOptions::gauges_interval); call it yourself
+    /// in an app that runs no worker, before a scrape for instance.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] (the gauges keep their previous values).
+    pub async fn record_gauges(&self) -> Result<(), InboxError> {
+        let (states, oldest) = match &self.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::state_gauges(pool).await?,
+            Backend::Postgres(pool) => ops::postgres::state_gauges(pool).await?,
+        };
+        for (state, value) in ["pending", "retrying", "dead", "stale", "done"]
+            .into_iter()
+            .zip(states)
+        {
+            ::metrics::gauge!(crate::metrics::DELIVERIES, "state" => state).set(value as f64);
+        }
+        let age_ms = oldest.map_or(0, |received| now_ms().saturating_sub(received).max(0));
+        ::metrics::gauge!(crate::metrics::OLDEST_PENDING_SECONDS).set(age_ms as f64 / 1000.0);
+        Ok(())
+    }
+
     /// Stored deliveries, newest first, without their bodies.
     ///
     /// # Errors

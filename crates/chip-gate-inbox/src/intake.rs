@@ -347,13 +347,18 @@ impl Intake {
     pub async fn receive(&self, headers: &HeaderMap, body: Bytes) -> Result<Receipt, IntakeError> {
         let mut values = headers.get_all(SIGNATURE_HEADER).iter();
         let signature = match (values.next(), values.next()) {
-            (None, _) => return Err(VerifyError::MissingSignature.into()),
-            (Some(_), Some(_)) => return Err(VerifyError::SeveralSignatures.into()),
-            (Some(value), None) => value
-                .to_str()
-                .map_err(|_| IntakeError::Signature(VerifyError::SignatureNotBase64))?,
+            (None, _) => Err(VerifyError::MissingSignature),
+            (Some(_), Some(_)) => Err(VerifyError::SeveralSignatures),
+            (Some(value), None) => value.to_str().map_err(|_| VerifyError::SignatureNotBase64),
         };
-        self.receive_signed(body, signature).await
+        match signature {
+            Ok(signature) => self.receive_signed(body, signature).await,
+            Err(error) => {
+                let result = Err(error.into());
+                count_outcome(&result);
+                result
+            }
+        }
     }
 
     /// Receives one delivery given its body and the `X-Signature` value, as
@@ -375,6 +380,7 @@ impl Intake {
         async move {
             let result = self.verify_and_store(body, x_signature).await;
             let span = tracing::Span::current();
+            count_outcome(&result);
             match &result {
                 Ok(receipt) => {
                     span.record("outcome", receipt.public_text());
@@ -439,6 +445,28 @@ impl Intake {
     }
 }
 
+/// Counts what the intake answered in `chip_inbox_intake_total` (one counter increment, no
+/// query).
+fn count_outcome(result: &Result<Receipt, IntakeError>) {
+    match result {
+        Ok(receipt) => {
+            ::metrics::counter!(crate::metrics::INTAKE, "outcome" => receipt.public_text())
+                .increment(1);
+        }
+        Err(IntakeError::Storage(_)) => {
+            ::metrics::counter!(crate::metrics::INTAKE, "outcome" => "unavailable").increment(1);
+        }
+        Err(error) => {
+            ::metrics::counter!(
+                crate::metrics::INTAKE,
+                "outcome" => "refused",
+                "reason" => error.reason()
+            )
+            .increment(1);
+        }
+    }
+}
+
 /// One writer: takes whatever is queued (up to `max_batch`), commits it in one transaction, then
 /// answers every caller.
 async fn writer(
@@ -463,7 +491,11 @@ async fn writer(
             }
         }
         let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
+        let started = std::time::Instant::now();
         let outcomes = store_isolating(&inbox.shared.backend, &records, max_age).await;
+        ::metrics::histogram!(crate::metrics::COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        ::metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(records.len() as f64);
         let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
         for (queued, outcome) in batch.into_iter().zip(outcomes) {
             let _ = queued.reply.send(outcome);

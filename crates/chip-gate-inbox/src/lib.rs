@@ -7,6 +7,7 @@ mod admin;
 pub mod axum;
 mod error;
 mod intake;
+pub mod metrics;
 mod model;
 mod ops;
 mod store;

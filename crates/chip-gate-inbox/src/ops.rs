@@ -41,6 +41,9 @@ pub(crate) struct ClaimTally {
     pub(crate) dead: i64,
     /// Of the stale, those stored at or below the retention horizon.
     pub(crate) expired: i64,
+    /// Deliveries claimed from a lane whose previous lease had expired (its worker died or
+    /// stalled).
+    pub(crate) lease_expired: u64,
 }
 
 /// Why a delivery stored at or below the retention horizon (or older than the intake's
@@ -161,7 +164,7 @@ macro_rules! backend_ops {
                     insert.execute(&mut *tx).await?;
                 }
                 let lock_sql = format!(
-                    "SELECT handled_updated_on FROM chip_inbox_lanes WHERE lane = $1 \
+                    "SELECT handled_updated_on, lease_token FROM chip_inbox_lanes WHERE lane = $1 \
                      AND (lease_until IS NULL OR lease_until <= $2){}",
                     <Db as Dialect>::SKIP_LOCKED
                 );
@@ -192,6 +195,8 @@ macro_rules! backend_ops {
                     }
                     let Some(locked) = locked else { continue };
                     let handled: Option<i64> = locked.try_get("handled_updated_on")?;
+                    // A token left on the lane is a lease that expired: finishing clears it.
+                    let expired_lease = locked.try_get::<Option<String>, _>("lease_token")?.is_some();
                     // With the lane locked, read its deliveries afresh (on PostgreSQL a new
                     // statement sees every commit made by the lane's previous holders).
                     loop {
@@ -280,6 +285,9 @@ macro_rules! backend_ops {
                         .fetch_one(&mut *tx)
                         .await?;
                         let delivery = stored(&row, stale)?;
+                        if expired_lease {
+                            tally.lease_expired += 1;
+                        }
                         claimed.push(Claimed {
                             lease: Lease {
                                 delivery_id: id,
@@ -578,6 +586,37 @@ macro_rules! backend_ops {
                     leased,
                     row.try_get("dead")?,
                     row.try_get("finished")?,
+                    row.try_get("oldest")?,
+                ))
+            }
+
+            /// For the metrics, in one statement of indexed lookups: (pending never failed,
+            /// pending that failed before, dead, stale, done, oldest pending received_at).
+            pub(crate) async fn state_gauges(
+                pool: &Pool<Db>,
+            ) -> Result<([i64; 5], Option<i64>), sqlx::Error> {
+                let row = sqlx::query(
+                    "SELECT \
+                     (SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'pending' \
+                      AND (attempts = 0 OR last_error IS NULL)) AS pending, \
+                     (SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'pending' \
+                      AND attempts > 0 AND last_error IS NOT NULL) AS retrying, \
+                     (SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'dead') AS dead, \
+                     (SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'stale') AS stale, \
+                     (SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'done') AS done, \
+                     (SELECT received_at FROM chip_inbox_deliveries WHERE state = 'pending' \
+                      ORDER BY id LIMIT 1) AS oldest",
+                )
+                .fetch_one(pool)
+                .await?;
+                Ok((
+                    [
+                        row.try_get("pending")?,
+                        row.try_get("retrying")?,
+                        row.try_get("dead")?,
+                        row.try_get("stale")?,
+                        row.try_get("done")?,
+                    ],
                     row.try_get("oldest")?,
                 ))
             }

@@ -83,6 +83,7 @@ pub struct WorkerOptions {
     stale: StalePolicy,
     retention: Option<Duration>,
     purge_interval: Duration,
+    gauges_interval: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -97,6 +98,7 @@ impl Default for WorkerOptions {
             stale: StalePolicy::Skip,
             retention: Some(Duration::from_secs(7 * 24 * 3600)),
             purge_interval: Duration::from_secs(600),
+            gauges_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -176,6 +178,15 @@ impl WorkerOptions {
         self
     }
 
+    /// How often a running worker sets the gauges that come from the database
+    /// ([`Inbox::record_gauges`]: deliveries by state, age of the oldest pending one); default
+    /// 10 s, at least 1 s; `None` never (record them yourself).
+    #[must_use]
+    pub fn gauges_interval(mut self, interval: Option<Duration>) -> Self {
+        self.gauges_interval = interval.map(|i| i.clamp(Duration::from_secs(1), DAY));
+        self
+    }
+
     fn rules(&self) -> ClaimRules {
         ClaimRules {
             limit: i64::try_from(self.batch_size).unwrap_or(16),
@@ -207,6 +218,15 @@ pub struct ProcessReport {
 
 impl ProcessReport {
     fn add(&mut self, outcome: Outcome) {
+        crate::metrics::handled(
+            match outcome {
+                Outcome::Done => "done",
+                Outcome::Retried => "retry",
+                Outcome::Dead => "dead",
+                Outcome::Unrecorded => "unrecorded",
+            },
+            1,
+        );
         match outcome {
             Outcome::Done => self.done += 1,
             Outcome::Retried => self.retried += 1,
@@ -468,6 +488,7 @@ impl Worker {
         // once (LISTEN/NOTIFY); polling remains for retries coming due and expired leases.
         let _listening = self.inbox.listen_for_due(self.options.poll_interval);
         let mut next_purge = tokio::time::Instant::now();
+        let mut next_gauges = tokio::time::Instant::now();
         let mut failures: u32 = 0;
         loop {
             if futures::poll!(shutdown.as_mut()).is_ready() {
@@ -479,6 +500,14 @@ impl Worker {
                     Ok(0) => {}
                     Ok(removed) => tracing::info!(removed, "inbox retention applied"),
                     Err(error) => tracing::warn!(%error, "inbox retention failed"),
+                }
+            }
+            if let Some(interval) = self.options.gauges_interval
+                && tokio::time::Instant::now() >= next_gauges
+            {
+                next_gauges = tokio::time::Instant::now() + interval;
+                if let Err(error) = self.inbox.record_gauges().await {
+                    tracing::debug!(%error, "inbox gauges not recorded");
                 }
             }
             // Listen before claiming, so a delivery stored during the claim still wakes us.
@@ -533,6 +562,9 @@ impl Worker {
             Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
             Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
         };
+        crate::metrics::handled("stale", usize::try_from(tally.stale).unwrap_or(0));
+        crate::metrics::handled("dead", usize::try_from(tally.dead).unwrap_or(0));
+        crate::metrics::lease_expired("claim", tally.lease_expired);
         let report = ProcessReport {
             handed_over: claimed.len(),
             stale: usize::try_from(tally.stale).unwrap_or(0),
@@ -583,10 +615,13 @@ impl Worker {
     {
         let span = self.span(&claimed);
         let Claimed { delivery, lease } = claimed;
+        let started = std::time::Instant::now();
         let result = AssertUnwindSafe(handler(delivery))
             .catch_unwind()
             .instrument(span.clone())
             .await;
+        ::metrics::histogram!(crate::metrics::HANDLER_SECONDS)
+            .record(started.elapsed().as_secs_f64());
         let result = match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error_text(&error)),
@@ -620,7 +655,11 @@ impl Worker {
             Backend::Postgres(pool) => ops::postgres::finish_many(pool, &items).await,
         };
         let recorded = match recorded {
-            Ok(recorded) => recorded,
+            Ok(recorded) => {
+                let lost = recorded.iter().filter(|r| r.is_none()).count();
+                crate::metrics::lease_expired("holder", lost as u64);
+                recorded
+            }
             Err(error) => {
                 tracing::error!(%error, count = finished.len(),
                     "outcomes not recorded; the deliveries will be handed over again");
@@ -711,6 +750,7 @@ impl Worker {
             let tx = match self.begin_holding(&lease).await {
                 Ok(Some(tx)) => tx,
                 Ok(None) => {
+                    crate::metrics::lease_expired("holder", 1);
                     tracing::warn!("lease lost before the handler started");
                     return Outcome::Unrecorded;
                 }
@@ -724,7 +764,10 @@ impl Worker {
                 lease: lease.clone(),
                 tx,
             };
+            let started = std::time::Instant::now();
             let result = AssertUnwindSafe(handler(job)).catch_unwind().await;
+            ::metrics::histogram!(crate::metrics::HANDLER_SECONDS)
+                .record(started.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(Completed { .. })) => {
                     tracing::Span::current().record("outcome", outcome_name(Outcome::Done));
