@@ -1,6 +1,7 @@
 //! `chip webhooks plan` and `apply` in a CI pipeline (issue 22): a file with no webhook is refused
 //! unless --allow-empty, `plan --detailed-exitcode`, `apply --json`, `-f -` from standard input,
-//! and `chip verify --key BUNDLE` using every key of a `--keys-out` bundle.
+//! and `chip verify --key BUNDLE` and `chip listen --key BUNDLE` using every key of a `--keys-out`
+//! bundle.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use chip_gate::EventName;
 use chip_gate_mock::MockServer;
-use common::{Run, command, mock, run};
+use common::{Run, command, listen, mock, run};
 
 const FILE: &str = r#"[[webhook]]
 title = "shop/staging/orders"
@@ -337,6 +338,29 @@ async fn verify_uses_every_key_of_a_keys_out_bundle() {
         .await;
         assert_eq!(out.ok(), "valid\n");
     }
+    // `chip listen --key BUNDLE` passes a delivery of each webhook, whichever key signed it.
+    let mut listening = listen(&mock, &["--key", keys, "--max", "2"]).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for hook in &hooks {
+        let delivery = log.iter().find(|d| d.webhook_id == *hook).unwrap();
+        let answer = http
+            .post(&listening.url)
+            .header("X-Signature", &delivery.signature)
+            .body(delivery.body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let line = listening.line().await;
+        // The two deliveries carry one event: the second is "valid (duplicate)".
+        assert!(
+            line.contains("  valid") && !line.contains("invalid"),
+            "{line}"
+        );
+    }
+    let out = listening.finish().await;
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+
     // A bundle with one unusable block is an error, not a bundle of the others.
     let bundle = std::fs::read_to_string(keys).unwrap();
     let broken = bundle.replacen("MII", "XII", 2);
