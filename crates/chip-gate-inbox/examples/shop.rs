@@ -1,7 +1,7 @@
 //! The README's shop, runnable on its own: an axum app that receives CHIP deliveries, stores
 //! them, and ships each paid order exactly once. It sends itself signed deliveries (a test key
 //! stands in for CHIP's), including a duplicate and an out-of-order one, then prints what it
-//! shipped and the inbox's counts.
+//! shipped and the inbox's counts, and its metrics as served at `/metrics` (Prometheus text).
 //!
 //! ```sh
 //! cargo run -p chip-gate-inbox --example shop            # SQLite in a temporary directory
@@ -12,10 +12,12 @@
 use std::time::Duration;
 
 use axum::Router;
+use axum::routing::get;
 use chip_gate::serve::ServeOptions;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, Verifier};
 use chip_gate_inbox::{Completed, Inbox, TxJob, WorkerOptions};
+use metrics_exporter_prometheus::PrometheusBuilder;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,11 +76,29 @@ async fn main() -> Result<(), Error> {
         _ => return Err("no pool".into()),
     }
 
-    // The app: intake on /chip/webhook, one worker in the same process.
+    // The metrics (chip-gate's and the inbox's) go to a Prometheus recorder, served at /metrics.
+    // The inbox's gauges come from the database: the worker sets them every 10 s, and the
+    // route sets them afresh before each scrape.
+    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let metrics = {
+        let inbox = inbox.clone();
+        get(move || async move {
+            if let Err(error) = inbox.record_gauges().await {
+                eprintln!("inbox gauges not recorded: {error}");
+            }
+            prometheus.render()
+        })
+    };
+
+    // The app: intake on /chip/webhook, metrics on /metrics, one worker in the same process.
     let verifier = Verifier::from_pem(TEST_PUBLIC_KEY)?;
-    let app: Router = inbox.intake(verifier)?.router("/chip/webhook");
+    let app: Router = inbox
+        .intake(verifier)?
+        .router("/chip/webhook")
+        .route("/metrics", metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let endpoint = format!("http://{}/chip/webhook", listener.local_addr()?);
+    let address = listener.local_addr()?;
+    let endpoint = format!("http://{address}/chip/webhook");
     tokio::spawn(chip_gate::serve::serve(
         listener,
         app,
@@ -133,5 +153,15 @@ async fn main() -> Result<(), Error> {
         "received {}, duplicates {}, done {}, stale {}, retried {}, dead {}",
         counts.received, counts.duplicates, counts.done, counts.stale, counts.retried, counts.dead
     );
+    let scrape = client
+        .get(format!("http://{address}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("GET /metrics (the inbox's series):");
+    for line in scrape.lines().filter(|l| l.starts_with("chip_inbox_")) {
+        println!("  {line}");
+    }
     Ok(())
 }
