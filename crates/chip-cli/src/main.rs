@@ -241,7 +241,17 @@ impl From<chip_gate::Error> for Failure {
 pub type Outcome = Result<u8, Failure>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            // As `error.exit()`, except that under `plan --detailed-exitcode` a usage error is 1:
+            // there 2 means "the account differs from the file".
+            let _ = error.print();
+            let code = u8::try_from(error.exit_code()).unwrap_or(2);
+            let detailed = std::env::args_os().any(|a| a == "--detailed-exitcode");
+            return ExitCode::from(if detailed && code == 2 { 1 } else { code });
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

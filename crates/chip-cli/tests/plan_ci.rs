@@ -174,6 +174,20 @@ async fn plan_detailed_exitcode_is_0_without_changes_2_with_and_1_on_error() {
         assert_eq!(out.code, Some(1), "{}", out.stderr);
         assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
     }
+    // So is bad usage, which clap refuses before the command runs.
+    for args in [
+        &["--no-such-flag"][..],
+        &["--prune-prefix", "shop/"][..], // requires --prune
+    ] {
+        let mut all = plan.to_vec();
+        all.extend_from_slice(args);
+        let out = chip(&mock, &all).await;
+        assert_eq!(out.code, Some(1), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+    }
+    // Without the flag, bad usage stays 2.
+    let out = chip(&mock, &["webhooks", "plan", "-f", &file, "--no-such-flag"]).await;
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     let empty = write(dir.path(), "empty.toml", "");
     let out = chip(
         &mock,
