@@ -1798,6 +1798,19 @@ mod tests {
         let error = WebhookFile::parse_with(text, |_| None).unwrap_err();
         assert_eq!(error.line(), Some(4), "{error}");
         assert!(error.message().starts_with("callback: "), "{error}");
+        // A value of the wrong type, too (toml's span).
+        for (setting, line) in [
+            ("callback = 5\nall_events = true", 4),
+            ("callback = \"https://a.example/\"\nall_events = \"yes\"", 5),
+            (
+                "callback = \"https://a.example/\"\nevents = \"purchase.paid\"",
+                5,
+            ),
+        ] {
+            let text = format!("[[webhook]]\ntitle = \"orders\"\n\n{setting}\n");
+            let error = WebhookFile::parse_with(&text, |_| None).unwrap_err();
+            assert_eq!(error.line(), Some(line), "{setting}: {error}");
+        }
     }
 
     /// A webhook on the account, as CHIP lists it.
