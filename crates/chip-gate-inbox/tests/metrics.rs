@@ -174,6 +174,7 @@ async fn scenario(url: &str, handle: PrometheusHandle, tag: &str) {
     let worker = inbox.worker(
         WorkerOptions::default()
             .poll_interval(Duration::from_millis(20))
+            .gauges_interval(Some(Duration::from_secs(1)))
             .backoff(Backoff {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(1),
@@ -220,10 +221,15 @@ async fn scenario(url: &str, handle: PrometheusHandle, tag: &str) {
         inbox.counts().await.unwrap().done == 3
     })
     .await;
+    // The running worker sets the gauges on its own (every second here).
+    wait_for("the worker's gauges", async || {
+        let now = scrape(&base).await;
+        gauge(&now, "done") == 3.0 && gauge(&now, "retrying") == 0.0
+    })
+    .await;
     stop.send(()).unwrap();
     running.await.unwrap();
 
-    inbox.record_gauges().await.unwrap();
     let handled = scrape(&base).await;
     let handled_total = "chip_inbox_handled_total";
     assert_eq!(delta(&handled, handled_total, &[("outcome", "done")]), 3.0);
