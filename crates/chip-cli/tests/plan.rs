@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chip_gate::{EventName, Verifier};
 use chip_gate_mock::{Fault, Faults, MockServer};
-use common::{Run, command, mock, run};
+use common::{Run, command, mock, run_hiding_key, write};
 
 const FILE: &str = r#"# The shop's webhooks.
 vars = ["SHOP_ENV", "SHOP_HOST"]
@@ -27,21 +26,13 @@ callback = "https://${SHOP_HOST}/chip/audit"
 all_events = true
 "#;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 /// `chip args...` with the shop's variables set.
 async fn chip(mock: &MockServer, args: &[&str]) -> Run {
     let mut command = command(mock, args);
     command
         .env("SHOP_ENV", "staging")
         .env("SHOP_HOST", "staging.shop.example.com");
-    let out = run(command).await;
-    assert!(!out.stdout.contains(mock.api_key()) && !out.stderr.contains(mock.api_key()));
-    out
+    run_hiding_key(mock, command).await
 }
 
 /// How many API requests `f` makes, read from what is left of a script of no-op faults.

@@ -7,13 +7,12 @@
 mod common;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use chip_gate::EventName;
 use chip_gate_mock::MockServer;
-use common::{Run, command, listen, mock, run};
+use common::{Run, command, listen, mock, run_hiding_key, write};
 
 const FILE: &str = r#"[[webhook]]
 title = "shop/staging/orders"
@@ -21,16 +20,8 @@ callback = "https://staging.shop.example.com/chip/orders"
 events = ["purchase.paid", "payment.refunded"]
 "#;
 
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
-
 async fn chip(mock: &MockServer, args: &[&str]) -> Run {
-    let out = run(command(mock, args)).await;
-    assert!(!out.stdout.contains(mock.api_key()) && !out.stderr.contains(mock.api_key()));
-    out
+    run_hiding_key(mock, command(mock, args)).await
 }
 
 /// `chip args...` with `input` on its standard input.

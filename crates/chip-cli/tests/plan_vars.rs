@@ -6,16 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use chip_gate_mock::{Fault, Faults, MockServer};
-use common::{Run, command, mock, run};
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_str().unwrap().to_owned()
-}
+use common::{Run, command, mock, run, write};
 
 /// `chip args...` with `env` set, and how many API requests it made. Asserts that neither the
 /// API key nor any `secrets` value is printed.

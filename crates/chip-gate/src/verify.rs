@@ -526,31 +526,17 @@ impl Verifier {
     /// [`VerifyError::SignatureLength`] when no key has this signature length,
     /// [`VerifyError::SignatureMismatch`] when none of them verifies it.
     pub fn verify_decoded(&self, body: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
-        if self.keys.is_empty() {
-            return Err(VerifyError::KeyUnusable(KeyError::NoKeys));
-        }
-        let mut tried = false;
-        for key in self
+        self.check_signature_len(signature)?;
+        let matches = self
             .keys
             .iter()
             .filter(|key| key.signature_len == signature.len())
-        {
-            tried = true;
-            if key.check(self.digest, body, signature).is_ok() {
-                return Ok(());
-            }
-        }
-        if tried {
+            .any(|key| key.check(self.digest, body, signature).is_ok());
+        if matches {
+            Ok(())
+        } else {
             Err(VerifyError::SignatureMismatch {
                 digest: self.digest,
-            })
-        } else {
-            let mut expected: Vec<usize> = self.keys.iter().map(|key| key.signature_len).collect();
-            expected.sort_unstable();
-            expected.dedup();
-            Err(VerifyError::SignatureLength {
-                actual: signature.len(),
-                expected,
             })
         }
     }

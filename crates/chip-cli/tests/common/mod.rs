@@ -80,6 +80,20 @@ pub async fn run(mut command: Command) -> Run {
     }
 }
 
+/// Writes `text` to `dir/name` and returns the path as text.
+pub fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// Runs `command` to the end and checks that the mock's API key is in neither of its outputs.
+pub async fn run_hiding_key(mock: &MockServer, command: Command) -> Run {
+    let out = run(command).await;
+    assert!(!out.stdout.contains(mock.api_key()) && !out.stderr.contains(mock.api_key()));
+    out
+}
+
 /// Runs `chip args...` against the mock.
 pub async fn chip(mock: &MockServer, args: &[&str]) -> Run {
     run(command(mock, args)).await
