@@ -9,9 +9,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chip_gate::{EventName, Verifier};
+use chip_gate::Verifier;
 use chip_gate_mock::{Fault, Faults, MockServer};
-use common::{Run, command, mock, run_hiding_key, write};
+use common::{
+    Run, apply_with_keys_out, command, mock, one_delivery_to_each, run_hiding_key, write,
+};
 
 const FILE: &str = r#"# The shop's webhooks.
 vars = ["SHOP_ENV", "SHOP_HOST"]
@@ -472,56 +474,21 @@ async fn duplicates_fail_apply_until_pruned() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_out_writes_a_bundle_that_verifies_every_managed_webhook() {
-    use axum::{Router, routing::post};
-
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = receiver.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let app = Router::new().route("/{*path}", post(|| async { "ok" }));
-        axum::serve(receiver, app).await.unwrap();
-    });
     let mock = mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[[webhook]]\ntitle = \"paid\"\ncallback = \"http://127.0.0.1:{port}/paid\"\nevents = [\"purchase.paid\"]\n\n[[webhook]]\ntitle = \"all\"\ncallback = \"http://127.0.0.1:{port}/all\"\nall_events = true\n"
-    );
-    let file = write(dir.path(), "f.toml", &text);
-    let keys = dir.path().join("keys.pem");
-    let keys_arg = keys.to_str().unwrap();
-    let out = chip(
-        &mock,
-        &[
-            "webhooks",
-            "apply",
-            "-f",
-            &file,
-            "--yes",
-            "--keys-out",
-            keys_arg,
-        ],
-    )
-    .await;
+    let applied = apply_with_keys_out(&mock).await;
+    let (file, keys_arg, out) = (&applied.file, applied.keys.as_str(), &applied.applied);
+    let keys = std::path::Path::new(keys_arg);
     assert!(
         out.ok()
             .ends_with(&format!("Wrote 2 public key(s) to {keys_arg}.\n")),
         "{}",
         out.stdout
     );
-    let bundle = std::fs::read_to_string(&keys).unwrap();
+    let bundle = std::fs::read_to_string(keys).unwrap();
     let verifier = Verifier::from_pem_bundle(&bundle).unwrap();
     assert_eq!(verifier.keys().len(), 2);
 
-    mock.trigger(EventName::PurchasePaid, None).await.unwrap();
-    let log = mock
-        .wait_for_deliveries(Duration::from_secs(10), |log| {
-            log.iter().filter(|d| d.accepted).count() >= 2
-        })
-        .await
-        .unwrap();
-    let mut hooks: Vec<_> = log.iter().map(|d| d.webhook_id).collect();
-    hooks.sort();
-    hooks.dedup();
-    assert_eq!(hooks.len(), 2);
+    let (log, _) = one_delivery_to_each(&mock).await;
     for delivery in &log {
         verifier
             .verify(delivery.body.as_bytes(), &delivery.signature)
@@ -536,7 +503,7 @@ async fn keys_out_writes_a_bundle_that_verifies_every_managed_webhook() {
             "webhooks",
             "apply",
             "-f",
-            &file,
+            file,
             "--yes",
             "--keys-out",
             keys_arg,
@@ -544,6 +511,6 @@ async fn keys_out_writes_a_bundle_that_verifies_every_managed_webhook() {
     )
     .await;
     out.ok();
-    assert_eq!(std::fs::read_to_string(&keys).unwrap(), bundle);
+    assert_eq!(std::fs::read_to_string(keys).unwrap(), bundle);
     assert_eq!(ids(&mock), before);
 }

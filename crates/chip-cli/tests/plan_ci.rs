@@ -8,11 +8,11 @@ mod common;
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::Duration;
 
-use chip_gate::EventName;
 use chip_gate_mock::MockServer;
-use common::{Run, command, listen, mock, run_hiding_key, write};
+use common::{
+    Run, apply_with_keys_out, command, listen, mock, one_delivery_to_each, run_hiding_key, write,
+};
 
 const FILE: &str = r#"[[webhook]]
 title = "shop/staging/orders"
@@ -286,47 +286,11 @@ async fn dash_f_dash_reads_the_file_from_standard_input_capped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_uses_every_key_of_a_keys_out_bundle() {
-    use axum::{Router, routing::post};
-
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = receiver.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let app = Router::new().route("/{*path}", post(|| async { "ok" }));
-        axum::serve(receiver, app).await.unwrap();
-    });
     let mock = mock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[[webhook]]\ntitle = \"paid\"\ncallback = \"http://127.0.0.1:{port}/paid\"\nevents = [\"purchase.paid\"]\n\n[[webhook]]\ntitle = \"all\"\ncallback = \"http://127.0.0.1:{port}/all\"\nall_events = true\n"
-    );
-    let file = write(dir.path(), "f.toml", &text);
-    let keys = dir.path().join("keys.pem");
-    let keys = keys.to_str().unwrap();
-    chip(
-        &mock,
-        &[
-            "webhooks",
-            "apply",
-            "-f",
-            &file,
-            "--yes",
-            "--keys-out",
-            keys,
-        ],
-    )
-    .await
-    .ok();
-    mock.trigger(EventName::PurchasePaid, None).await.unwrap();
-    let log = mock
-        .wait_for_deliveries(Duration::from_secs(10), |log| {
-            log.iter().filter(|d| d.accepted).count() >= 2
-        })
-        .await
-        .unwrap();
-    let mut hooks: Vec<_> = log.iter().map(|d| d.webhook_id).collect();
-    hooks.sort();
-    hooks.dedup();
-    assert_eq!(hooks.len(), 2, "one delivery to each webhook");
+    let bundle = apply_with_keys_out(&mock).await;
+    bundle.applied.ok();
+    let (dir, keys) = (&bundle.dir, bundle.keys.as_str());
+    let (log, hooks) = one_delivery_to_each(&mock).await;
     for delivery in &log {
         let body = write(dir.path(), "body.json", &delivery.body);
         let out = chip(

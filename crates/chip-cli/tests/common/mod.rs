@@ -195,3 +195,77 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("../chip-gate/tests/fixtures/chip-collect/signed-vector")
         .join(name)
 }
+
+/// Two webhooks (`paid` for `purchase.paid`, `all` for every event) calling a local sink that
+/// answers 200, applied with `chip webhooks apply --yes --keys-out DIR/keys.pem`.
+pub struct AppliedBundle {
+    /// The folder holding the webhook file and the bundle.
+    pub dir: tempfile::TempDir,
+    /// The webhook file.
+    pub file: String,
+    /// The key bundle `--keys-out` wrote.
+    pub keys: String,
+    /// The `apply` run.
+    pub applied: Run,
+}
+
+/// Applies [`AppliedBundle`]'s two webhooks against `mock`.
+pub async fn apply_with_keys_out(mock: &MockServer) -> AppliedBundle {
+    use axum::{Router, routing::post};
+
+    let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = sink.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = Router::new().route("/{*path}", post(|| async { "ok" }));
+        axum::serve(sink, app).await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[[webhook]]\ntitle = \"paid\"\ncallback = \"http://127.0.0.1:{port}/paid\"\nevents = [\"purchase.paid\"]\n\n[[webhook]]\ntitle = \"all\"\ncallback = \"http://127.0.0.1:{port}/all\"\nall_events = true\n"
+    );
+    let file = write(dir.path(), "f.toml", &text);
+    let keys = dir.path().join("keys.pem").to_str().unwrap().to_owned();
+    let applied = run_hiding_key(
+        mock,
+        command(
+            mock,
+            &[
+                "webhooks",
+                "apply",
+                "-f",
+                &file,
+                "--yes",
+                "--keys-out",
+                &keys,
+            ],
+        ),
+    )
+    .await;
+    AppliedBundle {
+        dir,
+        file,
+        keys,
+        applied,
+    }
+}
+
+/// Fires `purchase.paid` and returns the mock's delivery log once both webhooks of an
+/// [`AppliedBundle`] have accepted one, with the ids of the two webhooks.
+pub async fn one_delivery_to_each(
+    mock: &MockServer,
+) -> (Vec<chip_gate_mock::DeliveryRecord>, Vec<uuid::Uuid>) {
+    mock.trigger(chip_gate::EventName::PurchasePaid, None)
+        .await
+        .unwrap();
+    let log = mock
+        .wait_for_deliveries(Duration::from_secs(10), |log| {
+            log.iter().filter(|d| d.accepted).count() >= 2
+        })
+        .await
+        .unwrap();
+    let mut hooks: Vec<_> = log.iter().map(|d| d.webhook_id).collect();
+    hooks.sort();
+    hooks.dedup();
+    assert_eq!(hooks.len(), 2, "one delivery to each webhook");
+    (log, hooks)
+}
