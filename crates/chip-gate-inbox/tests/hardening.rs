@@ -5,25 +5,15 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chip_gate_inbox::{
-    BackendKind, Backoff, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, ListFilter,
-    Receipt, StalePolicy, StoredDelivery, WorkerOptions,
+    BackendKind, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, ListFilter, Receipt,
+    StalePolicy, StoredDelivery,
 };
 use common::*;
 use http::StatusCode;
-
-fn fast_worker() -> WorkerOptions {
-    WorkerOptions::default()
-        .poll_interval(Duration::from_millis(20))
-        .backoff(Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        })
-}
 
 fn now_s() -> i64 {
     i64::try_from(
@@ -58,29 +48,6 @@ async fn store(inbox: &Inbox, body: Bytes) -> Receipt {
     intake.receive(&headers, body).await.unwrap()
 }
 
-/// Handles everything due, returning what was handed over, in order.
-async fn drain(inbox: &Inbox) -> Vec<StoredDelivery> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let worker = inbox.worker(fast_worker());
-    loop {
-        let seen = Arc::clone(&seen);
-        let report = worker
-            .process_batch(move |delivery: StoredDelivery| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.lock().unwrap().push(delivery);
-                    Ok::<(), String>(())
-                }
-            })
-            .await
-            .unwrap();
-        if report.handed_over == 0 && report.stale == 0 {
-            break;
-        }
-    }
-    seen.lock().unwrap().clone()
-}
-
 async fn state(inbox: &Inbox, receipt: &Receipt) -> DeliveryState {
     inbox.get(receipt.id.unwrap()).await.unwrap().summary.state
 }
@@ -100,9 +67,9 @@ async fn a_replay_after_retention_is_never_handed_over(url: String) {
         two_months_ago + 3600,
     );
     let original = store(&inbox, paid.clone()).await;
-    assert_eq!(drain(&inbox).await.len(), 1);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
     store(&inbox, refund.clone()).await;
-    assert_eq!(drain(&inbox).await.len(), 1);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
     // Two months pass; the worker's retention (7 days) removes both, and the object's mark.
     exec(
         &inbox,
@@ -148,7 +115,7 @@ async fn a_replay_after_retention_is_never_handed_over(url: String) {
         .await
         .unwrap();
     assert_eq!((report.handed_over, report.stale), (0, 3), "{report:?}");
-    let handed = drain(&inbox).await;
+    let handed = drain(&inbox, fast_worker()).await;
     assert!(
         handed.is_empty(),
         "a replayed delivery was handed over: {handed:?}"
@@ -177,12 +144,12 @@ async fn a_replay_after_retention_is_never_handed_over(url: String) {
         purchase_body("p-replayed", "purchase.refunded", now_s()),
     )
     .await;
-    let handed = drain(&inbox).await;
+    let handed = drain(&inbox, fast_worker()).await;
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].id(), refunded.id.unwrap());
     // An operator can still hand an expired one over, explicitly.
     inbox.replay(never_seen.id.unwrap()).await.unwrap();
-    assert_eq!(drain(&inbox).await.len(), 1);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
 }
 on_both!(a_replay_after_retention_is_never_handed_over);
 
@@ -194,7 +161,7 @@ async fn retention_keeps_what_replays_need(url: String) {
     let t = now_s() - 30 * day;
     // Object A: an old state, removed by retention; its newer state recent (kept).
     store(&inbox, purchase_body("p-a", "purchase.paid", t)).await;
-    drain(&inbox).await;
+    drain(&inbox, fast_worker()).await;
     exec(
         &inbox,
         "UPDATE chip_inbox_deliveries SET finished_at = finished_at - 2592000000",
@@ -205,13 +172,13 @@ async fn retention_keeps_what_replays_need(url: String) {
         purchase_body("p-a", "purchase.pending_refund", now_s()),
     )
     .await;
-    drain(&inbox).await;
+    drain(&inbox, fast_worker()).await;
     // A delivery without updated_on is kept whatever its age: only its copy recognises a repeat.
     let timeless = Bytes::from_static(
         br#"{"id":"p-t","type":"purchase","event_type":"purchase.viewed","n":1}"#,
     );
     store(&inbox, timeless.clone()).await;
-    drain(&inbox).await;
+    drain(&inbox, fast_worker()).await;
     exec(
         &inbox,
         "UPDATE chip_inbox_deliveries SET finished_at = finished_at - 2592000000 \
@@ -224,7 +191,7 @@ async fn retention_keeps_what_replays_need(url: String) {
     assert_eq!(state(&inbox, &refund).await, DeliveryState::Done);
     // A state between the horizon and the newest handled one: stale by the object's mark.
     let late = store(&inbox, purchase_body("p-a", "purchase.paid", t + day)).await;
-    assert!(drain(&inbox).await.is_empty());
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
     assert_eq!(state(&inbox, &late).await, DeliveryState::Stale);
     assert_eq!(inbox.counts().await.unwrap().expired, 0);
 }
@@ -250,7 +217,7 @@ async fn an_intake_with_a_max_age_expires_older_states(url: String) {
         .await
         .unwrap()
         .unwrap();
-    let handed = drain(&inbox).await;
+    let handed = drain(&inbox, fast_worker()).await;
     assert_eq!(handed.len(), 1, "{handed:?}");
     assert_eq!(handed[0].id(), recent.id.unwrap());
     assert_eq!(state(&inbox, &old).await, DeliveryState::Stale);
@@ -327,7 +294,7 @@ async fn a_nul_in_a_delivery_fails_nothing(url: String) {
     }
     let counts = inbox.counts().await.unwrap();
     assert_eq!((counts.received, counts.duplicates), (201, 3));
-    assert_eq!(drain(&inbox).await.len(), 201);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 201);
 }
 on_both!(a_nul_in_a_delivery_fails_nothing);
 
@@ -394,7 +361,7 @@ async fn typed_and_untyped_states_share_one_order(url: String) {
             .typing_problem
             .is_some()
     );
-    let order: Vec<i64> = drain(&inbox)
+    let order: Vec<i64> = drain(&inbox, fast_worker())
         .await
         .iter()
         .map(|d| d.summary.updated_on.unwrap())
@@ -402,14 +369,14 @@ async fn typed_and_untyped_states_share_one_order(url: String) {
     assert_eq!(order, [10, 20]);
     // Newer states handled, older ones of the other typing arriving late: stale.
     store(&inbox, typed(30)).await;
-    assert_eq!(drain(&inbox).await.len(), 1);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
     let late_untyped = store(&inbox, untyped(25)).await;
-    assert!(drain(&inbox).await.is_empty());
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
     assert_eq!(state(&inbox, &late_untyped).await, DeliveryState::Stale);
     store(&inbox, untyped(40)).await;
-    assert_eq!(drain(&inbox).await.len(), 1);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 1);
     let late_typed = store(&inbox, typed(35)).await;
-    assert!(drain(&inbox).await.is_empty());
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
     assert_eq!(state(&inbox, &late_typed).await, DeliveryState::Stale);
     assert_eq!(inbox.counts().await.unwrap().stale, 2);
     // An untyped state without `type` takes its kind from the event's prefix: the same lane.
@@ -417,7 +384,7 @@ async fn typed_and_untyped_states_share_one_order(url: String) {
         br#"{"id":"p-mixed","event_type":"purchase.paid","updated_on":38,"purchase":{"total":"x"}}"#,
     );
     let late = store(&inbox, no_type).await;
-    assert!(drain(&inbox).await.is_empty());
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
     assert_eq!(state(&inbox, &late).await, DeliveryState::Stale);
 }
 on_both!(typed_and_untyped_states_share_one_order);
@@ -439,7 +406,7 @@ async fn keys_with_colons_never_collide(url: String) {
     assert!(!three.duplicate);
     assert_eq!(three.dedup_key, "a%253Ab:c:1");
     assert_eq!(inbox.counts().await.unwrap().received, 3);
-    assert_eq!(drain(&inbox).await.len(), 3);
+    assert_eq!(drain(&inbox, fast_worker()).await.len(), 3);
 }
 on_both!(keys_with_colons_never_collide);
 
@@ -629,12 +596,12 @@ async fn the_migration_keeps_old_deliveries_recognised(url: String) {
     // The untyped delivery's mark (recent + 50) now guards the purchase's lane: a typed state
     // older than it is stale, though the purchase lane itself had handled only recent + 40.
     let late = store(&inbox, purchase_body("u-1", "purchase.paid", recent + 45)).await;
-    let handed = drain(&inbox).await;
+    let handed = drain(&inbox, fast_worker()).await;
     assert_eq!(handed.len(), 1, "only the pending old delivery: {handed:?}");
     assert_eq!(state(&inbox, &late).await, DeliveryState::Stale);
     // The escaped lane kept its mark.
     let colon_late = store(&inbox, purchase_body("a:b", "purchase.paid", recent - 10)).await;
-    assert!(drain(&inbox).await.is_empty());
+    assert!(drain(&inbox, fast_worker()).await.is_empty());
     assert_eq!(state(&inbox, &colon_late).await, DeliveryState::Stale);
     // Recent deliveries are not expired: the horizon an old inbox starts with is 48 hours back.
     assert!(inbox.retention_horizon().await.unwrap().unwrap() < now_s() - 47 * 3600);

@@ -15,15 +15,6 @@ use chip_gate_inbox::{
 use common::*;
 use http::StatusCode;
 
-fn fast_worker() -> WorkerOptions {
-    WorkerOptions::default()
-        .poll_interval(Duration::from_millis(20))
-        .backoff(Backoff {
-            initial: Duration::from_millis(10),
-            max: Duration::from_millis(40),
-        })
-}
-
 /// Signs `body` and hands it to `intake` in a task of its own, so that deliveries sent one after
 /// the other arrive together.
 fn spawn_receive(
@@ -43,29 +34,6 @@ async fn store(inbox: &Inbox, body: Bytes) -> chip_gate_inbox::Receipt {
 
 async fn rows(inbox: &Inbox) -> Vec<chip_gate_inbox::DeliverySummary> {
     inbox.list(&ListFilter::new().limit(1000)).await.unwrap()
-}
-
-/// Handles everything due with `handler`, recording the order handed over.
-async fn drain(inbox: &Inbox, options: WorkerOptions) -> Vec<StoredDelivery> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let worker = inbox.worker(options);
-    loop {
-        let seen = Arc::clone(&seen);
-        let report = worker
-            .process_batch(move |delivery: StoredDelivery| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    seen.lock().unwrap().push(delivery);
-                    Ok::<(), String>(())
-                }
-            })
-            .await
-            .unwrap();
-        if report.handed_over == 0 && report.stale == 0 {
-            break;
-        }
-    }
-    seen.lock().unwrap().clone()
 }
 
 async fn stores_once_and_records_duplicates(url: String) {

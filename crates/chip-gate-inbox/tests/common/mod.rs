@@ -196,3 +196,39 @@ impl WriteLock {
         }
     }
 }
+
+/// Worker settings for tests: polls every 20 ms, retries after 10-40 ms.
+pub fn fast_worker() -> chip_gate_inbox::WorkerOptions {
+    chip_gate_inbox::WorkerOptions::default()
+        .poll_interval(std::time::Duration::from_millis(20))
+        .backoff(chip_gate_inbox::Backoff {
+            initial: std::time::Duration::from_millis(10),
+            max: std::time::Duration::from_millis(40),
+        })
+}
+
+/// Handles everything due with a handler that succeeds, returning what was handed over, in order.
+pub async fn drain(
+    inbox: &chip_gate_inbox::Inbox,
+    options: chip_gate_inbox::WorkerOptions,
+) -> Vec<chip_gate_inbox::StoredDelivery> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let worker = inbox.worker(options);
+    loop {
+        let seen = std::sync::Arc::clone(&seen);
+        let report = worker
+            .process_batch(move |delivery: chip_gate_inbox::StoredDelivery| {
+                let seen = std::sync::Arc::clone(&seen);
+                async move {
+                    seen.lock().unwrap().push(delivery);
+                    Ok::<(), String>(())
+                }
+            })
+            .await
+            .unwrap();
+        if report.handed_over == 0 && report.stale == 0 {
+            break;
+        }
+    }
+    seen.lock().unwrap().clone()
+}
