@@ -38,6 +38,22 @@ impl Captured {
     }
 }
 
+/// POSTs `body` with `signature` and returns the status.
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    signature: &str,
+    body: &'static [u8],
+) -> reqwest::StatusCode {
+    http.post(url)
+        .header("x-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit() {
     let captured = Captured::default();
@@ -67,21 +83,13 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
 
     // Signed with a 3072-bit key of the same size as the receiver's, but not its own: well
     // formed, matching no key.
-    let body = br#"{"id":"1","type":"purchase","event_type":"purchase.paid"}"#;
+    let body: &'static [u8] = br#"{"id":"1","type":"purchase","event_type":"purchase.paid"}"#;
     let wrong = TestSigner::from_pem(OTHER_PRIVATE_KEY).unwrap();
     let mut forged = wrong.sign(body, Digest::Sha256).unwrap();
     // Flip one character so it no longer matches.
     let flipped = if forged.starts_with('A') { "B" } else { "A" };
     forged.replace_range(0..1, flipped);
-    let status = http
-        .post(&url)
-        .header("x-signature", &forged)
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 401);
+    assert_eq!(send(&http, &url, &forged, body).await, 401);
     let first = captured.lines();
     assert_eq!(first.len(), 1, "{first:?}");
     let line = &first[0];
@@ -97,13 +105,7 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
 
     // 40 more: 9 more lines in this window, the rest held back.
     for _ in 0..40 {
-        let _ = http
-            .post(&url)
-            .header("x-signature", "AAAA")
-            .body(&body[..])
-            .send()
-            .await
-            .unwrap();
+        send(&http, &url, "AAAA", body).await;
     }
     let lines = captured.lines();
     assert_eq!(lines.len(), 10, "{lines:#?}");
@@ -115,13 +117,7 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
 
     // The next window starts with a count of what was held back (the window is 5 s).
     tokio::time::sleep(Duration::from_millis(5_100)).await;
-    let _ = http
-        .post(&url)
-        .header("x-signature", "AAAA")
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap();
+    send(&http, &url, "AAAA", body).await;
     let lines = captured.lines();
     assert_eq!(lines.len(), 12, "{lines:#?}");
     assert!(
