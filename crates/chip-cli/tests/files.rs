@@ -49,6 +49,23 @@ async fn deliver(url: &str) {
     assert_eq!(answer.status(), 200);
 }
 
+/// `chip listen --key KEY --max 1 --save DIR`.
+async fn listen_saving(
+    mock: &chip_gate_mock::MockServer,
+    key: &std::path::Path,
+    dir: &std::path::Path,
+) -> common::Listening {
+    let args = [
+        "--key",
+        key.to_str().unwrap(),
+        "--max",
+        "1",
+        "--save",
+        dir.to_str().unwrap(),
+    ];
+    listen(mock, &args).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn saving_never_follows_a_planted_link_and_files_are_owner_only() {
     let mock = mock().await;
@@ -67,18 +84,7 @@ async fn saving_never_follows_a_planted_link_and_files_are_owner_only() {
     symlink(&dangling, save.join("0002-purchase.created.headers")).unwrap();
 
     let key = fixture("public_key.pem");
-    let mut listening = listen(
-        &mock,
-        &[
-            "--key",
-            key.to_str().unwrap(),
-            "--max",
-            "1",
-            "--save",
-            save.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let mut listening = listen_saving(&mock, &key, &save).await;
     deliver(&listening.url).await;
     let line = listening.line().await;
     let stem = save.join("0003-purchase.created");
@@ -112,18 +118,7 @@ async fn saving_never_follows_a_planted_link_and_files_are_owner_only() {
 
     // A folder that does not exist yet is created 0700, with its missing parents.
     let fresh = root.path().join("a").join("b");
-    let mut listening = listen(
-        &mock,
-        &[
-            "--key",
-            key.to_str().unwrap(),
-            "--max",
-            "1",
-            "--save",
-            fresh.to_str().unwrap(),
-        ],
-    )
-    .await;
+    let mut listening = listen_saving(&mock, &key, &fresh).await;
     assert_eq!(mode(&fresh), 0o700);
     deliver(&listening.url).await;
     listening.line().await;
