@@ -13,9 +13,10 @@ use chip_gate_inbox::{
 };
 use clap::{Args, Subcommand, ValueEnum};
 
+use crate::common::{Failure, Outcome, env_value};
 use crate::output::cell;
 use crate::term::{clean, clean_lines};
-use crate::{Failure, Outcome, env_value, outln, output};
+use crate::{outln, output};
 
 /// The environment variable holding the inbox's database URL.
 pub const DATABASE_URL_ENV: &str = "CHIP_INBOX_DATABASE_URL";

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::Failure;
+use crate::common::Failure;
 
 /// The most bytes read from an API key file.
 pub const API_KEY_FILE_MAX: u64 = 4 * 1024;

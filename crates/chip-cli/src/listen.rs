@@ -17,10 +17,11 @@ use clap::Args;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use crate::common::{ApiArgs, Failure, Outcome, client};
 use crate::files;
 use crate::input::{self, BODY_MAX, PUBLIC_KEY_FILE_MAX};
+use crate::outln;
 use crate::term::clean;
-use crate::{ApiArgs, Failure, Outcome, client, outln};
 
 /// How long requests in progress may take to finish once the listener stops.
 const DRAIN: Duration = Duration::from_secs(1);

@@ -5,7 +5,8 @@ use std::time::Duration;
 use chip_gate_mock::{DeliveryFaults, Faults, MockConfig, MockServer, Variant};
 use clap::Args;
 
-use crate::{Failure, Outcome, outln};
+use crate::common::{Failure, Outcome};
+use crate::outln;
 
 /// Arguments of `chip mock`.
 #[derive(Args)]

@@ -9,9 +9,9 @@ use crate::outln;
 use crate::term::{clean, clean_lines};
 
 /// Prints `value` as pretty JSON on stdout.
-pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), crate::Failure> {
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), crate::common::Failure> {
     let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::Failure::op(format!("cannot write JSON: {e}")))?;
+        .map_err(|e| crate::common::Failure::op(format!("cannot write JSON: {e}")))?;
     outln!("{text}")
 }
 

@@ -9,9 +9,10 @@ use chip_gate::plan::{
 use clap::Args;
 use serde::Serialize;
 
+use crate::common::{ApiArgs, Failure, Outcome, api_key, client_with_key};
 use crate::input::read_text_capped;
 use crate::term::{clean, clean_lines};
-use crate::{ApiArgs, Failure, Outcome, api_key, client_with_key, files, outln, output};
+use crate::{files, outln, output};
 
 /// Which webhooks a plan may delete.
 #[derive(Args, Debug, Clone)]

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use crate::Failure;
+use crate::common::Failure;
 
 /// Writes `args` and a newline to stdout.
 ///

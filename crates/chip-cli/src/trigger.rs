@@ -5,8 +5,9 @@ use clap::Args;
 
 use chip_gate_mock::TriggerReport;
 
+use crate::common::{ApiArgs, Failure, Outcome, api_key, base_url};
 use crate::term::clean;
-use crate::{ApiArgs, Failure, Outcome, api_key, base_url, http, outln};
+use crate::{http, outln};
 
 /// The most bytes read from the mock's answer.
 const ANSWER_MAX: usize = 1024 * 1024;

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use chip_gate::{Digest, Verifier, VerifyError};
 use clap::{Args, ValueEnum};
 
+use crate::common::{Failure, Outcome};
 use crate::input::{self, BODY_MAX, PUBLIC_KEY_FILE_MAX, SIGNATURE_FILE_MAX};
-use crate::{Failure, Outcome, outln};
+use crate::outln;
 
 /// The digest a signature was made with.
 #[derive(Clone, Copy, ValueEnum)]

@@ -5,8 +5,9 @@ use clap::{Args, Subcommand};
 use futures::TryStreamExt;
 use uuid::Uuid;
 
+use crate::common::{ApiArgs, Failure, Outcome, client};
 use crate::term::clean_lines;
-use crate::{ApiArgs, Failure, Outcome, client, outln, output};
+use crate::{outln, output};
 
 /// The webhook subcommands.
 #[derive(Subcommand)]
