@@ -139,3 +139,39 @@ fn the_first_run_compiles_only_what_the_quickstart_uses() {
          nothing: {extra:?}"
     );
 }
+
+/// `cargo run --example quickstart` from the workspace resolves features for every default member
+/// (with their dev-dependencies, as for any example): when the mock was one of them, or a member
+/// took it with its default features, its `cli` feature brought clap and tracing-subscriber into
+/// the quickstart's first run (172 crates compiled instead of 146).
+#[test]
+fn the_first_run_leaves_out_the_mock_binarys_command_line() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for binary_only in ["clap", "tracing-subscriber"] {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "tree",
+                "--offline",
+                "--prefix",
+                "none",
+                "-e",
+                "normal,build,dev",
+            ])
+            .args(["-i", binary_only])
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dependents = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !dependents.lines().any(|l| l.starts_with("chip-gate-mock ")),
+            "the mock's `cli` feature is on for `cargo run --example quickstart`, which then \
+             compiles {binary_only}:\n{dependents}"
+        );
+    }
+}
