@@ -262,6 +262,8 @@ struct Queued {
 struct IntakeInner {
     verifier: Verifier,
     queue: mpsc::Sender<Queued>,
+    inbox: Inbox,
+    draining: crate::health::Draining,
 }
 
 /// Receives deliveries durably: verifies the signature, stores the delivery in one transaction
@@ -322,6 +324,8 @@ impl Intake {
             inner: Arc::new(IntakeInner {
                 verifier,
                 queue: sender,
+                inbox: inbox.clone(),
+                draining: crate::health::Draining::default(),
             }),
         })
     }
@@ -329,6 +333,39 @@ impl Intake {
     /// The verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.inner.verifier
+    }
+
+    /// Liveness: whether the intake's writers are running (what a liveness endpoint answers;
+    /// `false` only if they stopped, which a restart mends). It does not depend on the
+    /// database: a restart does not make a database writable, readiness says that.
+    pub fn is_live(&self) -> bool {
+        !self.inner.queue.is_closed()
+    }
+
+    /// Readiness: whether deliveries are stored now. [`Readiness::Ready`](crate::Readiness) when
+    /// a commit succeeded within the last 2 s; otherwise the database is probed with a write
+    /// that changes nothing ([`Inbox::check_writable`]; one probe at a time, its result reused
+    /// for a second, at most 2 s), so a readiness endpoint polled often costs at most one write
+    /// a second. [`Readiness::Draining`](crate::Readiness) once [`drain`](Self::drain) was called.
+    ///
+    /// A failed write (the intake's or the probe's) makes the pool close its connections when
+    /// next taken: after a read-only file system, a full disk or a restarted PostgreSQL, the
+    /// next write opens fresh connections, so the intake stores again within a second or two
+    /// of the database taking writes, without a restart.
+    pub async fn readiness(&self) -> crate::Readiness {
+        if self.inner.draining.is_set() {
+            return crate::Readiness::Draining;
+        }
+        self.inner.inbox.write_readiness().await
+    }
+
+    /// Starts shutting down: [`readiness`](Self::readiness) answers
+    /// [`Readiness::Draining`](crate::Readiness) from now on, so that load balancers send new
+    /// requests elsewhere. Deliveries that still arrive are stored and acknowledged as before;
+    /// stop accepting connections with [`chip_gate::serve::serve_with_shutdown`], which lets the
+    /// requests under way finish (each answered once its commit is done).
+    pub fn drain(&self) {
+        self.inner.draining.start();
     }
 
     /// Receives one delivery from any framework: the request's headers and its complete body.
@@ -492,7 +529,14 @@ async fn writer(
         }
         let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
         let started = std::time::Instant::now();
-        let outcomes = store_isolating(&inbox.shared.backend, &records, max_age).await;
+        let outcomes = match inbox.ensure_schema().await {
+            Ok(()) => store_isolating(&inbox, &records, max_age).await,
+            Err(error) => {
+                let text = crate::error::error_text(&error);
+                inbox.write_failed(&text);
+                vec![Err(text); records.len()]
+            }
+        };
         ::metrics::histogram!(crate::metrics::COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         ::metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(records.len() as f64);
@@ -512,10 +556,11 @@ async fn writer(
 /// at fault is answered 503 (one bad record in a batch of `n` costs about 2 log2(n) more
 /// transactions, paid only when it happens). Per record, as [`store_batch`].
 async fn store_isolating(
-    backend: &Backend,
+    inbox: &Inbox,
     records: &[&NewRecord],
     max_age: Option<Duration>,
 ) -> Vec<RecordOutcome> {
+    let backend = &inbox.shared.backend;
     let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
     // (start, end) ranges of `records` still to store, last first.
     let mut ranges = vec![(0, records.len())];
@@ -523,6 +568,7 @@ async fn store_isolating(
         let part = &records[start..end];
         match store_batch(backend, part, max_age).await {
             Ok(stored) => {
+                inbox.write_committed();
                 for (slot, outcome) in outcomes[start..end].iter_mut().zip(stored) {
                     *slot = Some(outcome);
                 }
@@ -536,6 +582,10 @@ async fn store_isolating(
             }
             Err(error) => {
                 let text = crate::error::error_text(&error);
+                if !refuses_data(&error) {
+                    // The connection or what is under it: fresh connections for the next try.
+                    inbox.write_failed(&text);
+                }
                 for slot in &mut outcomes[start..end] {
                     *slot = Some(Err(text.clone()));
                 }

@@ -6,6 +6,7 @@ mod admin;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod error;
+mod health;
 mod intake;
 pub mod metrics;
 mod model;
@@ -14,6 +15,7 @@ mod store;
 mod worker;
 
 pub use error::{InboxError, IntakeError};
+pub use health::Readiness;
 pub use intake::{Intake, IntakeOptions, Receipt, dedup_key};
 pub use model::{Counts, DeliveryState, DeliverySummary, InboxStatus, ListFilter, StoredDelivery};
 pub use store::{BackendKind, DEFAULT_DATABASE_URL, Inbox, InboxOptions};

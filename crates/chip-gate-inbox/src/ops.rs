@@ -457,6 +457,16 @@ macro_rules! backend_ops {
                 leases: &[Lease],
                 lease_ms: i64,
             ) -> Result<u64, sqlx::Error> {
+                let mut conn = pool.acquire().await?;
+                extend_on(&mut conn, leases, lease_ms).await
+            }
+
+            /// As [`extend`], on a connection (inside the caller's transaction, if it has one).
+            pub(crate) async fn extend_on(
+                conn: &mut $conn,
+                leases: &[Lease],
+                lease_ms: i64,
+            ) -> Result<u64, sqlx::Error> {
                 let until = now_ms().saturating_add(lease_ms);
                 let mut kept = 0;
                 for chunk in leases.chunks(100) {
@@ -473,9 +483,55 @@ macro_rules! backend_ops {
                     for lease in chunk {
                         query = query.bind(&lease.lane).bind(&lease.token);
                     }
-                    kept += query.execute(pool).await?.rows_affected();
+                    kept += query.execute(&mut *conn).await?.rows_affected();
                 }
                 Ok(kept)
+            }
+
+            /// Hands leases back at once, in one transaction: each lane this worker still holds
+            /// is freed and its delivery's attempt, which never started, is not counted. Lanes
+            /// go in lane order (concurrent transactions lock them in one order); on PostgreSQL
+            /// idle workers everywhere are told on commit. Returns how many were handed back.
+            pub(crate) async fn hand_back(
+                pool: &Pool<Db>,
+                leases: &[Lease],
+            ) -> Result<u64, sqlx::Error> {
+                let mut sorted: Vec<&Lease> = leases.iter().collect();
+                sorted.sort_by(|a, b| a.lane.cmp(&b.lane));
+                let mut tx = pool.begin_with(<Db as Dialect>::BEGIN_WRITE).await?;
+                let mut handed = 0;
+                for lease in sorted {
+                    let freed = sqlx::query(
+                        "UPDATE chip_inbox_lanes SET lease_owner = NULL, lease_token = NULL, \
+                         lease_delivery = NULL, lease_until = NULL \
+                         WHERE lane = $1 AND lease_token = $2",
+                    )
+                    .bind(&lease.lane)
+                    .bind(&lease.token)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if freed == 0 {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE chip_inbox_deliveries SET attempts = attempts - 1 \
+                         WHERE id = $1 AND attempts > 0",
+                    )
+                    .bind(lease.delivery_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    handed += 1;
+                }
+                let notify = <Db as Dialect>::NOTIFY_DUE;
+                if handed > 0 && !notify.is_empty() {
+                    sqlx::query(notify)
+                        .bind(crate::store::DUE_CHANNEL)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(handed)
             }
 
             /// Removes done and stale deliveries finished before `cutoff` (Unix ms) whose

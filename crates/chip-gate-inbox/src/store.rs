@@ -169,7 +169,11 @@ impl InboxOptions {
         self
     }
 
-    /// How long to wait for a free pooled connection (default 30 s).
+    /// How long to wait for a pooled connection (default 30 s): for a free one when all are in
+    /// use, or for the database to accept a new one while it is down (a PostgreSQL that is
+    /// restarting refuses connections; they are tried again until this long has passed). A
+    /// receiver answers `503` after this long when the database is down: keep it below the time
+    /// CHIP waits for an answer (a few seconds).
     #[must_use]
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
@@ -195,6 +199,72 @@ pub(crate) struct Shared {
     pub(crate) backend: Backend,
     /// Woken when this process stores a new delivery, so idle workers start at once.
     pub(crate) stored: Notify,
+    /// Which pooled connections to close instead of using again.
+    pub(crate) recycle: Arc<Recycle>,
+    /// What the last writes did, for readiness.
+    pub(crate) health: crate::health::WriteHealth,
+    /// Set once the schema is known to be up to date (at connect, or on first use when the
+    /// inbox was opened with [`Inbox::connect_lazy`]).
+    pub(crate) schema: tokio::sync::OnceCell<()>,
+    /// Whether bringing the schema up to date may change the database ([`InboxOptions::migrate`]).
+    pub(crate) migrate: bool,
+    /// The SQLite file to create private before SQLite makes it (`None` in memory and on
+    /// PostgreSQL).
+    private_file: Option<std::path::PathBuf>,
+}
+
+/// Marks every pooled connection made before a moment as not to be used again: after a write
+/// failed because of the connection or what is under it (a database file opened read-only, a
+/// PostgreSQL server that restarted), the pool opens fresh connections instead of handing the
+/// broken ones out until they grow old (30 minutes).
+pub(crate) struct Recycle {
+    /// The pool's clock: connection ages are measured from their creation.
+    epoch: std::time::Instant,
+    /// Connections made before this many milliseconds after `epoch` are closed when next taken
+    /// from the pool.
+    made_before_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Recycle {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: std::time::Instant::now(),
+            made_before_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Every connection made until now is closed when next taken from the pool.
+    pub(crate) fn all(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.made_before_ms
+            .fetch_max(now.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a connection of this age may be used.
+    fn keeps(&self, age: Duration) -> bool {
+        let made = self.epoch.elapsed().saturating_sub(age);
+        let made_ms = u64::try_from(made.as_millis()).unwrap_or(u64::MAX);
+        made_ms
+            >= self
+                .made_before_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The pool hook that closes the connections [`Recycle`] marked, instead of handing them out.
+fn keep_unless_recycled<Db: sqlx::Database>(
+    recycle: Arc<Recycle>,
+) -> impl for<'c> Fn(
+    &'c mut Db::Connection,
+    sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'c, Result<bool, sqlx::Error>>
++ Send
++ Sync
++ 'static {
+    move |_, meta| {
+        let keep = recycle.keeps(meta.age);
+        Box::pin(async move { Ok(keep) })
+    }
 }
 
 /// A handle on the inbox's database: cheap to clone, shared by intakes, workers and the
@@ -230,18 +300,38 @@ impl Inbox {
     /// # Errors
     /// As [`connect`](Self::connect).
     pub async fn connect_with(url: &str, options: InboxOptions) -> Result<Self, InboxError> {
+        let inbox = Self::open(url, &options)?;
+        inbox.ensure_schema().await?;
+        Ok(inbox)
+    }
+
+    /// Opens an inbox without touching the database yet: the pool connects, and the schema is
+    /// brought up to date ([`InboxOptions::migrate`]), on first use. Use it for a receiver that
+    /// must start (and report not ready, see [`Intake::readiness`](crate::Intake::readiness))
+    /// while its database is unreachable or its file system read-only, and start storing as soon
+    /// as the database can be written, without a restart. [`connect`](Self::connect) fails at
+    /// once instead.
+    ///
+    /// # Errors
+    /// [`InboxError::UnsupportedUrl`] for another scheme, [`InboxError::Database`] when the URL
+    /// cannot be read. Nothing else is checked until first use.
+    pub fn connect_lazy(url: &str, options: InboxOptions) -> Result<Self, InboxError> {
+        Self::open(url, &options)
+    }
+
+    /// Builds the pool (which connects on first use) without checking the schema.
+    fn open(url: &str, options: &InboxOptions) -> Result<Self, InboxError> {
         let scheme = url
             .split(':')
             .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let recycle = Recycle::new();
+        let mut private_file = None;
         let backend = match scheme.as_str() {
             "sqlite" => {
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
                 let parsed = SqliteConnectOptions::from_str(url)?;
-                if options.migrate && !memory {
-                    create_private_file(parsed.get_filename())?;
-                }
                 let mut connect = parsed
                     .create_if_missing(options.migrate)
                     .synchronous(SqliteSynchronous::Full)
@@ -258,41 +348,76 @@ impl Inbox {
                 };
                 let pool = SqlitePoolOptions::new()
                     .max_connections(size)
-                    .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
-                    .await?;
-                Backend::Sqlite(pool)
+                    .acquire_timeout(options.acquire_timeout);
+                // The pool connects on first use (the file is made private before that, see
+                // `ensure_schema`). An in-memory database lives in its one connection: never
+                // closed, whatever its age.
+                let pool = if memory {
+                    pool.max_lifetime(None).idle_timeout(None)
+                } else {
+                    private_file = Some(connect.get_filename().to_owned());
+                    pool.before_acquire(keep_unless_recycled::<Sqlite>(Arc::clone(&recycle)))
+                };
+                Backend::Sqlite(pool.connect_lazy_with(connect))
             }
             "postgres" | "postgresql" => {
                 let connect = PgConnectOptions::from_str(url)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(options.max_connections.unwrap_or(10))
                     .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
-                    .await?;
+                    .before_acquire(keep_unless_recycled::<Postgres>(Arc::clone(&recycle)))
+                    .connect_lazy_with(connect);
                 Backend::Postgres(pool)
             }
             _ => return Err(InboxError::UnsupportedUrl { scheme }),
         };
-        let inbox = Inbox {
+        Ok(Inbox {
             shared: Arc::new(Shared {
                 backend,
                 stored: Notify::new(),
+                recycle,
+                health: crate::health::WriteHealth::default(),
+                schema: tokio::sync::OnceCell::new(),
+                migrate: options.migrate,
+                private_file,
             }),
-        };
-        if options.migrate {
-            inbox.migrate().await?;
-        } else {
-            let found = inbox.schema_version().await?;
-            let known = latest_schema_version(inbox.backend_kind());
-            if found < known {
-                return Err(InboxError::SchemaTooOld { found, known });
-            }
-            if found > known {
-                return Err(InboxError::SchemaTooNew { found, known });
-            }
+        })
+    }
+
+    /// Brings the schema up to date (or, when the inbox was opened with `migrate(false)`, checks
+    /// that it is exactly this version's) once; later calls return at once. A failure is not
+    /// remembered: the next call tries again.
+    pub(crate) async fn ensure_schema(&self) -> Result<(), InboxError> {
+        if self.shared.schema.initialized() {
+            return Ok(());
         }
-        Ok(inbox)
+        // Boxed as `Send`: the migration's future is reached from the intake's spawned writers.
+        let init: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), InboxError>> + Send + '_>,
+        > = Box::pin(self.bring_schema_up_to_date());
+        self.shared
+            .schema
+            .get_or_try_init(|| init)
+            .await
+            .map(|_| ())
+    }
+
+    async fn bring_schema_up_to_date(&self) -> Result<(), InboxError> {
+        if self.shared.migrate {
+            if let Some(path) = &self.shared.private_file {
+                create_private_file(path)?;
+            }
+            return self.migrate().await;
+        }
+        let found = self.schema_version().await?;
+        let known = latest_schema_version(self.backend_kind());
+        if found < known {
+            return Err(InboxError::SchemaTooOld { found, known });
+        }
+        if found > known {
+            return Err(InboxError::SchemaTooNew { found, known });
+        }
+        Ok(())
     }
 
     /// The version of the inbox schema in the database: 0 when it holds none (no
@@ -386,13 +511,19 @@ impl Inbox {
             if current > known {
                 return Err(InboxError::SchemaTooNew { found: current, known });
             }
-            for (version, description, sql) in migrations.iter().filter(|m| m.0 > current) {
-                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            // Collected first: an iterator's closure held across the awaits below would make this
+            // future `Send` for one lifetime only.
+            let pending: Vec<Migration> = migrations.iter().copied().filter(|m| m.0 > current).collect();
+            for (version, description, sql) in pending {
+                // Through the connection's `Executor`: `RawSql::execute`'s future is `Send` for
+                // one lifetime only, which the intake's spawned writers (which migrate on first
+                // use after `connect_lazy`) cannot hold.
+                sqlx::Executor::execute(&mut *tx, sqlx::raw_sql(sql)).await?;
                 sqlx::query(
                     "INSERT INTO chip_inbox_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
                 )
-                .bind(*version)
-                .bind(*description)
+                .bind(version)
+                .bind(description)
                 .bind(now_ms())
                 .execute(&mut *tx)
                 .await?;

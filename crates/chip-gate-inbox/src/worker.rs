@@ -1,13 +1,17 @@
 //! Processing: workers claim due deliveries under a lease, hand them to your handler, and record
 //! the outcome.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
+use futures::future::Either;
 use futures::stream::{self, StreamExt};
 use sqlx::{PgConnection, SqliteConnection, Transaction};
 use tracing::Instrument;
@@ -214,6 +218,10 @@ pub struct ProcessReport {
     pub unrecorded: usize,
     /// Deliveries marked stale instead of being handed over.
     pub stale: usize,
+    /// Deliveries claimed but handed back unstarted because the worker was stopping: their
+    /// leases were released at once (the next worker takes them without waiting for the lease
+    /// to expire) and the attempt was not counted.
+    pub handed_back: usize,
 }
 
 impl ProcessReport {
@@ -266,6 +274,9 @@ pub struct TxJob {
     delivery: StoredDelivery,
     lease: Lease,
     tx: JobTx,
+    /// The rest of the batch, whose leases the commit extends on SQLite, and the lease's length.
+    batch: Arc<InHand>,
+    lease_ms: i64,
 }
 
 impl std::fmt::Debug for TxJob {
@@ -319,6 +330,13 @@ impl TxJob {
     pub async fn complete(self) -> Result<Completed, InboxError> {
         match self.tx {
             JobTx::Sqlite(mut tx) => {
+                // This transaction held SQLite's only write lock while the handler ran, so no
+                // lease of the batch could be extended meanwhile: extend those still waiting
+                // here, before the lock is released and another worker could take them.
+                let waiting = self.batch.waiting_leases();
+                if !waiting.is_empty() {
+                    ops::sqlite::extend_on(&mut tx, &waiting, self.lease_ms).await?;
+                }
                 ops::sqlite::mark_done_counted(&mut tx, &self.lease).await?;
                 tx.commit().await?;
             }
@@ -381,8 +399,12 @@ impl Worker {
         self.run_until(handler, std::future::pending::<()>()).await;
     }
 
-    /// Handles deliveries with `handler` until `shutdown` completes (then finishes the batch in
-    /// hand). `Ok(())` marks a delivery done; an error (or a panic) schedules another attempt with
+    /// Handles deliveries with `handler` until `shutdown` completes. Then no handler starts
+    /// any more: the deliveries of the batch in hand that have not started are handed back at
+    /// once (their leases released, their attempt not counted), so another worker takes them
+    /// without waiting for the lease to expire; the handlers running finish and their outcomes
+    /// are recorded; then this returns. (Give running handlers a deadline of your own if they
+    /// may hang: dropping this future mid-handler leaves their leases to expire.) `Ok(())` marks a delivery done; an error (or a panic) schedules another attempt with
     /// backoff, or marks it dead after the last one.
     ///
     /// **At least once:** the handler runs outside the inbox's database, so a crash after the
@@ -397,7 +419,8 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, || self.batch_plain(&handler)).await;
+        self.run_loop(shutdown, |stop| self.batch_plain(&handler, stop))
+            .await;
     }
 
     /// Handles deliveries until the process ends, each inside the transaction that marks it
@@ -425,10 +448,8 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, || {
-            self.batch(|claimed| self.handle_in_transaction(claimed, &handler))
-        })
-        .await;
+        self.run_loop(shutdown, |stop| self.batch_in_transaction(&handler, stop))
+            .await;
     }
 
     /// Claims one batch of due deliveries and handles them with `handler` (as
@@ -442,7 +463,7 @@ impl Worker {
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
-        self.batch_plain(&handler).await
+        self.batch_plain(&handler, Stop::never()).await
     }
 
     /// Claims one batch and handles each delivery inside the transaction that marks it done, as
@@ -459,8 +480,7 @@ impl Worker {
         Fut: Future<Output = Result<Completed, E>> + Send,
         E: Display,
     {
-        self.batch(|claimed| self.handle_in_transaction(claimed, &handler))
-            .await
+        self.batch_in_transaction(&handler, Stop::never()).await
     }
 
     /// Applies retention now: removes done and stale deliveries finished more than the
@@ -478,12 +498,14 @@ impl Worker {
 
     async fn run_loop<B, BFut, S>(&self, shutdown: S, batch: B)
     where
-        B: Fn() -> BFut,
+        B: Fn(Stop) -> BFut,
         BFut: Future<Output = Result<ProcessReport, InboxError>>,
         S: Future<Output = ()>,
     {
         let shutdown = shutdown.fuse();
         futures::pin_mut!(shutdown);
+        let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+        let stop = Stop(Some(stop_receiver));
         // On PostgreSQL, deliveries stored or requeued by other processes wake this worker at
         // once (LISTEN/NOTIFY); polling remains for retries coming due and expired leases.
         let _listening = self.inbox.listen_for_due(self.options.poll_interval);
@@ -514,9 +536,26 @@ impl Worker {
             let stored = self.inbox.shared.stored.notified();
             futures::pin_mut!(stored);
             stored.as_mut().enable();
-            let idle = match batch().await {
+            let run = batch(stop.clone());
+            futures::pin_mut!(run);
+            // A shutdown during the batch stops it from starting handlers (see `run_batch`);
+            // what runs finishes and is recorded before this returns.
+            let (result, stopping) = tokio::select! {
+                result = &mut run => (result, false),
+                () = &mut shutdown => {
+                    let _ = stop_sender.send(true);
+                    (run.await, true)
+                }
+            };
+            let idle = match result {
                 Ok(report) => {
                     failures = 0;
+                    if report.handed_back > 0 {
+                        tracing::info!(
+                            handed_back = report.handed_back,
+                            "worker stopping: unstarted deliveries handed back"
+                        );
+                    }
                     report.handed_over == 0 && report.stale == 0
                 }
                 Err(error) => {
@@ -525,6 +564,9 @@ impl Worker {
                     true
                 }
             };
+            if stopping {
+                return;
+            }
             if idle {
                 let wait = self
                     .options
@@ -539,17 +581,31 @@ impl Worker {
         }
     }
 
-    async fn batch<F, Fut>(&self, handle: F) -> Result<ProcessReport, InboxError>
+    /// One batch inside the database: each delivery handled in the transaction that marks it
+    /// done. Leases of the deliveries still waiting for a handler are extended meanwhile (a
+    /// running handler's transaction holds its own lane locked), so a handler longer than the
+    /// lease never costs the rest of the batch an attempt.
+    async fn batch_in_transaction<H, Fut, E>(
+        &self,
+        handler: &H,
+        stop: Stop,
+    ) -> Result<ProcessReport, InboxError>
     where
-        F: Fn(Claimed) -> Fut,
-        Fut: Future<Output = Outcome>,
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
     {
         let (claimed, mut report) = self.claim().await?;
-        let outcomes: Vec<Outcome> = stream::iter(claimed)
-            .map(&handle)
-            .buffer_unordered(self.options.concurrency)
-            .collect()
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let (outcomes, handed_back) = self
+            .run_batch(claimed, &stop, Extend::Waiting, |claimed, batch| {
+                self.handle_in_transaction(claimed, handler, batch)
+            })
             .await;
+        report.handed_over -= handed_back;
+        report.handed_back = handed_back;
         for outcome in outcomes {
             report.add(outcome);
         }
@@ -557,6 +613,7 @@ impl Worker {
     }
 
     async fn claim(&self) -> Result<(Vec<Claimed>, ProcessReport), InboxError> {
+        self.inbox.ensure_schema().await?;
         let rules = self.options.rules();
         let (claimed, tally) = match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
@@ -577,7 +634,11 @@ impl Worker {
     /// One batch outside the database: the handlers run (up to `concurrency` at once) while the
     /// batch's leases are extended, then every outcome is recorded in one transaction, so a
     /// batch costs one flush rather than one per delivery.
-    async fn batch_plain<H, Fut, E>(&self, handler: &H) -> Result<ProcessReport, InboxError>
+    async fn batch_plain<H, Fut, E>(
+        &self,
+        handler: &H,
+        stop: Stop,
+    ) -> Result<ProcessReport, InboxError>
     where
         H: Fn(StoredDelivery) -> Fut + Send + Sync,
         Fut: Future<Output = Result<(), E>> + Send,
@@ -587,20 +648,88 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(report);
         }
-        let leases: Vec<Lease> = claimed.iter().map(|c| c.lease.clone()).collect();
-        let work = stream::iter(claimed)
-            .map(|claimed| self.run_plain(claimed, handler))
-            .buffer_unordered(self.options.concurrency)
-            .collect::<Vec<_>>();
-        // Both in this task: the handlers keep running while the leases are extended.
-        let finished = tokio::select! {
-            finished = work => finished,
-            never = self.keep_leases(&leases) => match never {},
-        };
+        let (finished, handed_back) = self
+            .run_batch(claimed, &stop, Extend::Held, |claimed, _| {
+                self.run_plain(claimed, handler)
+            })
+            .await;
+        report.handed_over -= handed_back;
+        report.handed_back = handed_back;
         for outcome in self.record_all(finished).await {
             report.add(outcome);
         }
         Ok(report)
+    }
+
+    /// Runs a claimed batch through `handle`, up to `concurrency` at once, extending the leases
+    /// `extend` names every third of the lease. Once `stop` is set no delivery starts any more:
+    /// those not started are handed back at once, while the running ones finish. Returns the
+    /// handlers' results and how many deliveries were handed back.
+    async fn run_batch<F, Fut, T>(
+        &self,
+        claimed: Vec<Claimed>,
+        stop: &Stop,
+        extend: Extend,
+        handle: F,
+    ) -> (Vec<T>, usize)
+    where
+        F: Fn(Claimed, Arc<InHand>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let in_hand = InHand::new(claimed);
+        let next = stream::poll_fn(|_| Poll::Ready(in_hand.start_next(stop)));
+        let work = next
+            .map(|claimed| handle(claimed, Arc::clone(&in_hand)))
+            .buffer_unordered(self.options.concurrency)
+            .collect::<Vec<T>>();
+        let leases = || match extend {
+            Extend::Held => in_hand.held_leases(),
+            Extend::Waiting => in_hand.waiting_leases(),
+        };
+        // Both in this task: the handlers keep running while the leases are extended.
+        let working = async {
+            tokio::select! {
+                finished = work => finished,
+                never = self.keep_leases(&leases) => match never {},
+            }
+        };
+        let handing_back = async {
+            stop.wait().await;
+            self.hand_back(in_hand.take_waiting()).await
+        };
+        futures::pin_mut!(working, handing_back);
+        match futures::future::select(working, handing_back).await {
+            Either::Left((finished, handing_back)) => {
+                // Stopped: what never started is still waiting to be handed back.
+                let handed_back = if stop.is_set() { handing_back.await } else { 0 };
+                (finished, handed_back)
+            }
+            Either::Right((handed_back, working)) => (working.await, handed_back),
+        }
+    }
+
+    /// Hands unstarted deliveries back (see [`ops`]'s `hand_back`) and wakes this process's idle
+    /// workers; returns how many. When the database refuses, their leases expire instead.
+    async fn hand_back(&self, unstarted: Vec<Claimed>) -> usize {
+        if unstarted.is_empty() {
+            return 0;
+        }
+        let leases: Vec<Lease> = unstarted.into_iter().map(|c| c.lease).collect();
+        let handed = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::hand_back(pool, &leases).await,
+            Backend::Postgres(pool) => ops::postgres::hand_back(pool, &leases).await,
+        };
+        match handed {
+            Ok(handed) => {
+                self.inbox.shared.stored.notify_waiters();
+                usize::try_from(handed).unwrap_or(0)
+            }
+            Err(error) => {
+                tracing::warn!(%error, count = leases.len(),
+                    "leases not handed back; other workers take the deliveries when they expire");
+                0
+            }
+        }
     }
 
     async fn run_plain<H, Fut, E>(
@@ -702,17 +831,21 @@ impl Worker {
         )
     }
 
-    /// Extends `leases` every third of the lease, for as long as it is polled (the batch's
-    /// handlers run meanwhile; it is dropped when they are done).
-    async fn keep_leases(&self, leases: &[Lease]) -> Infallible {
+    /// Extends the leases `leases` names every third of the lease, for as long as it is
+    /// polled (the batch's handlers run meanwhile; it is dropped when they are done).
+    async fn keep_leases(&self, leases: &(dyn Fn() -> Vec<Lease> + Sync)) -> Infallible {
         let mut renew = tokio::time::interval(self.options.lease / 3);
         renew.tick().await;
         loop {
             renew.tick().await;
+            let leases = leases();
+            if leases.is_empty() {
+                continue;
+            }
             let lease_ms = ms(self.options.lease);
             let kept = match &self.inbox.shared.backend {
-                Backend::Sqlite(pool) => ops::sqlite::extend(pool, leases, lease_ms).await,
-                Backend::Postgres(pool) => ops::postgres::extend(pool, leases, lease_ms).await,
+                Backend::Sqlite(pool) => ops::sqlite::extend(pool, &leases, lease_ms).await,
+                Backend::Postgres(pool) => ops::postgres::extend(pool, &leases, lease_ms).await,
             };
             match kept {
                 Ok(kept) if kept == leases.len() as u64 => {}
@@ -738,7 +871,12 @@ impl Worker {
             .unwrap_or(Outcome::Unrecorded)
     }
 
-    async fn handle_in_transaction<H, Fut, E>(&self, claimed: Claimed, handler: &H) -> Outcome
+    async fn handle_in_transaction<H, Fut, E>(
+        &self,
+        claimed: Claimed,
+        handler: &H,
+        batch: Arc<InHand>,
+    ) -> Outcome
     where
         H: Fn(TxJob) -> Fut + Send + Sync,
         Fut: Future<Output = Result<Completed, E>> + Send,
@@ -763,6 +901,8 @@ impl Worker {
                 delivery,
                 lease: lease.clone(),
                 tx,
+                batch,
+                lease_ms: ms(self.options.lease),
             };
             let started = std::time::Instant::now();
             let result = AssertUnwindSafe(handler(job)).catch_unwind().await;
@@ -817,5 +957,93 @@ fn outcome_name(outcome: Outcome) -> &'static str {
         Outcome::Retried => "retried",
         Outcome::Dead => "dead",
         Outcome::Unrecorded => "unrecorded",
+    }
+}
+
+/// A worker's stop signal, seen by the batch in hand.
+#[derive(Clone)]
+struct Stop(Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Stop {
+    /// A signal that never comes ([`Worker::process_batch`]).
+    fn never() -> Self {
+        Self(None)
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.as_ref().is_some_and(|receiver| *receiver.borrow())
+    }
+
+    /// Returns once the signal has come; never, if it cannot come any more.
+    async fn wait(&self) {
+        if let Some(receiver) = &self.0 {
+            let mut receiver = receiver.clone();
+            if receiver.wait_for(|stop| *stop).await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Which leases of a batch a worker extends while the batch runs.
+#[derive(Clone, Copy)]
+enum Extend {
+    /// Every lease not handed back: handlers run outside the database and need their leases
+    /// until their outcomes are recorded.
+    Held,
+    /// Those of deliveries not started yet: a started one's transaction holds its lane locked.
+    Waiting,
+}
+
+/// A batch in hand: the deliveries not started yet, and the leases of those started.
+pub(crate) struct InHand {
+    waiting: Mutex<VecDeque<Claimed>>,
+    started: Mutex<Vec<Lease>>,
+}
+
+/// Locks, whether or not a panic poisoned the lock (the data is a list that stays consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl InHand {
+    fn new(claimed: Vec<Claimed>) -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::new(claimed.into()),
+            started: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The next delivery to start, unless the worker is stopping.
+    fn start_next(&self, stop: &Stop) -> Option<Claimed> {
+        if stop.is_set() {
+            return None;
+        }
+        let next = lock(&self.waiting).pop_front()?;
+        lock(&self.started).push(next.lease.clone());
+        Some(next)
+    }
+
+    /// The leases of the deliveries not started yet.
+    fn waiting_leases(&self) -> Vec<Lease> {
+        lock(&self.waiting)
+            .iter()
+            .map(|c| c.lease.clone())
+            .collect()
+    }
+
+    /// The leases of every delivery not handed back.
+    fn held_leases(&self) -> Vec<Lease> {
+        let mut leases = self.waiting_leases();
+        leases.extend(lock(&self.started).iter().cloned());
+        leases
+    }
+
+    /// Takes the deliveries not started yet (to hand them back).
+    fn take_waiting(&self) -> Vec<Claimed> {
+        lock(&self.waiting).drain(..).collect()
     }
 }
