@@ -4,6 +4,8 @@
 //! output escapes them anyway).
 
 use chip_gate::Webhook;
+use jiff::SignedDuration;
+use jiff::civil::DateTime;
 
 use crate::outln;
 use crate::term::{clean, clean_lines};
@@ -89,35 +91,12 @@ fn unix_time(seconds: Option<i64>) -> String {
 /// Formats Unix seconds as RFC 3339 in UTC, for years 0 to 9999; anything outside is shown as the
 /// raw number of seconds.
 pub fn rfc3339(seconds: i64) -> String {
-    // Unix seconds of 0000-01-01T00:00:00Z and of 10000-01-01T00:00:00Z.
-    const MIN: i64 = -62_167_219_200;
-    const MAX: i64 = 253_402_300_800;
-    if !(MIN..MAX).contains(&seconds) {
-        return format!("{seconds} (Unix seconds)");
+    const EPOCH: DateTime = DateTime::constant(1970, 1, 1, 0, 0, 0, 0);
+    match EPOCH.checked_add(SignedDuration::from_secs(seconds)) {
+        // Whole seconds: shown without a fraction.
+        Ok(utc) if utc.year() >= 0 => format!("{utc}Z"),
+        _ => format!("{seconds} (Unix seconds)"),
     }
-    let days = seconds.div_euclid(86_400);
-    let secs = seconds.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Formats one webhook as `field: value` lines.
@@ -145,6 +124,9 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59Z");
         assert_eq!(rfc3339(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(-62_167_219_200), "0000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_800), "253402300800 (Unix seconds)");
+        assert_eq!(rfc3339(-62_167_219_201), "-62167219201 (Unix seconds)");
         assert_eq!(rfc3339(i64::MAX), format!("{} (Unix seconds)", i64::MAX));
         assert_eq!(rfc3339(i64::MIN), format!("{} (Unix seconds)", i64::MIN));
         assert_eq!(unix_time(None), "-");

@@ -94,7 +94,8 @@ enum InboxCommand {
     /// Remove done and stale deliveries that finished more than DURATION ago. Dead and pending
     /// ones are never removed.
     Purge {
-        /// The age: a number and a unit (s, m, h, d, w), e.g. `7d`, `48h`, `1d12h`.
+        /// The age: numbers with units (s, m, h, d, w; or spelled out, `36 hours`), e.g. `7d`,
+        /// `48h`, `1d12h`.
         #[arg(long, value_name = "DURATION", value_parser = time::parse_duration)]
         older_than: Duration,
         /// Allow an age under 48 hours: a delivery removed before CHIP's last retry (up to 36

@@ -1,42 +1,28 @@
 //! Times and durations as `chip inbox` reads and prints them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::output;
 
-/// Parses `7d`, `48h`, `90m`, `30s`, `2w` or a sum such as `1d12h`.
+/// Parses an age as `jiff` reads a span: `7d`, `48h`, `90m`, `30s`, `2w`, a sum such as `1d12h` or
+/// `1d 12h`, units spelled out (`36 hours`), or ISO 8601 (`P7D`). Whole, positive units only, and
+/// nothing longer than weeks (a month or a year has no fixed length); a day is 24 hours.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "expected a number and a unit (s, m, h, d, w), e.g. 7d, 48h or 1d12h";
+    const HINT: &str =
+        "expected numbers with units (s, m, h, d, w), e.g. 7d, 48h, 1d12h or 36 hours";
     let text = text.trim();
-    if text.is_empty() {
+    // `1.5h` would read as 1h 30m: refused, as an age is given in whole units.
+    if text.contains(['.', ',']) {
         return Err(HINT.to_owned());
     }
-    let mut total: u64 = 0;
-    let mut digits = String::new();
-    for c in text.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 604_800,
-            _ => return Err(HINT.to_owned()),
-        };
-        let n: u64 = digits.parse().map_err(|_| HINT.to_owned())?;
-        digits.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|s| total.checked_add(s))
-            .ok_or_else(|| "the duration is too long".to_owned())?;
-    }
-    if !digits.is_empty() {
+    let span: jiff::Span = text.parse().map_err(|_| HINT.to_owned())?;
+    if span.is_negative() {
         return Err(HINT.to_owned());
     }
-    Ok(Duration::from_secs(total))
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| HINT.to_owned())?;
+    Duration::try_from(duration).map_err(|_| HINT.to_owned())
 }
 
 /// A duration in at most two units, largest first: `7d`, `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
@@ -65,10 +51,9 @@ pub(super) fn time_ms(ms: i64) -> String {
     output::rfc3339(ms.div_euclid(1000))
 }
 
+/// Now, in Unix milliseconds.
 pub(super) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    jiff::Timestamp::now().as_millisecond()
 }
 
 /// How long ago `ms` was (zero for a time in the future).
@@ -86,7 +71,27 @@ mod tests {
         assert_eq!(parse_duration("1d12h"), Ok(Duration::from_secs(36 * 3600)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2w"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in ["", "7", "d", "7x", "1.5h", "-1d", "99999999999999999999w"] {
+        assert_eq!(parse_duration("48h"), Ok(Duration::from_secs(48 * 3600)));
+        assert_eq!(parse_duration("90m"), Ok(Duration::from_secs(90 * 60)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1d 12h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(
+            parse_duration("36 hours"),
+            Ok(Duration::from_secs(36 * 3600))
+        );
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7x",
+            "1.5h",
+            "-1d",
+            "1d ago",
+            "1y",
+            "2mo",
+            "soon",
+            "99999999999999999999w",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(human(Duration::from_secs(12)), "12s");

@@ -1,7 +1,11 @@
 //! The inbox's database URL: where it comes from, the SQLite file it names, and showing it (or any
 //! text holding its password) without the password.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
+
+use percent_encoding::percent_decode_str;
+use url::Url;
 
 use crate::common::{Failure, env_value};
 use crate::term::clean;
@@ -11,13 +15,28 @@ use super::DATABASE_URL_ENV;
 /// The database URL, its password (if any) and how to show it.
 pub(super) struct DatabaseUrl {
     pub(super) url: String,
-    password: Option<String>,
+    /// The password as the URL holds it: percent-encoded, and as written when that differs.
+    passwords: Vec<String>,
 }
 
 impl DatabaseUrl {
     pub(super) fn new(url: String) -> Self {
-        let password = password_span(&url).map(|(start, end)| url[start..end].to_owned());
-        DatabaseUrl { url, password }
+        let mut passwords = Vec::new();
+        if let Ok(parsed) = Url::parse(&url)
+            && let Some(password) = parsed.password()
+        {
+            passwords.push(password.to_owned());
+        }
+        if let Some((start, end)) = unparsed_password(&url) {
+            passwords.push(url[start..end].to_owned());
+        }
+        passwords.dedup();
+        DatabaseUrl { url, passwords }
+    }
+
+    /// Whether the URL holds a password.
+    pub(super) fn has_password(&self) -> bool {
+        !self.passwords.is_empty()
     }
 
     /// The URL with its password replaced by `***`.
@@ -28,9 +47,9 @@ impl DatabaseUrl {
     /// `text` with the password (as written, and percent-decoded) replaced by `***`.
     pub(super) fn scrub(&self, text: &str) -> String {
         let mut text = redact(text);
-        if let Some(password) = &self.password {
-            let decoded = percent_decode(password);
-            for secret in [password.as_str(), decoded.as_str()] {
+        for password in &self.passwords {
+            let decoded = percent_decode_str(password).decode_utf8_lossy();
+            for secret in [password.as_str(), &decoded] {
                 if !secret.is_empty() {
                     text = text.replace(secret, "***");
                 }
@@ -40,62 +59,56 @@ impl DatabaseUrl {
     }
 }
 
-/// Where the password of the URL that starts `text` is: after the first `:` of the user info,
-/// before the last `@` of the authority.
-fn password_span(text: &str) -> Option<(usize, usize)> {
-    let start = text.find("://")? + 3;
-    let rest = &text[start..];
-    let authority = rest
-        .find(['/', '?', '#', ' ', '\t', '\n', '`', '\'', '"'])
-        .map_or(rest, |end| &rest[..end]);
+/// Replaces the password of every URL in `text` (a word holding `scheme://`) with `***`.
+pub(super) fn redact(text: &str) -> String {
+    let is_separator = |c: char| c.is_whitespace() || matches!(c, '`' | '\'' | '"');
+    text.split_inclusive(is_separator)
+        .map(|piece| {
+            let word = piece.trim_end_matches(is_separator);
+            let Some(found) = word.find("://") else {
+                return Cow::Borrowed(piece);
+            };
+            let is_scheme = |c: &char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
+            let start = found - word[..found].chars().rev().take_while(is_scheme).count();
+            Cow::Owned(format!(
+                "{}{}{}",
+                &word[..start],
+                redact_url(&word[start..]),
+                &piece[word.len()..]
+            ))
+        })
+        .collect()
+}
+
+/// `url` with its password replaced by `***`, as the `url` crate (and so the database driver)
+/// reads it.
+fn redact_url(url: &str) -> Cow<'_, str> {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() && parsed.set_password(Some("***")).is_ok() {
+                Cow::Owned(parsed.into())
+            } else {
+                Cow::Borrowed(url)
+            }
+        }
+        // Not a URL the crate reads (a bad port, say), yet it may hold a password all the same.
+        Err(_) => match unparsed_password(url) {
+            Some((start, end)) => Cow::Owned(format!("{}***{}", &url[..start], &url[end..])),
+            None => Cow::Borrowed(url),
+        },
+    }
+}
+
+/// Where the password is in `url` as written: after the first `:` of the user info, before the
+/// last `@` of the authority. Used where the `url` crate cannot help: for a URL it refuses (which
+/// must still not show its password), and to find the password exactly as written.
+fn unparsed_password(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = rest.find(['/', '?', '#']).map_or(rest, |end| &rest[..end]);
     let at = authority.rfind('@')?;
     let colon = authority[..at].find(':')?;
     Some((start + colon + 1, start + at))
-}
-
-/// Replaces the password in every `scheme://user:password@` of `text` with `***`.
-fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(found) = rest.find("://") {
-        // `password_span` reads the URL of this same first `://`.
-        match password_span(rest) {
-            Some((start, end)) => {
-                out.push_str(&rest[..start]);
-                out.push_str("***");
-                rest = &rest[end..];
-            }
-            None => {
-                out.push_str(&rest[..found + 3]);
-                rest = &rest[found + 3..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Decodes `%XX` escapes (anything else is kept as written).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            )
-        {
-            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The database URL: `--database-url`, else `CHIP_INBOX_DATABASE_URL`; blank means unset.
@@ -104,7 +117,7 @@ pub(super) fn database_url(flag: Option<&str>) -> Result<DatabaseUrl, Failure> {
     let url = match flag {
         Some(url) => {
             let url = DatabaseUrl::new(url.to_owned());
-            if url.password.is_some() {
+            if url.has_password() {
                 crate::term::warn_line(format_args!(
                     "warning: a password in --database-url is visible to other users in `ps` and \
                      kept in shell history; prefer {DATABASE_URL_ENV}"
@@ -136,7 +149,9 @@ pub(super) fn sqlite_path(url: &str) -> Option<PathBuf> {
     if path == ":memory:" || params.split('&').any(|p| p == "mode=memory") {
         return None;
     }
-    Some(PathBuf::from(percent_decode(path)))
+    Some(PathBuf::from(
+        percent_decode_str(path).decode_utf8_lossy().into_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -162,11 +177,24 @@ mod tests {
             redact("postgres://h/d?user=a:b@c"),
             "postgres://h/d?user=a:b@c"
         );
-        assert!(
-            DatabaseUrl::new("sqlite://x.db".to_owned())
-                .password
-                .is_none()
+        assert!(!DatabaseUrl::new("sqlite://x.db".to_owned()).has_password());
+        // An `@` in the password, percent-encoded or not; text around a URL, and quotes.
+        assert_eq!(
+            DatabaseUrl::new("postgres://u:p@ss@h/db".to_owned()).shown(),
+            "postgres://u:***@h/db"
         );
+        assert_eq!(
+            redact("at 'postgres://u:p@h/db': (mysql://v:q@h) x://"),
+            "at 'postgres://u:***@h/db': (mysql://v:***@h) x://"
+        );
+        // A URL the `url` crate refuses still hides its password; non-URLs are kept.
+        let bad_port = DatabaseUrl::new("postgres://shop:hunter2@h:99999999/db".to_owned());
+        assert!(bad_port.has_password());
+        assert_eq!(bad_port.shown(), "postgres://shop:***@h:99999999/db");
+        assert_eq!(bad_port.scrub("x hunter2 y"), "x *** y");
+        for kept in ["chip-inbox.db", "sqlite:rel.db", "sqlite::memory:", "a:b@c"] {
+            assert_eq!(redact(kept), kept);
+        }
     }
 
     #[test]
