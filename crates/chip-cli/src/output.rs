@@ -54,32 +54,34 @@ pub fn table(webhooks: &[Webhook]) -> String {
             ]
         })
         .collect();
-    let header = ["ID", "TITLE", "EVENTS", "CALLBACK"].map(str::to_owned);
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
+    aligned(&["ID", "TITLE", "EVENTS", "CALLBACK"], &rows).join("\n")
+}
+
+/// The lines of a table: `header`, then `rows`, in columns two spaces apart, each as wide as its
+/// widest value; the last column is not padded.
+pub fn aligned<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Vec<String> {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
         for (width, value) in widths.iter_mut().zip(row) {
             *width = (*width).max(value.chars().count());
         }
     }
-    let line = |row: &[String; 4]| {
+    let line = |row: &mut dyn Iterator<Item = &str>| {
         let mut out = String::new();
-        for (i, (value, width)) in row.iter().zip(widths).enumerate() {
-            if i == 3 {
-                out.push_str(value);
-            } else {
-                let pad = width - value.chars().count();
-                out.push_str(value);
-                out.push_str(&" ".repeat(pad + 2));
+        for (i, (value, width)) in row.zip(widths).enumerate() {
+            out.push_str(value);
+            if i + 1 < N {
+                out.push_str(&" ".repeat(width - value.chars().count() + 2));
             }
         }
         out
     };
-    let mut out = line(&header);
-    for row in &rows {
-        out.push('\n');
-        out.push_str(&line(row));
-    }
-    out
+    let mut lines = vec![line(&mut header.iter().copied())];
+    lines.extend(
+        rows.iter()
+            .map(|row| line(&mut row.iter().map(String::as_str))),
+    );
+    lines
 }
 
 /// A Unix time as RFC 3339 in UTC (`2026-11-27T13:56:15Z`), or `-` when it was left out. `--json`
@@ -130,5 +132,14 @@ mod tests {
         assert_eq!(rfc3339(i64::MAX), format!("{} (Unix seconds)", i64::MAX));
         assert_eq!(rfc3339(i64::MIN), format!("{} (Unix seconds)", i64::MIN));
         assert_eq!(unix_time(None), "-");
+    }
+
+    #[test]
+    fn tables_align_all_but_the_last_column() {
+        let rows = [["1".to_owned(), "long value".to_owned(), "x".to_owned()]];
+        assert_eq!(
+            aligned(&["ID", "NAME", "LAST"], &rows),
+            ["ID  NAME        LAST", "1   long value  x"]
+        );
     }
 }

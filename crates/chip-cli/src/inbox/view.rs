@@ -122,7 +122,6 @@ fn object(summary: &DeliverySummary) -> String {
 
 /// Formats deliveries as an aligned table with a header row; the last column is the last error.
 fn table(items: &[DeliverySummary]) -> String {
-    const COLUMNS: usize = 7;
     let header = [
         "ID",
         "STATE",
@@ -131,9 +130,8 @@ fn table(items: &[DeliverySummary]) -> String {
         "EVENT",
         "OBJECT",
         "LAST ERROR",
-    ]
-    .map(str::to_owned);
-    let rows: Vec<[String; COLUMNS]> = items
+    ];
+    let rows: Vec<[String; 7]> = items
         .iter()
         .map(|d| {
             [
@@ -149,28 +147,12 @@ fn table(items: &[DeliverySummary]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (width, value) in widths.iter_mut().zip(row) {
-            *width = (*width).max(value.chars().count());
-        }
-    }
-    let line = |row: &[String; COLUMNS]| {
-        let mut out = String::new();
-        for (i, (value, width)) in row.iter().zip(widths).enumerate() {
-            out.push_str(value);
-            if i + 1 < COLUMNS {
-                out.push_str(&" ".repeat(width - value.chars().count() + 2));
-            }
-        }
-        out.trim_end().to_owned()
-    };
-    let mut out = line(&header);
-    for row in &rows {
-        out.push('\n');
-        out.push_str(&line(row));
-    }
-    out
+    // The last error may be empty: no padding is left before it.
+    output::aligned(&header, &rows)
+        .iter()
+        .map(|line| line.trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Formats one delivery as `field: value` lines, then its signature and body when asked.
