@@ -1,64 +1,20 @@
 //! The `chip` command against a local CHIP Gate on 127.0.0.1, as a user runs it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use chip_gate_mock::{MockConfig, MockServer};
-
-const CHIP: &str = env!("CARGO_BIN_EXE_chip");
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../chip-gate/tests/fixtures/chip-collect/signed-vector")
-        .join(name)
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use chip_gate_mock::MockServer;
+use common::{CHIP, Run, command, fixture, listen, mock, run};
 
 /// Runs `chip` with the mock's URL and key in the environment (unless `env` overrides them).
 async fn chip(mock: &MockServer, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut command = Command::new(CHIP);
-    command
-        .args(args)
-        .env("CHIP_BASE_URL", mock.base_url())
-        .env("CHIP_API_KEY", mock.api_key())
-        .env_remove("RUST_BACKTRACE");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out: Output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn ok(run: &Run) -> &str {
-    assert_eq!(
-        run.code, 0,
-        "stdout: {}\nstderr: {}",
-        run.stdout, run.stderr
-    );
-    &run.stdout
-}
-
-async fn mock() -> MockServer {
-    MockServer::start(MockConfig {
-        page_size: 2,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap()
+    let mut command = command(mock, args);
+    command.envs(env.iter().copied());
+    run(command).await
 }
 
 fn created_id(stdout: &str) -> String {
@@ -88,7 +44,7 @@ async fn manage_a_webhook_from_create_to_delete() {
         &[],
     )
     .await;
-    let out = ok(&created);
+    let out = created.ok();
     assert!(out.starts_with("Created webhook "), "{out}");
     assert!(
         out.contains("events:     purchase.paid,payment.refunded"),
@@ -98,7 +54,7 @@ async fn manage_a_webhook_from_create_to_delete() {
     let id = created_id(out);
 
     let got = chip(&mock, &["webhooks", "get", &id, "--json"], &[]).await;
-    let json: serde_json::Value = serde_json::from_str(ok(&got)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(got.ok()).unwrap();
     assert_eq!(json["title"], "Shop");
     assert_eq!(
         json["events"],
@@ -106,7 +62,7 @@ async fn manage_a_webhook_from_create_to_delete() {
     );
 
     let listed = chip(&mock, &["webhooks", "list"], &[]).await;
-    let table = ok(&listed);
+    let table = listed.ok();
     assert!(table.starts_with("ID"), "{table}");
     assert!(table.contains(&id) && table.contains("Shop"), "{table}");
 
@@ -116,7 +72,7 @@ async fn manage_a_webhook_from_create_to_delete() {
         &[],
     )
     .await;
-    let json: serde_json::Value = serde_json::from_str(ok(&patched)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(patched.ok()).unwrap();
     assert_eq!(json["title"], "Shop 2");
     assert_eq!(json["callback"], "https://shop.example.com/chip");
 
@@ -136,16 +92,16 @@ async fn manage_a_webhook_from_create_to_delete() {
         &[],
     )
     .await;
-    let json: serde_json::Value = serde_json::from_str(ok(&updated)).unwrap();
+    let json: serde_json::Value = serde_json::from_str(updated.ok()).unwrap();
     assert_eq!(json["all_events"], true);
     assert_eq!(json["callback"], "https://a.example.com/");
 
     let deleted = chip(&mock, &["webhooks", "delete", &id], &[]).await;
-    assert!(ok(&deleted).contains(&format!("Deleted webhook {id}")));
+    assert!(deleted.ok().contains(&format!("Deleted webhook {id}")));
     assert_eq!(mock.webhook_count(), 0);
 
     let gone = chip(&mock, &["webhooks", "get", &id], &[]).await;
-    assert_eq!(gone.code, 1);
+    assert_eq!(gone.code, Some(1));
     assert_eq!(gone.stderr.lines().count(), 1, "{}", gone.stderr);
     assert!(gone.stderr.contains("404"), "{}", gone.stderr);
 }
@@ -155,7 +111,7 @@ async fn list_all_follows_every_page() {
     let mock = mock().await;
     for i in 0..5 {
         let title = format!("hook {i}");
-        ok(&chip(
+        chip(
             &mock,
             &[
                 "webhooks",
@@ -168,15 +124,16 @@ async fn list_all_follows_every_page() {
             ],
             &[],
         )
-        .await);
+        .await
+        .ok();
     }
     let first = chip(&mock, &["webhooks", "list", "--json"], &[]).await;
-    let page: Vec<serde_json::Value> = serde_json::from_str(ok(&first)).unwrap();
+    let page: Vec<serde_json::Value> = serde_json::from_str(first.ok()).unwrap();
     assert_eq!(page.len(), 2);
     let table = chip(&mock, &["webhooks", "list"], &[]).await;
-    assert!(ok(&table).contains("add --all"));
+    assert!(table.ok().contains("add --all"));
     let all = chip(&mock, &["webhooks", "list", "--all", "--json"], &[]).await;
-    let all: Vec<serde_json::Value> = serde_json::from_str(ok(&all)).unwrap();
+    let all: Vec<serde_json::Value> = serde_json::from_str(all.ok()).unwrap();
     let titles: Vec<&str> = all.iter().map(|w| w["title"].as_str().unwrap()).collect();
     assert_eq!(titles, ["hook 0", "hook 1", "hook 2", "hook 3", "hook 4"]);
 }
@@ -185,7 +142,7 @@ async fn list_all_follows_every_page() {
 async fn public_key_prints_pem() {
     let mock = mock().await;
     let out = chip(&mock, &["public-key"], &[]).await;
-    let pem = ok(&out);
+    let pem = out.ok();
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"), "{pem}");
     assert!(pem.trim_end().ends_with("-----END PUBLIC KEY-----"));
     assert_eq!(pem.trim_end(), mock.company_public_key().trim_end());
@@ -196,7 +153,7 @@ async fn a_bad_api_key_is_one_clear_line_and_is_never_printed() {
     let mock = mock().await;
     let key = "sk_live_this_key_is_wrong_123456";
     let out = chip(&mock, &["webhooks", "list"], &[("CHIP_API_KEY", key)]).await;
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, Some(1));
     assert_eq!(out.stdout, "");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
@@ -204,7 +161,7 @@ async fn a_bad_api_key_is_one_clear_line_and_is_never_printed() {
     assert!(!out.stderr.contains(key) && !out.stderr.contains("panicked"));
 
     let out = chip(&mock, &["--api-key", key, "public-key"], &[]).await;
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, Some(1));
     assert!(!out.stderr.contains(key));
 }
 
@@ -212,7 +169,7 @@ async fn a_bad_api_key_is_one_clear_line_and_is_never_printed() {
 async fn usage_errors_exit_2() {
     let mock = mock().await;
     let out = chip(&mock, &["webhooks", "list"], &[("CHIP_API_KEY", "")]).await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("no API key"), "{}", out.stderr);
 
     let out = chip(
@@ -230,7 +187,7 @@ async fn usage_errors_exit_2() {
         &[],
     )
     .await;
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("unknown event name"), "{}", out.stderr);
 
     let long = "t".repeat(101);
@@ -248,11 +205,11 @@ async fn usage_errors_exit_2() {
         &[],
     )
     .await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert_eq!(mock.webhook_count(), 0, "nothing was sent");
 
     let out = chip(&mock, &["webhooks", "get", "not-a-uuid"], &[]).await;
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,7 +231,7 @@ async fn every_command_has_help() {
         &["listen", "--help"],
     ] {
         let out = chip(&mock, args, &[]).await;
-        assert!(ok(&out).contains("Usage: chip"), "{args:?}: {}", out.stdout);
+        assert!(out.ok().contains("Usage: chip"), "{args:?}: {}", out.stdout);
         assert!(
             !out.stdout.contains(mock.api_key()),
             "help never shows the key"
@@ -296,7 +253,7 @@ fn verify(args: &[&str], stdin: Option<&[u8]>) -> Run {
     drop(input);
     let out = child.wait_with_output().unwrap();
     Run {
-        code: out.status.code().unwrap_or(-1),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -306,20 +263,17 @@ fn verify(args: &[&str], stdin: Option<&[u8]>) -> Run {
 fn verify_exit_codes() {
     let key = fixture("public_key.pem");
     let body = fixture("body.json");
-    let signature = std::fs::read_to_string(fixture("x-signature.txt")).unwrap();
+    let signature = common::vector_signature();
     let (key, body) = (key.to_str().unwrap(), body.to_str().unwrap());
 
-    let valid = verify(&["--key", key, "--signature", signature.trim(), body], None);
-    assert_eq!((valid.code, valid.stdout.as_str()), (0, "valid\n"));
+    let valid = verify(&["--key", key, "--signature", &signature, body], None);
+    assert_eq!((valid.code, valid.stdout.as_str()), (Some(0), "valid\n"));
 
     let bytes = std::fs::read(body).unwrap();
-    let from_stdin = verify(
-        &["--key", key, "--signature", signature.trim()],
-        Some(&bytes),
-    );
+    let from_stdin = verify(&["--key", key, "--signature", &signature], Some(&bytes));
     assert_eq!(
         (from_stdin.code, from_stdin.stdout.as_str()),
-        (0, "valid\n")
+        (Some(0), "valid\n")
     );
 
     let sha512 = verify(
@@ -327,30 +281,27 @@ fn verify_exit_codes() {
             "--key",
             key,
             "--signature",
-            signature.trim(),
+            &signature,
             "--digest",
             "sha512",
             body,
         ],
         None,
     );
-    assert_eq!(sha512.code, 1);
+    assert_eq!(sha512.code, Some(1));
     assert!(sha512.stdout.starts_with("invalid: "), "{}", sha512.stdout);
 
     let mut tampered = bytes.clone();
     tampered[10] ^= 1;
-    let out = verify(
-        &["--key", key, "--signature", signature.trim()],
-        Some(&tampered),
-    );
-    assert_eq!(out.code, 1);
+    let out = verify(&["--key", key, "--signature", &signature], Some(&tampered));
+    assert_eq!(out.code, Some(1));
     assert!(out.stdout.contains("does not match"), "{}", out.stdout);
 
     let out = verify(
         &["--key", key, "--signature", "%%%not base64%%%", body],
         None,
     );
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, Some(1));
     assert!(out.stdout.contains("base64"), "{}", out.stdout);
 
     let dir = tempfile::tempdir().unwrap();
@@ -361,12 +312,12 @@ fn verify_exit_codes() {
             "--key",
             bad_key.to_str().unwrap(),
             "--signature",
-            signature.trim(),
+            &signature,
             body,
         ],
         None,
     );
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, Some(2));
     assert!(
         out.stderr.starts_with("error: unusable key"),
         "{}",
@@ -377,9 +328,9 @@ fn verify_exit_codes() {
         &["--key", "/nonexistent/key.pem", "--signature", "x", body],
         None,
     );
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, Some(2));
     let out = verify(&["--signature", "x", body], None);
-    assert_eq!(out.code, 2, "missing --key is bad usage");
+    assert_eq!(out.code, Some(2), "missing --key is bad usage");
 
     // The key as the JSON string GET /public_key/ returns.
     let pem = std::fs::read_to_string(key).unwrap();
@@ -390,12 +341,12 @@ fn verify_exit_codes() {
             "--key",
             json_key.to_str().unwrap(),
             "--signature",
-            signature.trim(),
+            &signature,
             body,
         ],
         None,
     );
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
 }
 
 /// `chip listen` receives what `chip trigger` makes the mock send, verifies it, and prints it.
@@ -417,38 +368,18 @@ async fn trigger_and_listen_end_to_end() {
         &[],
     )
     .await;
-    let id = created_id(ok(&created));
+    let id = created_id(created.ok());
 
     // Start the listener with the webhook's key fetched from the API, on a free port.
-    let mut listen = Command::new(CHIP)
-        .args(["listen", "--port", "0", "--webhook", &id, "--max", "2"])
-        .env("CHIP_BASE_URL", mock.base_url())
-        .env("CHIP_API_KEY", mock.api_key())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = listen.stdout.take().unwrap();
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = lines_tx.send(line.unwrap());
-        }
-    });
-    let first = tokio::time::timeout(Duration::from_secs(20), lines.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let url = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://127.0.0.1:"))
-        .unwrap()
-        .to_owned();
+    let mut listening = listen(&mock, &["--webhook", &id, "--max", "2"]).await;
+    let url = listening.url.clone();
 
-    ok(&chip(&mock, &["webhooks", "patch", &id, "--callback", &url], &[]).await);
+    chip(&mock, &["webhooks", "patch", &id, "--callback", &url], &[])
+        .await
+        .ok();
 
     let fired = chip(&mock, &["trigger", "purchase.paid"], &[]).await;
-    let report = ok(&fired);
+    let report = fired.ok();
     assert!(
         report.starts_with("Fired purchase.paid for object "),
         "{report}"
@@ -466,10 +397,7 @@ async fn trigger_and_listen_end_to_end() {
         .unwrap()
         .to_owned();
 
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let line = listening.line().await;
     assert_eq!(line, format!("purchase.paid  {object_id}  paid  valid"));
 
     // A forged delivery to the same listener: printed as invalid and answered 401.
@@ -481,25 +409,17 @@ async fn trigger_and_listen_end_to_end() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let line = listening.line().await;
     assert!(line.starts_with("-  -  -  invalid: "), "{line}");
 
     // Junk does not count towards --max 2: a second verified delivery ends the listener, and
     // the forged one makes it exit 1 with a one-line summary.
-    ok(&chip(&mock, &["trigger", "purchase.paid"], &[]).await);
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    chip(&mock, &["trigger", "purchase.paid"], &[]).await.ok();
+    let line = listening.line().await;
     assert!(line.starts_with("purchase.paid  "), "{line}");
-    let out = tokio::task::spawn_blocking(move || listen.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = listening.finish().await;
+    assert_eq!(out.code, Some(1));
+    let stderr = out.stderr;
     assert_eq!(
         stderr.trim(),
         "error: 1 of 3 deliveries failed verification",
@@ -508,7 +428,7 @@ async fn trigger_and_listen_end_to_end() {
 
     // A trigger with no subscriber says so.
     let none = chip(&mock, &["trigger", "payout.failed"], &[]).await;
-    assert!(ok(&none).contains("No webhook is subscribed"));
+    assert!(none.ok().contains("No webhook is subscribed"));
 }
 
 /// `chip mock` runs a CHIP Gate in the foreground and prints how to reach it; the other commands

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, command, fixture, listen, mock};
+use common::{Run, command, deliver_vector, fixture, listen, mock, vector_body};
 
 fn mode(path: &Path) -> u32 {
     std::fs::symlink_metadata(path)
@@ -30,23 +30,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// Posts the signed test vector (a `purchase.created`) to the listener.
-async fn deliver(url: &str) {
-    let body = std::fs::read(fixture("body.json")).unwrap();
-    let signature = std::fs::read_to_string(fixture("x-signature.txt")).unwrap();
-    let answer = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(url)
-        .header("X-Signature", signature.trim())
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(answer.status(), 200);
 }
 
 /// `chip listen --key KEY --max 1 --save DIR`.
@@ -85,7 +68,7 @@ async fn saving_never_follows_a_planted_link_and_files_are_owner_only() {
 
     let key = fixture("public_key.pem");
     let mut listening = listen_saving(&mock, &key, &save).await;
-    deliver(&listening.url).await;
+    assert_eq!(deliver_vector(&listening.url).await, 200);
     let line = listening.line().await;
     let stem = save.join("0003-purchase.created");
     assert!(
@@ -113,14 +96,14 @@ async fn saving_never_follows_a_planted_link_and_files_are_owner_only() {
     }
     assert_eq!(
         std::fs::read(save.join("0003-purchase.created.body.json")).unwrap(),
-        std::fs::read(fixture("body.json")).unwrap()
+        vector_body()
     );
 
     // A folder that does not exist yet is created 0700, with its missing parents.
     let fresh = root.path().join("a").join("b");
     let mut listening = listen_saving(&mock, &key, &fresh).await;
     assert_eq!(mode(&fresh), 0o700);
-    deliver(&listening.url).await;
+    assert_eq!(deliver_vector(&listening.url).await, 200);
     listening.line().await;
     assert_eq!(listening.finish().await.code, Some(0));
     assert_eq!(mode(&fresh.join("0001-purchase.created.sig")), 0o600);

@@ -9,18 +9,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::CHIP;
+use common::{CHIP, bare};
 
 const HEADING: &str = "Connection (CHIP, or a local mock):";
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(CHIP)
-        .args(args)
-        .arg("--help")
-        .env_remove("CHIP_API_KEY")
-        .env_remove("CHIP_BASE_URL")
-        .output()
-        .unwrap();
+    let out = bare(args).arg("--help").output().unwrap();
     assert!(out.status.success(), "{args:?}");
     String::from_utf8(out.stdout).unwrap()
 }

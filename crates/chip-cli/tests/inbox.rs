@@ -2,6 +2,8 @@
 //! library's own intake (signed deliveries) and worker, as a receiving app would fill it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -9,8 +11,7 @@ use bytes::Bytes;
 use chip_gate::Digest;
 use chip_gate::testing::TestSigner;
 use chip_gate_inbox::{Inbox, StoredDelivery, WorkerOptions};
-
-const CHIP: &str = env!("CARGO_BIN_EXE_chip");
+use common::{Run, bare, run};
 
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -89,64 +90,13 @@ async fn populate_url(url: &str) -> Stored {
     }
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(&self) -> &str {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "stdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        assert_eq!(self.stderr, "");
-        &self.stdout
-    }
-
-    /// Asserts the exit code and a single error line on stderr, and returns that line.
-    fn failed(&self, code: i32) -> &str {
-        assert_eq!(
-            self.code,
-            Some(code),
-            "stdout: {}\nstderr: {}",
-            self.stdout,
-            self.stderr
-        );
-        assert_eq!(self.stdout, "");
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "one line: {}", self.stderr);
-        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
-        lines[0]
-    }
-}
-
 fn command(env_url: Option<&str>, args: &[&str]) -> Command {
-    let mut command = Command::new(CHIP);
-    command
-        .args(args)
-        .env_remove("CHIP_INBOX_DATABASE_URL")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null());
+    let mut command = bare(args);
+    command.stdin(Stdio::null());
     if let Some(url) = env_url {
         command.env("CHIP_INBOX_DATABASE_URL", url);
     }
     command
-}
-
-async fn run(mut command: Command) -> Run {
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// Runs `chip inbox ARGS` with the inbox's URL in `CHIP_INBOX_DATABASE_URL`.
@@ -157,7 +107,7 @@ async fn inbox(url: &str, args: &[&str]) -> Run {
 }
 
 fn json(run: &Run) -> serde_json::Value {
-    serde_json::from_str(run.ok()).unwrap()
+    serde_json::from_str(run.ok_silent()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -166,7 +116,7 @@ async fn status_counts_and_what_is_pending() {
     let (url, _) = populate(dir.path()).await;
 
     let out = inbox(&url, &["status"]).await;
-    let text = out.ok();
+    let text = out.ok_silent();
     for line in [
         "  received:        4",
         "  duplicates:      1",
@@ -204,7 +154,7 @@ async fn status_counts_and_what_is_pending() {
     .await;
     assert_eq!(json(&flag)["counts"]["received"], 4);
     let after = run(command(None, &["inbox", "status", "--database-url", &url])).await;
-    assert!(after.ok().contains("\n  received:        4\n"));
+    assert!(after.ok_silent().contains("\n  received:        4\n"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -213,7 +163,7 @@ async fn list_filters_pages_and_cleans_what_it_prints() {
     let (url, ids) = populate(dir.path()).await;
 
     let out = inbox(&url, &["list"]).await;
-    let text = out.ok();
+    let text = out.ok_silent();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
         lines[0].starts_with("ID  STATE    ATTEMPTS  RECEIVED"),
@@ -238,7 +188,7 @@ async fn list_filters_pages_and_cleans_what_it_prints() {
     assert!(text.contains("purchase.paid ]0;pwned  [2J"), "{text}");
 
     let dead = inbox(&url, &["list", "--state", "dead"]).await;
-    let dead = dead.ok();
+    let dead = dead.ok_silent();
     assert_eq!(dead.lines().count(), 2, "{dead}");
     assert!(
         dead.lines()
@@ -248,10 +198,10 @@ async fn list_filters_pages_and_cleans_what_it_prints() {
     );
 
     let none = inbox(&url, &["list", "--state", "stale"]).await;
-    assert_eq!(none.ok(), "No deliveries.\n");
+    assert_eq!(none.ok_silent(), "No deliveries.\n");
 
     let page = inbox(&url, &["list", "--limit", "2"]).await;
-    let page = page.ok();
+    let page = page.ok_silent();
     assert_eq!(page.lines().count(), 4, "{page}");
     assert!(
         page.ends_with(&format!(
@@ -305,7 +255,7 @@ async fn show_prints_the_body_only_when_asked() {
     let dead = ids.dead.to_string();
 
     let out = inbox(&url, &["show", &dead]).await;
-    let text = out.ok();
+    let text = out.ok_silent();
     for line in [
         format!("id:             {dead}"),
         "state:          dead".to_owned(),
@@ -328,7 +278,7 @@ async fn show_prints_the_body_only_when_asked() {
 
     let body = purchase("p2", "purchase.paid", 300);
     let with_body = inbox(&url, &["show", &dead, "--body"]).await;
-    let with_body = with_body.ok();
+    let with_body = with_body.ok_silent();
     assert!(with_body.contains(&format!("body ({} bytes):\n", body.len())));
     assert!(with_body.ends_with(&format!("{}\n", std::str::from_utf8(&body).unwrap())));
     assert!(with_body.contains("\nsignature:      "), "{with_body}");
@@ -344,7 +294,7 @@ async fn show_prints_the_body_only_when_asked() {
     // The hostile delivery: cleaned for the terminal, exact in JSON.
     let pending = ids.pending.to_string();
     let hostile = inbox(&url, &["show", &pending, "--body"]).await;
-    let hostile = hostile.ok();
+    let hostile = hostile.ok_silent();
     assert!(!hostile.chars().any(|c| c.is_control() && c != '\n'));
     assert!(hostile.contains("next attempt:   20"), "{hostile}");
     let exact = json(&inbox(&url, &["show", &pending, "--json", "--body"]).await);
@@ -369,7 +319,7 @@ async fn retry_and_replay_requeue_what_they_may() {
     let dead = ids.dead.to_string();
     let retried = inbox(&url, &["retry", &dead]).await;
     assert_eq!(
-        retried.ok(),
+        retried.ok_silent(),
         format!("Delivery {dead} is pending again: due now, with a fresh set of attempts.\n")
     );
     assert_eq!(state(ids.dead).await, "pending");
@@ -391,7 +341,7 @@ async fn retry_and_replay_requeue_what_they_may() {
     );
     let replayed = inbox(&url, &["replay", &done]).await;
     assert_eq!(
-        replayed.ok(),
+        replayed.ok_silent(),
         format!("Delivery {done} is pending again: it will be handed over once more.\n")
     );
     assert_eq!(state(ids.created).await, "pending");
@@ -426,12 +376,12 @@ async fn purge_removes_finished_deliveries_only() {
 
     let none = inbox(&url, &["purge", "--older-than", "7d"]).await;
     assert_eq!(
-        none.ok(),
+        none.ok_silent(),
         "Removed 0 done or stale deliveries finished more than 7d ago.\n"
     );
     let now = inbox(&url, &["purge", "--older-than", "0s", "--force"]).await;
     assert_eq!(
-        now.ok(),
+        now.ok_silent(),
         "Removed 2 done or stale deliveries finished more than 0s ago.\n"
     );
     let left = json(&inbox(&url, &["list", "--json"]).await);
@@ -672,17 +622,31 @@ async fn the_same_commands_on_postgres() {
         (Some(1), Some(1))
     );
     let dead = inbox(&url, &["list", "--state", "dead"]).await;
-    assert!(dead.ok().contains("warehouse said no"), "{}", dead.stdout);
+    assert!(
+        dead.ok_silent().contains("warehouse said no"),
+        "{}",
+        dead.stdout
+    );
     let shown = inbox(&url, &["show", &ids.dead.to_string(), "--body"]).await;
-    assert!(shown.ok().contains("\"id\":\"p2\""), "{}", shown.stdout);
-    inbox(&url, &["retry", &ids.dead.to_string()]).await.ok();
+    assert!(
+        shown.ok_silent().contains("\"id\":\"p2\""),
+        "{}",
+        shown.stdout
+    );
+    inbox(&url, &["retry", &ids.dead.to_string()])
+        .await
+        .ok_silent();
     inbox(&url, &["replay", &ids.created.to_string()])
         .await
-        .ok();
+        .ok_silent();
     let missing = inbox(&url, &["show", "9999"]).await;
     assert_eq!(missing.failed(1), "error: no delivery with id 9999");
     let purged = inbox(&url, &["purge", "--older-than", "0s", "--force"]).await;
-    assert!(purged.ok().starts_with("Removed 1 "), "{}", purged.stdout);
+    assert!(
+        purged.ok_silent().starts_with("Removed 1 "),
+        "{}",
+        purged.stdout
+    );
 
     // A wrong password: refused, and neither password is printed.
     let wrong = match url.split_once('@') {

@@ -3,18 +3,14 @@
 //! database that has none, keeps whatever is there, and changes nothing when run again.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 
 use chip_gate_inbox::{Inbox, InboxOptions};
 
-const CHIP: &str = env!("CARGO_BIN_EXE_chip");
-
 fn chip(args: &[&str]) -> Output {
-    Command::new(CHIP)
-        .args(args)
-        .env_remove("CHIP_INBOX_DATABASE_URL")
-        .output()
-        .unwrap()
+    common::bare(args).output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {

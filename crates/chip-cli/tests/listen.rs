@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{chip, fixture, listen, mock};
+use common::{chip, fixture, http, listen, mock, vector_body, vector_signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Sends a raw HTTP/1.1 request and returns the status code of the answer.
@@ -30,10 +30,10 @@ async fn only_verified_deliveries_count_and_junk_makes_the_exit_code_1() {
     let mock = mock().await;
     let key = fixture("public_key.pem");
     let mut listening = listen(&mock, &["--key", key.to_str().unwrap(), "--max", "1"]).await;
-    let body = std::fs::read(fixture("body.json")).unwrap();
-    let signature = std::fs::read_to_string(fixture("x-signature.txt")).unwrap();
-    let signature = signature.trim();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let body = vector_body();
+    let signature = vector_signature();
+    let signature = signature.as_str();
+    let http = http();
 
     // No signature: refused before the body is read.
     let answer = http
@@ -175,7 +175,7 @@ async fn saved_deliveries_verify_again_with_chip_verify() {
         "{line}"
     );
     // A signature no key can produce is refused before its body is read: nothing to save.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = http();
     let refused = http
         .post(&listening.url)
         .header("X-Signature", "AAAA")

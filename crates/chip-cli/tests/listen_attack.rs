@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{fixture, listen, mock};
+use common::{fixture, listen, mock, vector_body, vector_signature};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -80,14 +80,14 @@ async fn half_sent_bodies_cannot_grow_the_receiver_or_starve_a_delivery() {
     peak = peak.max(resident_bytes(pid).unwrap_or(0));
 
     // A real delivery (CHIP's signed vector) is still answered, and at once.
-    let signature = std::fs::read_to_string(fixture("x-signature.txt")).unwrap();
-    let delivery = std::fs::read(fixture("body.json")).unwrap();
+    let signature = vector_signature();
+    let delivery = vector_body();
     let started = Instant::now();
     let mut stream = TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "POST /chip HTTP/1.1\r\nhost: x\r\nx-signature: {}\r\ncontent-length: {}\r\n\
          connection: close\r\n\r\n",
-        signature.trim(),
+        signature,
         delivery.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();

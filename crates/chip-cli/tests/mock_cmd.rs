@@ -2,22 +2,18 @@
 //! stdout ends it quietly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn chip() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chip"));
-    command
-        .env_remove("CHIP_API_KEY")
-        .env_remove("CHIP_BASE_URL");
-    command
-}
+use common::bare;
 
 #[test]
 fn the_mock_stops_at_once_on_a_signal() {
     for signal in ["-INT", "-TERM"] {
-        let mut child = chip()
+        let mut child = bare(&[])
             .args(["mock", "--port", "0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -43,7 +39,7 @@ fn the_mock_stops_at_once_on_a_signal() {
 
 #[test]
 fn a_closed_stdout_ends_the_mock_quietly() {
-    let mut child = chip()
+    let mut child = bare(&[])
         .args(["mock", "--port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -58,7 +54,7 @@ fn a_closed_stdout_ends_the_mock_quietly() {
 
 #[test]
 fn delivery_fault_flags_are_said_and_in_force() {
-    let mut child = chip()
+    let mut child = bare(&[])
         .args([
             "mock",
             "--port",
@@ -110,7 +106,7 @@ fn delivery_fault_flags_are_said_and_in_force() {
     let _ = child.wait();
     drop(reader);
 
-    let refused = chip()
+    let refused = bare(&[])
         .args(["mock", "--port", "0", "--reorder-rate", "1.5"])
         .output()
         .unwrap();

@@ -50,7 +50,7 @@ async fn a_closed_stdout_ends_every_printing_command_quietly() {
     let id = common::create(&mock, "https://y.example.com/").await;
     let key = common::fixture("public_key.pem");
     let body = common::fixture("body.json");
-    let signature = std::fs::read_to_string(common::fixture("x-signature.txt")).unwrap();
+    let signature = common::vector_signature();
     let cases: Vec<Vec<&str>> = vec![
         vec!["webhooks", "list", "--json", "--all"],
         vec!["webhooks", "list", "--all"],
@@ -74,7 +74,7 @@ async fn a_closed_stdout_ends_every_printing_command_quietly() {
             "--key",
             key.to_str().unwrap(),
             "--signature",
-            signature.trim(),
+            &signature,
             body.to_str().unwrap(),
         ],
         vec!["--help"],

@@ -216,10 +216,9 @@ fn on_a_terminal(mock: &MockServer, args: &str, answer: &str) -> Option<(i32, St
         return None;
     }
     let chip = common::CHIP;
-    let mut child = Command::new("script")
-        .args(["-qec", &format!("{chip} {args}"), "/dev/null"])
-        .env("CHIP_BASE_URL", mock.base_url())
-        .env("CHIP_API_KEY", mock.api_key())
+    let mut script = Command::new("script");
+    script.args(["-qec", &format!("{chip} {args}"), "/dev/null"]);
+    let mut child = common::connect(&mut script, mock)
         .env("SHOP_ENV", "staging")
         .env("SHOP_HOST", "staging.shop.example.com")
         .stdin(Stdio::piped())

@@ -309,7 +309,7 @@ async fn verify_uses_every_key_of_a_keys_out_bundle() {
     }
     // `chip listen --key BUNDLE` passes a delivery of each webhook, whichever key signed it.
     let mut listening = listen(&mock, &["--key", keys, "--max", "2"]).await;
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = common::http();
     for hook in &hooks {
         let delivery = log.iter().find(|d| d.webhook_id == *hook).unwrap();
         let answer = http

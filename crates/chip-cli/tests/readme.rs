@@ -68,13 +68,8 @@ async fn the_readme_cli_walkthrough_works_as_written() {
     bash.arg("-c")
         .arg(format!("set -euo pipefail\n{script}\n"))
         .current_dir(dir.path())
-        .env("PATH", path)
-        .env("CHIP_BASE_URL", mock.base_url())
-        .env("CHIP_API_KEY", mock.api_key())
-        .env_remove("RUST_BACKTRACE");
-    for proxy in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
-        bash.env_remove(proxy);
-    }
+        .env("PATH", path);
+    common::connect(&mut bash, &mock);
     let out = tokio::time::timeout(Duration::from_secs(120), common::run(bash))
         .await
         .expect("the walkthrough finishes within 2 minutes");

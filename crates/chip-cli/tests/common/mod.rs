@@ -30,6 +30,35 @@ impl Run {
         );
         &self.stdout
     }
+
+    /// Asserts exit 0 with nothing on stderr, and returns stdout.
+    pub fn ok_silent(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(self.stderr, "");
+        &self.stdout
+    }
+
+    /// Asserts the exit code and a single error line on stderr, and returns that line.
+    pub fn failed(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(self.stdout, "");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {}", self.stderr);
+        assert!(lines[0].starts_with("error: "), "{}", self.stderr);
+        lines[0]
+    }
 }
 
 /// A mock on a free port of 127.0.0.1 with pre-made keys (fast).
@@ -47,8 +76,15 @@ pub async fn mock() -> MockServer {
 /// backtraces).
 pub fn command(mock: &MockServer, args: &[&str]) -> Command {
     let mut command = Command::new(CHIP);
+    command.args(args);
+    connect(&mut command, mock);
     command
-        .args(args)
+}
+
+/// Points `command` (`chip`, or a shell or terminal running it) at the mock: its URL and key in
+/// the environment, and no proxies or backtraces from ours.
+pub fn connect<'a>(command: &'a mut Command, mock: &MockServer) -> &'a mut Command {
+    command
         .env("CHIP_BASE_URL", mock.base_url())
         .env("CHIP_API_KEY", mock.api_key())
         .env_remove("RUST_BACKTRACE");
@@ -63,6 +99,22 @@ pub fn command(mock: &MockServer, args: &[&str]) -> Command {
         "no_proxy",
     ] {
         command.env_remove(proxy);
+    }
+    command
+}
+
+/// A `chip` command that takes none of its settings from our environment: no API key, base URL
+/// or inbox database, and no backtraces.
+pub fn bare(args: &[&str]) -> Command {
+    let mut command = Command::new(CHIP);
+    command.args(args);
+    for name in [
+        "CHIP_API_KEY",
+        "CHIP_BASE_URL",
+        "CHIP_INBOX_DATABASE_URL",
+        "RUST_BACKTRACE",
+    ] {
+        command.env_remove(name);
     }
     command
 }
@@ -194,6 +246,38 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../chip-gate/tests/fixtures/chip-collect/signed-vector")
         .join(name)
+}
+
+/// The body of the signed test vector (a `purchase.created`).
+pub fn vector_body() -> Vec<u8> {
+    std::fs::read(fixture("body.json")).unwrap()
+}
+
+/// The X-Signature of the signed test vector, without surrounding whitespace.
+pub fn vector_signature() -> String {
+    std::fs::read_to_string(fixture("x-signature.txt"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// An HTTP client for the listener under test that never goes through a proxy from the
+/// environment.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Posts the signed test vector to `url` (a listener) and returns the answer's status.
+pub async fn deliver_vector(url: &str) -> u16 {
+    http()
+        .post(url)
+        .header("X-Signature", vector_signature())
+        .body(vector_body())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Two webhooks (`paid` for `purchase.paid`, `all` for every event) calling a local sink that
