@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use chip_gate_mock::MockServer;
-use common::{CHIP, Run, command, fixture, listen, mock, run};
+use common::{CHIP, Run, chip_mock, command, fixture, listen, mock, run};
 
 /// Runs `chip` with the mock's URL and key in the environment (unless `env` overrides them).
 async fn chip(mock: &MockServer, args: &[&str], env: &[(&str, &str)]) -> Run {
@@ -436,35 +435,9 @@ async fn trigger_and_listen_end_to_end() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chip_mock_serves_in_the_foreground_and_prints_its_env_lines() {
     let key = "test_key_for_chip_mock_command";
-    let mut child = Command::new(CHIP)
-        .args(["mock", "--port", "0", "--api-key", key])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let mut printed = Vec::new();
-    while !printed
-        .iter()
-        .any(|l: &String| l.contains("export CHIP_API_KEY="))
-    {
-        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        printed.push(line);
-    }
-    let base_url = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export CHIP_BASE_URL="))
-        .unwrap()
-        .to_owned();
+    let running = chip_mock(&["--api-key", key]).await;
+    let printed = &running.printed;
+    let base_url = running.export("CHIP_BASE_URL");
     assert!(base_url.starts_with("http://127.0.0.1:") && base_url.ends_with("/api/v1"));
     // A key the user gave is never printed back.
     assert!(printed.iter().all(|l| !l.contains(key)), "{printed:?}");
@@ -499,54 +472,17 @@ async fn chip_mock_serves_in_the_foreground_and_prints_its_env_lines() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(String::from_utf8_lossy(&run.stdout).starts_with("Created webhook "));
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-/// Reads `chip mock`'s lines until the `export CHIP_API_KEY=` one; returns the printed lines.
-async fn chip_mock_lines(child: &mut std::process::Child) -> Vec<String> {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let mut printed = Vec::new();
-    while !printed
-        .iter()
-        .any(|l: &String| l.contains("export CHIP_API_KEY="))
-    {
-        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        printed.push(line);
-    }
-    printed
+    running.stop();
 }
 
 /// Without `--api-key`, `chip mock` picks a random key per run and prints it once; with
 /// `--variations` it answers with CHIP's variations (here: relative page links, a bodiless 401).
 #[tokio::test(flavor = "multi_thread")]
 async fn chip_mock_chooses_and_prints_a_random_key_and_has_a_variations_switch() {
-    let mut child = Command::new(CHIP)
-        .args(["mock", "--port", "0", "--variations"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let printed = chip_mock_lines(&mut child).await;
-    let base_url = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export CHIP_BASE_URL="))
-        .unwrap()
-        .to_owned();
-    let key = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export CHIP_API_KEY="))
-        .unwrap()
-        .to_owned();
+    let running = chip_mock(&["--variations"]).await;
+    let printed = &running.printed;
+    let base_url = running.export("CHIP_BASE_URL");
+    let key = running.export("CHIP_API_KEY");
     assert!(key.starts_with("test_mock_") && key.len() >= 40, "{key}");
     assert_ne!(key, chip_gate_mock::DEFAULT_API_KEY);
     assert_eq!(
@@ -554,7 +490,7 @@ async fn chip_mock_chooses_and_prints_a_random_key_and_has_a_variations_switch()
         1,
         "printed once: {printed:?}"
     );
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = common::http();
     for i in 0..21 {
         let resp = http
             .post(format!("{base_url}/webhooks/"))
@@ -583,6 +519,5 @@ async fn chip_mock_chooses_and_prints_a_random_key_and_has_a_variations_switch()
         .unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.bytes().await.unwrap().is_empty());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    running.stop();
 }

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{CHIP, bare};
+use common::{CHIP, bare, chip_mock};
 
 const HEADING: &str = "Connection (CHIP, or a local mock):";
 
@@ -111,39 +109,23 @@ fn chip_mock_help_lists_the_faults() {
 #[tokio::test(flavor = "multi_thread")]
 async fn chip_mock_api_faults_take_effect() {
     let key = "test_key_for_chip_mock_faults";
-    let mut child = Command::new(CHIP)
-        .args(["mock", "--port", "0", "--api-key", key])
-        .args(["--error-rate", "1", "--error-status", "418"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap());
-        }
-    });
-    let mut printed: Vec<String> = Vec::new();
-    while !printed.iter().any(|l| l.contains("export CHIP_API_KEY=")) {
-        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        printed.push(line);
-    }
+    let running = chip_mock(&[
+        "--api-key",
+        key,
+        "--error-rate",
+        "1",
+        "--error-status",
+        "418",
+    ])
+    .await;
+    let printed = &running.printed;
     assert!(
         printed
             .iter()
             .any(|l| l.contains("API faults: 100% of API requests are answered 418")),
         "{printed:?}"
     );
-    let base_url = printed
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("export CHIP_BASE_URL="))
-        .unwrap()
-        .to_owned();
+    let base_url = running.export("CHIP_BASE_URL");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(CHIP)
             .args(["public-key", "--base-url", &base_url, "--api-key-file", "-"])
@@ -160,8 +142,7 @@ async fn chip_mock_api_faults_take_effect() {
     })
     .await
     .unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    running.stop();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("418"), "{stderr}");

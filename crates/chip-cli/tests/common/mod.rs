@@ -241,6 +241,58 @@ pub async fn listen(mock: &MockServer, args: &[&str]) -> Listening {
     listening
 }
 
+/// A `chip mock` running in the foreground, and what it printed up to its `export CHIP_API_KEY=`
+/// line.
+pub struct ChipMock {
+    pub child: Child,
+    pub printed: Vec<String>,
+}
+
+impl ChipMock {
+    /// The value of its `export NAME=` line.
+    pub fn export(&self, name: &str) -> String {
+        let prefix = format!("export {name}=");
+        self.printed
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Kills it and waits for it.
+    pub fn stop(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Starts `chip mock --port 0 args...` and reads its lines up to the `export CHIP_API_KEY=` one
+/// (each within 30 s). Its stdout is read until it ends: a closed stdout would stop it.
+pub async fn chip_mock(args: &[&str]) -> ChipMock {
+    let mut child = bare(&["mock", "--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let mut printed: Vec<String> = Vec::new();
+    while !printed.iter().any(|l| l.contains("export CHIP_API_KEY=")) {
+        let line = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        printed.push(line);
+    }
+    ChipMock { child, printed }
+}
+
 /// A file of the signed test vector in chip-gate's fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
