@@ -11,7 +11,7 @@ use bytes::Bytes;
 use chip_gate::Digest;
 use chip_gate::testing::TestSigner;
 use chip_gate_inbox::{Inbox, StoredDelivery, WorkerOptions};
-use common::{Run, bare, run};
+use common::{Run, bare, run, with_closed_stdout};
 
 fn fixture(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -562,17 +562,8 @@ async fn a_closed_stdout_ends_every_inbox_command_quietly() {
         vec!["inbox", "purge", "--older-than", "30d"],
     ];
     for args in cases {
-        let mut command = command(Some(&url), &args);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let out = tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().unwrap();
-            drop(child.stdout.take());
-            child.wait_with_output().unwrap()
-        })
-        .await
-        .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        let (code, stderr) = with_closed_stdout(command(Some(&url), &args)).await;
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
         assert_eq!(stderr, "", "{args:?}");
     }
     // The retry and the replay were made before the output failed.

@@ -4,28 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use common::{chip, command, mock};
-
-/// Runs `command` with stdout a pipe whose read end is closed before `chip` writes anything.
-async fn with_closed_stdout(mut command: Command) -> (Option<i32>, String) {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = command.spawn().unwrap();
-        drop(child.stdout.take());
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{chip, command, mock, with_closed_stdout};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stdout_ends_every_printing_command_quietly() {

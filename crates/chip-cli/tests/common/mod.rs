@@ -132,6 +132,25 @@ pub async fn run(mut command: Command) -> Run {
     }
 }
 
+/// Runs `command` with stdout a pipe whose read end is closed before `chip` writes anything.
+pub async fn with_closed_stdout(mut command: Command) -> (Option<i32>, String) {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Writes `text` to `dir/name` and returns the path as text.
 pub fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
