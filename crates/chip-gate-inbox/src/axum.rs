@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use chip_gate::serve::{BodyError, ReadBodyError, read_body};
 
 use crate::error::IntakeError;
@@ -82,6 +82,40 @@ impl Intake {
             .route(path, post(handler))
             .with_state(self.clone())
     }
+
+    /// A router answering the health checks of an orchestrator or load balancer:
+    ///
+    /// - `GET /livez`: `200 live` while the intake's writers run ([`Intake::is_live`]), else
+    ///   `503`. It never looks at the database (restarting the process does not mend one).
+    /// - `GET /readyz`: `200 ready` while deliveries are stored ([`Intake::readiness`]), else
+    ///   `503` with the reason: the database cannot be written (and why), or the intake is
+    ///   shutting down ([`Intake::drain`]).
+    ///
+    /// Merge it next to the webhook route: `app.merge(intake.health_router())`. Serve it on a
+    /// private listener instead if the reasons (database errors) should not be public.
+    pub fn health_router<S>(&self) -> Router<S> {
+        Router::new()
+            .route("/livez", get(live))
+            .route("/readyz", get(ready))
+            .with_state(self.clone())
+    }
+}
+
+async fn live(State(intake): State<Intake>) -> Response {
+    if intake.is_live() {
+        (StatusCode::OK, "live").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not live: the intake's writers stopped",
+        )
+            .into_response()
+    }
+}
+
+async fn ready(State(intake): State<Intake>) -> Response {
+    let readiness = intake.readiness().await;
+    (readiness.status(), readiness.to_string()).into_response()
 }
 
 impl IntoResponse for IntakeError {
