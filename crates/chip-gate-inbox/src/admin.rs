@@ -76,6 +76,7 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Database`] (the gauges keep their previous values).
     pub async fn record_gauges(&self) -> Result<(), InboxError> {
+        self.ensure_schema().await?;
         let (states, oldest) = match &self.shared.backend {
             Backend::Sqlite(pool) => ops::sqlite::state_gauges(pool).await?,
             Backend::Postgres(pool) => ops::postgres::state_gauges(pool).await?,
@@ -211,6 +212,7 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Database`].
     pub async fn purge_finished_before(&self, age: Duration) -> Result<u64, InboxError> {
+        self.ensure_schema().await?;
         let cutoff = now_ms().saturating_sub(ms(age));
         Ok(match &self.shared.backend {
             Backend::Sqlite(pool) => ops::sqlite::purge(pool, cutoff).await?,

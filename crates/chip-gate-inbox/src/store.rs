@@ -332,8 +332,11 @@ impl Inbox {
             "sqlite" => {
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
                 let parsed = SqliteConnectOptions::from_str(url)?;
+                // SQLite never creates the file: `ensure_schema` does, private, before the first
+                // connection that needs it (a lazy pool may be asked for one earlier; it then
+                // fails until the file exists, rather than making it with the umask's mode).
                 let mut connect = parsed
-                    .create_if_missing(options.migrate)
+                    .create_if_missing(memory)
                     .synchronous(SqliteSynchronous::Full)
                     .busy_timeout(options.busy_timeout);
                 if options.migrate {

@@ -119,26 +119,16 @@ where
                 break;
             }
             let lane: String = candidate.try_get("lane")?;
-            let mut locked = sqlx::query(&lock_sql)
+            // None: the lane is leased, locked by another claim, or not there (another claim's
+            // insert of it is not committed yet, or retention removed it since the candidates
+            // were read). Skipped this time: a later claim makes a missing lane in its sorted
+            // insert above. Inserting it here, in candidate order, could wait for another
+            // claim's uncommitted insert while that claim waits for one of ours: a deadlock.
+            let locked = sqlx::query(&lock_sql)
                 .bind(&lane)
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if locked.is_none() {
-                // A lane removed by retention since the candidates were read: make it (a leased
-                // or locked lane stays as it is).
-                sqlx::query(
-                    "INSERT INTO chip_inbox_lanes (lane) VALUES ($1) ON CONFLICT (lane) DO NOTHING",
-                )
-                .bind(&lane)
-                .execute(&mut *tx)
-                .await?;
-                locked = sqlx::query(&lock_sql)
-                    .bind(&lane)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            }
             let Some(locked) = locked else { continue };
             let handled: Option<i64> = locked.try_get("handled_updated_on")?;
             // A token left on the lane is a lease that expired: finishing clears it.
