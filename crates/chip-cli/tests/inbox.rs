@@ -120,7 +120,7 @@ async fn status_counts_and_what_is_pending() {
     for line in [
         "  received:        4",
         "  duplicates:      1",
-        "  stale:           0",
+        "  stale:           0 (of which expired: 0, at or below the retention horizon)",
         "  done:            2",
         "  retried:         0",
         "  dead:            1",

@@ -91,7 +91,7 @@ fn print_status(status: &chip_gate_inbox::InboxStatus) -> Result<(), Failure> {
         "Counts since the inbox was created:\n  \
          received:        {}\n  \
          duplicates:      {}\n  \
-         stale:           {}\n  \
+         stale:           {} (of which expired: {}, at or below the retention horizon)\n  \
          done:            {}\n  \
          retried:         {}\n  \
          dead:            {}\n\
@@ -103,6 +103,7 @@ fn print_status(status: &chip_gate_inbox::InboxStatus) -> Result<(), Failure> {
         counts.received,
         counts.duplicates,
         counts.stale,
+        counts.expired,
         counts.done,
         counts.retried,
         counts.dead,
