@@ -11,6 +11,7 @@ mod listen;
 mod mock;
 mod output;
 mod plan;
+mod relay;
 mod term;
 mod trigger;
 mod verify;
@@ -146,6 +147,9 @@ enum Command {
     Listen(ListenCommand),
     /// Look into and act on a durable inbox (chip-gate-inbox) by its database URL.
     Inbox(inbox::InboxArgs),
+    /// Receive CHIP's deliveries durably and forward each to your app, signed with Standard
+    /// Webhooks: in order per object, retried until the app answers 2xx.
+    Relay(relay::RelayArgs),
 }
 
 fn main() -> ExitCode {
@@ -188,6 +192,10 @@ fn main() -> ExitCode {
             Command::Listen(l) => listen::run(&before.under(l.api), l.args).await,
             Command::Inbox(args) => match before.refuse_for("inbox") {
                 Ok(()) => inbox::run(args).await,
+                Err(failure) => Err(failure),
+            },
+            Command::Relay(args) => match before.refuse_for("relay") {
+                Ok(()) => relay::run(args).await,
                 Err(failure) => Err(failure),
             },
         }

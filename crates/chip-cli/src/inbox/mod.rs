@@ -19,7 +19,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::common::Outcome;
 
-use self::url::DatabaseUrl;
+pub(crate) use self::time::parse_duration;
+pub(crate) use self::url::DatabaseUrl;
 
 /// The environment variable holding the inbox's database URL.
 pub const DATABASE_URL_ENV: &str = "CHIP_INBOX_DATABASE_URL";

@@ -7,7 +7,7 @@ use crate::output;
 /// Parses an age as `jiff` reads a span: `7d`, `48h`, `90m`, `30s`, `2w`, a sum such as `1d12h` or
 /// `1d 12h`, units spelled out (`36 hours`), or ISO 8601 (`P7D`). Whole, positive units only, and
 /// nothing longer than weeks (a month or a year has no fixed length); a day is 24 hours.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     const HINT: &str =
         "expected numbers with units (s, m, h, d, w), e.g. 7d, 48h, 1d12h or 36 hours";
     let text = text.trim();

@@ -13,14 +13,14 @@ use crate::term::clean;
 use super::DATABASE_URL_ENV;
 
 /// The database URL, its password (if any) and how to show it.
-pub(super) struct DatabaseUrl {
+pub(crate) struct DatabaseUrl {
     pub(super) url: String,
     /// The password as the URL holds it: percent-encoded, and as written when that differs.
     passwords: Vec<String>,
 }
 
 impl DatabaseUrl {
-    pub(super) fn new(url: String) -> Self {
+    pub(crate) fn new(url: String) -> Self {
         let mut passwords = Vec::new();
         if let Ok(parsed) = Url::parse(&url)
             && let Some(password) = parsed.password()
@@ -45,7 +45,7 @@ impl DatabaseUrl {
     }
 
     /// `text` with the password (as written, and percent-decoded) replaced by `***`.
-    pub(super) fn scrub(&self, text: &str) -> String {
+    pub(crate) fn scrub(&self, text: &str) -> String {
         let mut text = redact(text);
         for password in &self.passwords {
             let decoded = percent_decode_str(password).decode_utf8_lossy();
