@@ -1,20 +1,16 @@
 //! The axum extractor over real HTTP on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{FromRef, State};
 use axum::routing::post;
 use chip_gate::serve::ServeOptions;
-use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, EventName, ObjectKind, VerifiedDelivery, Verifier};
-
-const CHIP_PEM: &str = include_str!("fixtures/chip-collect/signed-vector/public_key.pem");
-const CHIP_BODY: &[u8] = include_bytes!("fixtures/chip-collect/signed-vector/body.json");
-const CHIP_SIGNATURE: &str = include_str!("fixtures/chip-collect/signed-vector/x-signature.txt");
-const PRIVATE_KEY: &str = include_str!("fixtures/kat/rsa2048-private-pkcs8.pem");
-const PUBLIC_KEY: &str = include_str!("fixtures/kat/rsa2048-public-spki.pem");
+use common::{CHIP_BODY, CHIP_PEM, CHIP_SIGNATURE, RSA2048_PUBLIC};
 
 type Seen = Arc<Mutex<Vec<(EventName, ObjectKind, String)>>>;
 
@@ -62,7 +58,7 @@ async fn serve_with(
     let verifier = verifier(
         Verifier::with_keys([
             chip_gate::VerificationKey::from_pem(CHIP_PEM).unwrap(),
-            chip_gate::VerificationKey::from_pem(PUBLIC_KEY).unwrap(),
+            chip_gate::VerificationKey::from_pem(RSA2048_PUBLIC).unwrap(),
         ])
         .unwrap(),
     );
@@ -71,18 +67,12 @@ async fn serve_with(
         verifier,
         seen: seen.clone(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(chip_gate::serve::serve(
-        listener,
-        app,
-        ServeOptions::default(),
-    ));
+    let address = common::receiver::serve(app, ServeOptions::default()).await;
     (format!("http://{address}/webhook"), seen)
 }
 
 async fn post_body(url: &str, body: Vec<u8>, signature: Option<&str>) -> (u16, String) {
-    let client = reqwest::Client::new();
+    let client = common::receiver::http();
     let mut request = client
         .post(url)
         .header("content-type", "application/json")
@@ -114,14 +104,8 @@ async fn a_genuine_chip_delivery_reaches_the_handler_typed() {
 #[tokio::test]
 async fn a_delivery_signed_by_the_second_key_is_accepted() {
     let (url, seen) = serve().await;
-    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
-    let body = chip_gate_mock::SAMPLES
-        .iter()
-        .find(|s| s.file == "12-event-Purchase-refunded.json")
-        .unwrap()
-        .body
-        .as_bytes()
-        .to_vec();
+    let signer = common::signer();
+    let body = common::sample("12-event-Purchase-refunded.json");
     let signature = signer.sign(&body, Digest::Sha256).unwrap();
     let (status, _) = post_body(&url, body, Some(&signature)).await;
     assert_eq!(status, 200);
@@ -160,7 +144,7 @@ async fn tampered_unsigned_and_garbled_signatures_get_401_without_detail() {
 #[tokio::test]
 async fn a_validly_signed_body_our_types_cannot_read_still_reaches_the_handler() {
     let (url, seen) = serve().await;
-    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
+    let signer = common::signer();
     let bodies: [&[u8]; 4] = [
         b"not json",
         b"[1,2,3]",
@@ -197,7 +181,7 @@ async fn a_validly_signed_body_our_types_cannot_read_still_reaches_the_handler()
 #[tokio::test]
 async fn several_signature_headers_are_refused() {
     let (url, seen) = serve().await;
-    let response = reqwest::Client::new()
+    let response = common::receiver::http()
         .post(&url)
         .header("X-Signature", CHIP_SIGNATURE.trim())
         .header("X-Signature", "AAECAw==")
@@ -226,7 +210,7 @@ async fn the_body_cap_holds_even_when_the_router_lifts_its_limit() {
         |router| router.layer(axum::extract::DefaultBodyLimit::disable()),
     )
     .await;
-    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
+    let signer = common::signer();
     let mut big = br#"{"event_type":"purchase.paid","type":"purchase","pad":""#.to_vec();
     big.extend(std::iter::repeat_n(b'a', 100 * 1024));
     big.extend_from_slice(br#""}"#);

@@ -2,37 +2,19 @@
 //! wrapper, `list_all` across several pages, a wrong key.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::num::NonZeroU64;
-use std::time::Duration;
 
-use chip_gate::{Client, Error, EventName, NewWebhook, RetryPolicy, WebhookChanges};
-use chip_gate_mock::{MockConfig, MockServer};
+use chip_gate::{Client, Error, EventName, NewWebhook, WebhookChanges};
+use common::mock::{client, mock};
 use futures::TryStreamExt;
-
-async fn mock(page_size: usize) -> MockServer {
-    MockServer::start(MockConfig {
-        page_size,
-        generate_keys: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn client_for(mock: &MockServer) -> Client {
-    Client::builder(mock.api_key())
-        .base_url(mock.base_url())
-        .timeout(Duration::from_secs(10))
-        .retry_policy(RetryPolicy::default().initial_backoff(Duration::from_millis(10)))
-        .build()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn every_operation() {
     let mock = mock(20).await;
-    let client = client_for(&mock);
+    let client = client(&mock);
     let webhooks = client.webhooks();
 
     // Create, with events.
@@ -110,7 +92,7 @@ async fn every_operation() {
 #[tokio::test]
 async fn list_all_walks_several_pages() {
     let mock = mock(3).await;
-    let client = client_for(&mock);
+    let client = client(&mock);
     let mut made = HashSet::new();
     for i in 0..10 {
         let new = NewWebhook::builder(format!("hook {i}"), format!("https://h{i}.example.com/"))
@@ -157,7 +139,7 @@ async fn the_mock_rejects_a_wrong_key_with_401() {
 #[tokio::test]
 async fn the_mock_validation_errors_arrive_typed() {
     let mock = mock(20).await;
-    let client = client_for(&mock);
+    let client = client(&mock);
     // The wrapper lets an event name it does not know through (CHIP may know it); the mock, like
     // CHIP, refuses it with a field error.
     let new = NewWebhook::builder("Future", "https://shop.example.com/chip")
@@ -187,7 +169,7 @@ async fn the_mock_validation_errors_arrive_typed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_streams_run_on_spawned_tasks() {
     let mock = mock(2).await;
-    let client = client_for(&mock);
+    let client = client(&mock);
     let mut tasks = Vec::new();
     for i in 0..6 {
         let client = client.clone();

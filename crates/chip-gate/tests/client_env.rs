@@ -5,12 +5,13 @@
 //! reports through its exit status.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use std::process::Command;
 
 use chip_gate::{Client, DEFAULT_BASE_URL, Error};
-use client_common::{ID, KEY, ScriptServer, json, webhook_json};
+use common::script::{ScriptServer, json, webhook_json};
+use common::{ID, KEY};
 
 const MODE: &str = "CHIP_GATE_FROM_ENV_CHILD";
 const NAME: &str = "from_env_reads_the_key_and_base_url";

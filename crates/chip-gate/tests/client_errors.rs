@@ -2,16 +2,12 @@
 //! undecodable answers become `Error::Decode`; an unknown event name in an answer is kept.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use chip_gate::{Error, EventName, NewWebhook, RetryPolicy};
-use client_common::{ID, ScriptServer, Step, client, client_with, json, raw, webhook_json};
+use common::script::{ScriptServer, Step, client, client_with, json, raw, webhook_json};
+use common::{ID, id};
 use serde_json::json;
-use uuid::Uuid;
-
-fn id() -> Uuid {
-    ID.parse().unwrap()
-}
 
 /// Create a webhook against a server that always answers `step`, and return the error.
 async fn create_error(step: Step) -> (Error, usize) {

@@ -4,33 +4,24 @@
 //! configured timeout.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use chip_gate::{Client, Error, EventName, NewWebhook, RetryPolicy, Webhook};
-use chip_gate_mock::{Fault, Faults, MockConfig, MockServer};
+use chip_gate_mock::{Fault, Faults, MockServer};
+use common::mock::mock;
 use futures::TryStreamExt;
 
-async fn mock() -> MockServer {
-    MockServer::start(MockConfig {
-        page_size: 2,
-        generate_keys: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
 fn client_for(mock: &MockServer, timeout: Duration, policy: RetryPolicy) -> Client {
-    Client::builder(mock.api_key())
-        .base_url(mock.base_url())
-        .timeout(timeout)
-        .retry_policy(
-            policy
-                .initial_backoff(Duration::from_millis(10))
-                .max_backoff(Duration::from_millis(100)),
-        )
-        .build()
-        .unwrap()
+    common::mock::client_with(
+        mock,
+        mock.api_key(),
+        timeout,
+        policy
+            .initial_backoff(Duration::from_millis(10))
+            .max_backoff(Duration::from_millis(100)),
+    )
 }
 
 fn hook(title: &str) -> NewWebhook {
@@ -56,7 +47,7 @@ async fn seed(mock: &MockServer, n: usize) -> Vec<Webhook> {
 
 #[tokio::test]
 async fn reads_and_deletes_ride_out_every_fault_within_the_bound() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let made = seed(&mock, 5).await;
     let client = client_for(
         &mock,
@@ -120,7 +111,7 @@ async fn reads_and_deletes_ride_out_every_fault_within_the_bound() {
 
 #[tokio::test]
 async fn a_delete_whose_answer_was_lost_reports_404_on_the_retry() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let made = seed(&mock, 1).await;
     let client = client_for(&mock, Duration::from_secs(2), RetryPolicy::default());
     mock.set_faults(Faults::script(vec![Fault::DropAfterHandling]));
@@ -131,7 +122,7 @@ async fn a_delete_whose_answer_was_lost_reports_404_on_the_retry() {
 
 #[tokio::test]
 async fn reads_give_up_after_the_bound() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let client = client_for(
         &mock,
         Duration::from_secs(2),
@@ -147,7 +138,7 @@ async fn reads_give_up_after_the_bound() {
 
 #[tokio::test]
 async fn a_create_that_meets_a_dropped_connection_never_makes_two_webhooks() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let client = client_for(
         &mock,
         Duration::from_secs(2),
@@ -187,7 +178,7 @@ async fn a_create_that_meets_a_dropped_connection_never_makes_two_webhooks() {
 
 #[tokio::test]
 async fn a_partial_update_that_meets_a_dropped_connection_is_not_repeated() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let made = seed(&mock, 1).await;
     let client = client_for(
         &mock,
@@ -209,7 +200,7 @@ async fn a_partial_update_that_meets_a_dropped_connection_is_not_repeated() {
 
 #[tokio::test]
 async fn a_slow_server_hits_the_configured_timeout() {
-    let mock = mock().await;
+    let mock = mock(2).await;
     let made = seed(&mock, 1).await;
     let client = client_for(
         &mock,

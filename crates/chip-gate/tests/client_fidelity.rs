@@ -4,17 +4,14 @@
 //! name their cause. Each test runs against a scripted HTTP server on 127.0.0.1.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use std::time::{Duration, SystemTime};
 
 use chip_gate::{Error, EventName, NewWebhook, RetryPolicy, WebhookChanges};
-use client_common::{ID, KEY, ScriptServer, Step, client, client_with, json, raw};
+use common::script::{ScriptServer, Step, client, client_with, json, raw};
+use common::{ID, KEY, id};
 use serde_json::json;
-
-fn id() -> uuid::Uuid {
-    ID.parse().unwrap()
-}
 
 /// Every kind of error body a server (or a proxy in front of it) may send.
 fn error_bodies() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -162,7 +159,7 @@ async fn a_retried_delete_whose_first_answer_was_lost_ends_in_a_bodiless_404() {
 #[tokio::test]
 async fn an_all_events_webhook_satisfies_chips_schema_and_its_prose() {
     let server = ScriptServer::start(|_, seen| {
-        let mut webhook = client_common::webhook_json(ID, "Audit", &[]);
+        let mut webhook = common::script::webhook_json(ID, "Audit", &[]);
         webhook["all_events"] = json!(true);
         webhook["events"] =
             serde_json::from_str::<serde_json::Value>(&seen.body).unwrap()["events"].clone();
@@ -225,7 +222,7 @@ async fn webhooks_without_the_fields_chip_does_not_require_decode() {
 #[tokio::test]
 async fn the_fields_users_rely_on_stay_required() {
     for missing in ["id", "public_key", "callback", "title"] {
-        let mut webhook = client_common::webhook_json(ID, "t", &["purchase.paid"]);
+        let mut webhook = common::script::webhook_json(ID, "t", &["purchase.paid"]);
         webhook.as_object_mut().unwrap().remove(missing);
         let server = ScriptServer::start(move |_, _| json(200, webhook.clone())).await;
         let err = client(&server.base_url)
@@ -293,7 +290,7 @@ async fn retry_after_as_an_http_date_is_honoured() {
             vec![("retry-after".into(), "Wed, 21 Oct 2015 07:28:00 GMT".into())],
             String::new(),
         ),
-        _ => json(200, client_common::webhook_json(ID, "t", &[])),
+        _ => json(200, common::script::webhook_json(ID, "t", &[])),
     })
     .await;
     let policy = RetryPolicy::default()

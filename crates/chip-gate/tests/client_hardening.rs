@@ -6,14 +6,15 @@
 //! `unsafe` is forbidden here), so it runs this test binary again as a child process with them set.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chip_gate::{Error, RetryPolicy};
-use client_common::{ID, KEY, ScriptServer, Step, json, webhook_json};
+use common::script::{ScriptServer, Step, json, webhook_json};
+use common::{ID, KEY};
 
 const MODE: &str = "CHIP_GATE_PROXY_CHILD";
 const NAME: &str = "an_environment_proxy_never_sees_a_plain_http_request";
@@ -52,7 +53,7 @@ async fn fake_proxy() -> (String, Arc<AtomicUsize>, Arc<std::sync::Mutex<Vec<u8>
 async fn an_environment_proxy_never_sees_a_plain_http_request() {
     if let Ok(base_url) = std::env::var(MODE) {
         // The child: every proxy variable points at the fake proxy.
-        let client = client_common::client_with(&base_url, RetryPolicy::none());
+        let client = common::script::client_with(&base_url, RetryPolicy::none());
         let webhook = client
             .webhooks()
             .retrieve(ID.parse().unwrap())
@@ -116,7 +117,7 @@ async fn an_answer_past_the_size_cap_is_a_clear_error() {
     assert!(matches!(err, Error::ResponseTooLarge), "{err:?}");
     assert!(err.to_string().contains("max_response_bytes"), "{err}");
     // The default cap reads it.
-    let default = client_common::client(&server.base_url);
+    let default = common::script::client(&server.base_url);
     default
         .webhooks()
         .retrieve(ID.parse().unwrap())
@@ -129,7 +130,7 @@ async fn an_endless_error_page_is_cut_not_buffered() {
     // A 502 page of 5 MiB: the error keeps its status and at most 64 KiB of the body.
     let page = format!("<html>{}</html>", "a".repeat(5 * 1024 * 1024));
     let server = ScriptServer::start(move |_, _| Step::Reply(502, vec![], page.clone())).await;
-    let err = client_common::client_with(&server.base_url, RetryPolicy::none())
+    let err = common::script::client_with(&server.base_url, RetryPolicy::none())
         .webhooks()
         .retrieve(ID.parse().unwrap())
         .await
@@ -154,7 +155,7 @@ async fn long_codes_and_messages_are_cut() {
         )
     })
     .await;
-    let err = client_common::client(&server.base_url)
+    let err = common::script::client(&server.base_url)
         .webhooks()
         .retrieve(ID.parse().unwrap())
         .await
@@ -166,11 +167,7 @@ async fn long_codes_and_messages_are_cut() {
 
 #[test]
 fn a_deliverys_debug_shows_no_personal_data() {
-    let body = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chip-collect/signed-vector/body.json"
-    ))
-    .unwrap();
+    let body = common::CHIP_BODY.to_vec();
     let delivery = chip_gate::Delivery::parse_unverified(body.clone()).unwrap();
     let debug = format!("{delivery:?}");
     assert!(debug.contains("purchase.created"), "{debug}");

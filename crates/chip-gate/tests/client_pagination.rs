@@ -2,10 +2,10 @@
 //! link somewhere else.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use chip_gate::{Error, RetryPolicy};
-use client_common::{ScriptServer, Seen, Step, client_with, json, webhook_json};
+use common::script::{ScriptServer, Seen, Step, client_with, json, webhook_json};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 

@@ -3,18 +3,14 @@
 //! are never repeated once sent; a slow server hits the configured timeout.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use std::time::Duration;
 
 use chip_gate::{Client, Error, EventName, NewWebhook, RetryPolicy, WebhookChanges};
-use client_common::{ID, KEY, ScriptServer, Step, client_with, json, webhook_json};
+use common::script::{ScriptServer, Step, client_with, json, webhook_json};
+use common::{ID, KEY, id};
 use serde_json::json;
-use uuid::Uuid;
-
-fn id() -> Uuid {
-    ID.parse().unwrap()
-}
 
 fn hook() -> NewWebhook {
     NewWebhook::builder("Orders", "https://shop.example.com/chip")

@@ -3,18 +3,14 @@
 //! only as `Authorization: Bearer`, and never in clear text to anything but a loopback address.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
+mod common;
 
 use std::time::Duration;
 
 use chip_gate::{ApiKey, Client, Error, EventName, NewWebhook, RetryPolicy};
-use client_common::{ID, KEY, ScriptServer, Step, client_with, json, raw, webhook_json};
+use common::script::{ScriptServer, Step, client_with, json, raw, webhook_json};
+use common::{ID, KEY, assert_no_key, id};
 use serde_json::json;
-use uuid::Uuid;
-
-fn id() -> Uuid {
-    ID.parse().unwrap()
-}
 
 /// Debug, alternate Debug, Display and the whole source chain of an error.
 fn everything_about(err: &Error) -> String {
@@ -25,15 +21,6 @@ fn everything_about(err: &Error) -> String {
         source = s.source();
     }
     out
-}
-
-fn assert_no_key(text: &str) {
-    assert!(!text.contains(KEY), "the API key leaked into:\n{text}");
-    // Not even a recognisable piece of it.
-    assert!(
-        !text.contains(&KEY[8..24]),
-        "part of the API key leaked into:\n{text}"
-    );
 }
 
 #[test]
@@ -121,7 +108,7 @@ async fn the_key_is_sent_as_a_bearer_header_with_the_user_agent() {
 #[tokio::test]
 async fn failures_of_every_kind_do_not_show_the_key() {
     // A server that echoes the Authorization header back in its error bodies.
-    let echo = |seen: &client_common::Seen, status: u16| {
+    let echo = |seen: &common::script::Seen, status: u16| {
         let auth = seen.header("authorization").unwrap_or_default().to_owned();
         raw(
             status,

@@ -5,54 +5,12 @@
 //! thread registers the same callsites at the same time.
 #![allow(clippy::unwrap_used)]
 
-mod client_common;
-
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
 use chip_gate::{Error, NewWebhook, RetryPolicy};
-use client_common::{ID, KEY, ScriptServer, Step, client_with, json, webhook_json};
+use common::script::{ScriptServer, Step, client_with, json, webhook_json};
+use common::{Capture, ID, assert_no_key, id};
 use serde_json::json;
-use uuid::Uuid;
-
-fn id() -> Uuid {
-    ID.parse().unwrap()
-}
-
-fn assert_no_key(text: &str) {
-    assert!(!text.contains(KEY), "the API key leaked into:\n{text}");
-    assert!(
-        !text.contains(&KEY[8..24]),
-        "part of the API key leaked into:\n{text}"
-    );
-}
-
-/// A `MakeWriter` that appends everything to a shared buffer.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Capture {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).to_string()
-    }
-}
 
 fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
     let capture = Capture::default();
@@ -70,7 +28,7 @@ fn capture() -> (Capture, tracing::subscriber::DefaultGuard) {
 async fn spans_record_each_call_and_never_the_key() {
     let (capture, _guard) = capture();
     spans_record_each_call(&capture).await;
-    capture.0.lock().unwrap().clear();
+    capture.clear();
     a_create_is_retried_only_when_the_connection_could_not_be_opened(&capture).await;
 }
 

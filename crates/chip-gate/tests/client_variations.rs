@@ -4,37 +4,19 @@
 //! `events` null for an all-events webhook, a bodiless 401, a bodiless 404), through the wrapper.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chip_gate::{Client, Error, EventName, NewWebhook, RetryPolicy};
-use chip_gate_mock::{MockConfig, MockServer, Variant};
+use chip_gate::{Error, EventName, NewWebhook, RetryPolicy};
+use common::mock::{client, client_with, variations};
 use futures::TryStreamExt;
-
-async fn mock(page_size: usize) -> MockServer {
-    MockServer::start(MockConfig {
-        page_size,
-        variant: Variant::Variations,
-        generate_keys: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn client_with_key(mock: &MockServer, key: &str) -> Client {
-    Client::builder(key)
-        .base_url(mock.base_url())
-        .timeout(Duration::from_secs(10))
-        .retry_policy(RetryPolicy::default().initial_backoff(Duration::from_millis(10)))
-        .build()
-        .unwrap()
-}
 
 #[tokio::test]
 async fn every_operation_against_chips_variations() {
-    let mock = mock(3).await;
-    let client = client_with_key(&mock, mock.api_key());
+    let mock = variations(3).await;
+    let client = client(&mock);
     let webhooks = client.webhooks();
 
     // Create with events: the answer has no type, created_on, updated_on or all_events.
@@ -110,8 +92,13 @@ async fn every_operation_against_chips_variations() {
 
 #[tokio::test]
 async fn a_bodiless_401_is_an_api_error_with_its_status() {
-    let mock = mock(20).await;
-    let client = client_with_key(&mock, "sk_test_not_the_mock_key");
+    let mock = variations(20).await;
+    let client = client_with(
+        &mock,
+        "sk_test_not_the_mock_key",
+        Duration::from_secs(10),
+        RetryPolicy::default().initial_backoff(Duration::from_millis(10)),
+    );
     let err = client.webhooks().list().await.unwrap_err();
     let Error::Api { status, body, .. } = &err else {
         panic!("expected Error::Api, got {err:?}");

@@ -1,28 +1,14 @@
 //! CHIP's real delivery samples parse into the right event and object, and re-serialize losslessly.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::HashSet;
-use std::path::Path;
 
 use chip_gate::delivery::{Delivery, DeliveryError, DeliveryObject, ObjectKind};
 use chip_gate::{EventName, Verifier};
+use common::fixture;
 use serde_json::Value;
-
-/// A fixture file of this crate, or one of CHIP's delivery samples (`chip-collect/deliveries/NAME`),
-/// which live once in the workspace, in the mock crate.
-fn fixture(name: &str) -> Vec<u8> {
-    if let Some(file) = name.strip_prefix("chip-collect/deliveries/") {
-        let sample = chip_gate_mock::SAMPLES
-            .iter()
-            .find(|s| s.file == file)
-            .unwrap_or_else(|| panic!("no delivery sample {file}"));
-        return sample.body.as_bytes().to_vec();
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
 
 #[test]
 fn every_sample_is_listed_here() {

@@ -4,20 +4,12 @@
 //! unknown webhook and a path that does not exist alike (a 404 without a body, as CHIP documents).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::num::NonZeroU64;
 
 use chip_gate::{Client, EventName, NewWebhook, WebhookChanges};
-use chip_gate_mock::{MockConfig, MockServer};
 use uuid::Uuid;
-
-async fn mock() -> MockServer {
-    MockServer::start(MockConfig {
-        generate_keys: false,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn client(base_url: &str, key: &str) -> Client {
     Client::builder(key).base_url(base_url).build().unwrap()
@@ -63,7 +55,7 @@ async fn every_operation(client: &Client, id: Uuid) -> Vec<(&'static str, String
 
 #[tokio::test]
 async fn a_base_url_without_api_v1_is_named_on_every_operation() {
-    let mock = mock().await;
+    let mock = common::mock::start(common::mock::config()).await;
     // The mock's root: what a user gets by leaving `/api/v1` off.
     let client = client(&mock.root_url(), mock.api_key());
     let id = Uuid::new_v4();
@@ -78,7 +70,7 @@ async fn a_base_url_without_api_v1_is_named_on_every_operation() {
 
 #[tokio::test]
 async fn a_base_url_where_nothing_answers_is_named_on_every_operation() {
-    let mock = mock().await;
+    let mock = common::mock::start(common::mock::config()).await;
     // Ends in /api/v1, but nothing of CHIP's API is there.
     let base = format!("{}/shop/api/v1", mock.root_url());
     let client = client(&base, mock.api_key());
@@ -92,7 +84,7 @@ async fn a_base_url_where_nothing_answers_is_named_on_every_operation() {
 
 #[tokio::test]
 async fn an_unknown_webhook_or_page_on_the_right_base_url_says_so() {
-    let mock = mock().await;
+    let mock = common::mock::start(common::mock::config()).await;
     let client = client(&mock.base_url(), mock.api_key());
     let w = client.webhooks();
     let id = Uuid::new_v4();
@@ -120,7 +112,7 @@ async fn an_unknown_webhook_or_page_on_the_right_base_url_says_so() {
 
 #[tokio::test]
 async fn a_401_from_a_local_mock_says_its_key_changes_at_every_start() {
-    let mock = mock().await;
+    let mock = common::mock::start(common::mock::config()).await;
     let client = client(&mock.base_url(), "test_mock_an_old_key");
     let error = client.webhooks().list().await.unwrap_err();
     assert_eq!(error.status().map(|s| s.as_u16()), Some(401));

@@ -3,11 +3,12 @@
 //! refused for plain http.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chip_gate::Client;
-use chip_gate_mock::{MockConfig, MockServer};
 use futures::TryStreamExt;
 
 /// A resolver that answers nothing and remembers being asked: it stands for DNS, `/etc/hosts` or a
@@ -23,12 +24,7 @@ impl reqwest::dns::Resolve for Refuse {
 
 #[tokio::test]
 async fn localhost_is_pinned_to_loopback_and_no_resolver_is_asked() {
-    let mock = MockServer::start(MockConfig {
-        generate_keys: false,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = common::mock::start(common::mock::config()).await;
     let port = mock.addr().port();
     let asked = Arc::new(AtomicBool::new(false));
     let http = reqwest::Client::builder().dns_resolver(Arc::new(Refuse(asked.clone())));

@@ -4,36 +4,28 @@
 //! delivery of each managed webhook.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use chip_gate::plan::{self, Change, PlanOptions, StepOutcome, WebhookFile};
+use chip_gate::serve::ServeOptions;
 use chip_gate::{Client, EventName, NewWebhook, RetryPolicy, Verifier, Webhook};
 use chip_gate_mock::{Fault, Faults, MockConfig, MockServer};
+use common::mock::mock;
 use futures::TryStreamExt;
 
-async fn mock(page_size: usize) -> MockServer {
-    MockServer::start(MockConfig {
-        page_size,
-        generate_keys: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
 fn client(mock: &MockServer) -> Client {
-    Client::builder(mock.api_key())
-        .base_url(mock.base_url())
-        .timeout(Duration::from_secs(2))
-        .retry_policy(
-            RetryPolicy::default()
-                .max_attempts(3)
-                .initial_backoff(Duration::from_millis(5))
-                .max_backoff(Duration::from_millis(20)),
-        )
-        .build()
-        .unwrap()
+    common::mock::client_with(
+        mock,
+        mock.api_key(),
+        Duration::from_secs(2),
+        RetryPolicy::default()
+            .max_attempts(3)
+            .initial_backoff(Duration::from_millis(5))
+            .max_backoff(Duration::from_millis(20)),
+    )
 }
 
 const FILE: &str = r#"vars = ["HOST"]
@@ -544,13 +536,11 @@ async fn repeated_applies_under_random_faults_end_with_exactly_the_file() {
 async fn the_key_bundle_verifies_a_delivery_of_each_managed_webhook() {
     use axum::{Router, routing::post};
 
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = receiver.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let app = Router::new().route("/{*path}", post(|| async { "ok" }));
-        axum::serve(receiver, app).await.unwrap();
-    });
-    let mock = MockServer::start(MockConfig::default()).await.unwrap();
+    let app = Router::new().route("/{*path}", post(|| async { "ok" }));
+    let port = common::receiver::serve(app, ServeOptions::default())
+        .await
+        .port();
+    let mock = common::mock::start(MockConfig::default()).await;
     let client = client(&mock);
     let text = r#"vars = ["PORT"]
 [[webhook]]
@@ -622,14 +612,7 @@ all_events = true
 async fn the_variations_chip_allows_converge_too() {
     // Relative page links, no created_on (so the oldest is the first listed), events null for an
     // all-events webhook.
-    let mock = MockServer::start(MockConfig {
-        page_size: 2,
-        generate_keys: false,
-        variant: chip_gate_mock::Variant::Variations,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let mock = common::mock::variations(2).await;
     let client = client(&mock);
     let made = seed(&client).await;
     let file = file();

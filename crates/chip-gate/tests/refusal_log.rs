@@ -3,40 +3,16 @@
 //! line counts what was not logged; every refusal is counted in the metrics. (One test in its own binary: the rate limit is per process.)
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use chip_gate::serve::{ServeOptions, serve};
+use chip_gate::serve::ServeOptions;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, VerifiedDelivery, Verifier};
-
-const OTHER_PUBLIC_KEY: &str = include_str!("fixtures/kat/rsa3072-public-spki.pem");
-const OTHER_PRIVATE_KEY: &str = include_str!("fixtures/kat/rsa3072-private-pkcs8.pem");
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
+use common::{Capture, RSA3072_PRIVATE_PKCS8, RSA3072_PUBLIC};
 
 /// POSTs `body` with `signature` and returns the status.
 async fn send(
@@ -56,7 +32,7 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit() {
-    let captured = Captured::default();
+    let captured = Capture::default();
     let writer = captured.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::WARN)
@@ -69,22 +45,21 @@ async fn refusals_are_logged_with_reason_peer_and_a_key_hint_within_a_rate_limit
 
     // The receiver holds a key that did not sign the deliveries (as a receiver given the
     // company key instead of the webhook's would).
-    let verifier = Verifier::from_pem(OTHER_PUBLIC_KEY).unwrap();
+    let verifier = Verifier::from_pem(RSA3072_PUBLIC).unwrap();
     let app = Router::new()
         .route(
             "/chip",
             post(|VerifiedDelivery(_d): VerifiedDelivery| async { "ok" }),
         )
         .with_state(verifier);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/chip", listener.local_addr().unwrap());
-    tokio::spawn(serve(listener, app, ServeOptions::default()));
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let addr = common::receiver::serve(app, ServeOptions::default()).await;
+    let url = format!("http://{addr}/chip");
+    let http = common::receiver::http();
 
     // Signed with a 3072-bit key of the same size as the receiver's, but not its own: well
     // formed, matching no key.
     let body: &'static [u8] = br#"{"id":"1","type":"purchase","event_type":"purchase.paid"}"#;
-    let wrong = TestSigner::from_pem(OTHER_PRIVATE_KEY).unwrap();
+    let wrong = TestSigner::from_pem(RSA3072_PRIVATE_PKCS8).unwrap();
     let mut forged = wrong.sign(body, Digest::Sha256).unwrap();
     // Flip one character so it no longer matches.
     let flipped = if forged.starts_with('A') { "B" } else { "A" };

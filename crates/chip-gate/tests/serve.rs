@@ -3,6 +3,8 @@
 //! produce; a correctly signed delivery sent meanwhile is still answered.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,13 +13,12 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::post;
-use chip_gate::serve::{ServeOptions, serve, serve_with_shutdown};
+use chip_gate::serve::{ServeOptions, serve_with_shutdown};
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, VerifiedDelivery, Verifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const PRIVATE_KEY: &str = include_str!("fixtures/kat/rsa2048-private-pkcs8.pem");
 const BODY: &[u8] = br#"{"id":"4f1c2a80-2b1e-4d3a-9a55-0c1f6b2e7d10","type":"purchase","event_type":"purchase.paid","status":"paid","updated_on":1700000000}"#;
 
 /// How long any one answer may take before the test calls it starved (generous for a busy
@@ -32,7 +33,7 @@ struct Server {
 
 /// Serves a receiver with the `VerifiedDelivery` extractor through `serve`.
 async fn start(options: ServeOptions) -> Server {
-    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
+    let signer = common::signer();
     let verifier = Verifier::new(signer.verification_key().unwrap());
     let handled = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&handled);
@@ -52,9 +53,7 @@ async fn start(options: ServeOptions) -> Server {
             ),
         )
         .with_state(verifier);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, app, options));
+    let addr = common::receiver::serve(app, options).await;
     Server {
         addr,
         handled,
@@ -291,7 +290,7 @@ async fn a_declared_or_chunked_body_past_the_cap_is_refused() {
 
 #[tokio::test]
 async fn shutdown_lets_a_request_being_answered_finish() {
-    let signer = TestSigner::from_pem(PRIVATE_KEY).unwrap();
+    let signer = common::signer();
     let verifier = Verifier::new(signer.verification_key().unwrap());
     let app = Router::new()
         .route(

@@ -2,13 +2,12 @@
 //! text gives a typed error: never a panic.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use base64::Engine as _;
 use chip_gate::verify::{Verifier, VerifyError};
+use common::{CHIP_BODY, CHIP_PEM, CHIP_SIGNATURE};
 use proptest::prelude::*;
-
-const CHIP_PEM: &str = include_str!("fixtures/chip-collect/signed-vector/public_key.pem");
-const CHIP_BODY: &[u8] = include_bytes!("fixtures/chip-collect/signed-vector/body.json");
-const CHIP_SIGNATURE: &str = include_str!("fixtures/chip-collect/signed-vector/x-signature.txt");
 
 fn verifier() -> Verifier {
     Verifier::from_pem(CHIP_PEM).unwrap()

@@ -1,24 +1,22 @@
 //! Signature verification against CHIP's real vector and OpenSSL-made known answers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use chip_gate::testing::TestSigner;
 use chip_gate::verify::{self, Digest, KeyError, VerificationKey, Verifier, VerifyError};
+use common::{
+    CHIP_BODY, CHIP_PEM, CHIP_SIGNATURE, RSA2048_PRIVATE_PKCS8, RSA2048_PUBLIC,
+    RSA3072_PRIVATE_PKCS8, RSA3072_PUBLIC,
+};
 use http::{HeaderMap, HeaderValue};
 
-const CHIP_PEM: &str = include_str!("fixtures/chip-collect/signed-vector/public_key.pem");
-const CHIP_BODY: &[u8] = include_bytes!("fixtures/chip-collect/signed-vector/body.json");
-const CHIP_SIGNATURE: &str = include_str!("fixtures/chip-collect/signed-vector/x-signature.txt");
-
 const KAT_BODY: &[u8] = include_bytes!("fixtures/kat/body.json");
-const RSA2048_PUBLIC: &str = include_str!("fixtures/kat/rsa2048-public-spki.pem");
 const RSA2048_PUBLIC_PKCS1: &str = include_str!("fixtures/kat/rsa2048-public-pkcs1.pem");
 const RSA2048_CERT: &str = include_str!("fixtures/kat/rsa2048-cert.pem");
-const RSA2048_PRIVATE_PKCS8: &str = include_str!("fixtures/kat/rsa2048-private-pkcs8.pem");
 const RSA2048_PRIVATE_PKCS1: &str = include_str!("fixtures/kat/rsa2048-private-pkcs1.pem");
 const RSA2048_SHA256: &str = include_str!("fixtures/kat/rsa2048-sha256.sig.b64");
 const RSA2048_SHA512: &str = include_str!("fixtures/kat/rsa2048-sha512.sig.b64");
-const RSA3072_PUBLIC: &str = include_str!("fixtures/kat/rsa3072-public-spki.pem");
-const RSA3072_PRIVATE_PKCS8: &str = include_str!("fixtures/kat/rsa3072-private-pkcs8.pem");
 const RSA3072_SHA256: &str = include_str!("fixtures/kat/rsa3072-sha256.sig.b64");
 const RSA3072_SHA512: &str = include_str!("fixtures/kat/rsa3072-sha512.sig.b64");
 const RSA1024_PUBLIC: &str = include_str!("fixtures/kat/rsa1024-public-spki.pem");
@@ -363,39 +361,12 @@ fn the_test_signer_round_trips_through_its_public_key() {
 
 #[test]
 fn a_pem_bundle_verifies_deliveries_of_each_of_its_keys() {
-    let bundle = format!(
-        "{}\n{}",
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/chip-collect/signed-vector/public_key.pem"
-        ))
-        .unwrap(),
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/kat/rsa3072-public-spki.pem"
-        ))
-        .unwrap()
-    );
+    let bundle = format!("{}\n{}", CHIP_PEM, RSA3072_PUBLIC);
     let verifier = chip_gate::Verifier::from_pem_bundle(&bundle).unwrap();
     assert_eq!(verifier.keys().len(), 2);
-    let body = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chip-collect/signed-vector/body.json"
-    ))
-    .unwrap();
-    let signature = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/chip-collect/signed-vector/x-signature.txt"
-    ))
-    .unwrap();
-    verifier.verify(&body, &signature).unwrap();
-    let private = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/kat/rsa2048-private-pkcs8.pem"
-    ))
-    .unwrap();
+    verifier.verify(CHIP_BODY, CHIP_SIGNATURE).unwrap();
     assert_eq!(
-        chip_gate::Verifier::from_pem_bundle(&format!("{bundle}\n{private}")).err(),
+        chip_gate::Verifier::from_pem_bundle(&format!("{bundle}\n{RSA2048_PRIVATE_PKCS8}")).err(),
         Some(chip_gate::KeyError::PrivateKeyGiven)
     );
 }
