@@ -1,0 +1,360 @@
+//! Storing one batch: the SQL per backend (SQLite, PostgreSQL), the repeats it records on their
+//! originals, and each record's outcome.
+
+use std::time::Duration;
+
+use sqlx::Row;
+
+use super::NewRecord;
+use crate::store::{Backend, DUPLICATES, Dialect, RECEIVED, now_ms};
+
+/// Per record of a batch: the id it is stored under and whether it repeats a delivery stored
+/// before, or why it was not recorded (answered 503, so that CHIP sends it again).
+pub(super) type RecordOutcome = Result<(Option<i64>, bool), String>;
+
+/// Stores a batch; per record, its id and whether it was a duplicate, or why it was not recorded.
+///
+/// A few statements per batch whatever its size: the deliveries in one
+/// `INSERT ... ON CONFLICT (dedup_key) DO NOTHING RETURNING` with the count, committed, then,
+/// only when the batch repeats deliveries, a second transaction recording the repeats on their
+/// originals and in the count of duplicates. When only that second one fails, the new
+/// deliveries stay stored and are answered as such; only the repeats are answered 503 (CHIP
+/// sends them again, and they are counted then), so no count is off and nothing stored is
+/// refused. Rows go in key order so that concurrent writers on PostgreSQL take their locks in one
+/// order and never deadlock. The lane of each object (its order and lease) is made by the first worker that
+/// claims one of its deliveries, not here: intake writes as little as it can before it answers.
+pub(crate) async fn store_batch(
+    backend: &Backend,
+    records: &[&NewRecord],
+    max_age: Option<Duration>,
+) -> Result<Vec<RecordOutcome>, sqlx::Error> {
+    use std::collections::BTreeMap;
+
+    let now = now_ms();
+    // The oldest `updated_on` (Unix seconds) handed over when it arrives now.
+    let oldest = match max_age {
+        Some(age) => now
+            .div_euclid(1000)
+            .saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX)),
+        None => i64::MIN,
+    };
+    // Each distinct key once (its first record), in key order; how many records carry it.
+    let mut keys: BTreeMap<&str, (usize, i64)> = BTreeMap::new();
+    for (index, record) in records.iter().enumerate() {
+        keys.entry(record.dedup_key.as_str())
+            .and_modify(|(_, n)| *n += 1)
+            .or_insert((index, 1));
+    }
+    let stored = match backend {
+        Backend::Postgres(pool) => store_batch_postgres(pool, records, &keys, now, oldest).await?,
+        Backend::Sqlite(pool) => store_batch_sqlite(pool, records, &keys, now, oldest).await?,
+    };
+    Ok(outcomes(records, &keys, &stored))
+}
+
+/// What a batch's two transactions did: the ids of its keys (stored now, or found as the
+/// originals of repeats), and why recording the repeats failed, if it did (the new deliveries
+/// were committed before).
+struct StoredBatch {
+    ids: std::collections::BTreeMap<String, (i64, bool)>,
+    repeats_failed: Option<sqlx::Error>,
+}
+
+/// A pooled SQLite connection inside a transaction this module opened with SQL of its own
+/// (`BEGIN IMMEDIATE` sent together with the first statements, to save a round trip to the
+/// connection's thread). Until [`finish`](Self::finish), dropping it closes the connection
+/// instead of returning it to the pool with the transaction still open.
+struct OpenSqliteTx {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    finished: bool,
+}
+
+impl OpenSqliteTx {
+    fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        &mut self.conn
+    }
+
+    /// The transaction is over (committed, or rolled back by [`abort`](Self::abort)): the
+    /// connection may go back to the pool.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// Rolls back after an error; if even that fails, the connection is closed.
+    async fn abort(mut self) {
+        if sqlx::query("ROLLBACK").execute(self.conn()).await.is_ok() {
+            self.finish();
+        }
+    }
+}
+
+impl Drop for OpenSqliteTx {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+/// The SQLite batch. New deliveries take one round trip to the connection's thread: one string
+/// of statements with anonymous parameters (`?`, bound in order across the statements: for each
+/// of a statement's parameters sqlx asks SQLite its name, and SQLite finds a name by walking the
+/// whole list, which makes thousands of named parameters quadratic): `BEGIN IMMEDIATE`, the
+/// deliveries (`ON CONFLICT (dedup_key) DO NOTHING RETURNING`), the `received` count (SQLite's
+/// `changes()`: the rows that insert stored), `COMMIT`. Repeats (of deliveries stored before, or
+/// second copies within the batch) then take a transaction of their own, which records them on
+/// the original row and in the `duplicates` count; each transaction's counts commit with what
+/// they count.
+async fn store_batch_sqlite(
+    pool: &sqlx::SqlitePool,
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    now: i64,
+    oldest: i64,
+) -> Result<StoredBatch, sqlx::Error> {
+    let mut sql = format!(
+        "{}; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+         updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8, v.column9, v.column10, v.column11, \
+         CASE WHEN v.column6 <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1) \
+         OR v.column6 < ? THEN 1 ELSE 0 END FROM (VALUES ",
+        <sqlx::Sqlite as Dialect>::BEGIN_WRITE
+    );
+    for n in 0..keys.len() {
+        sql.push_str(if n == 0 { "" } else { ", " });
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        ") AS v WHERE true ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key; \
+         INSERT INTO chip_inbox_counters (name, shard, value) \
+         SELECT ?, ?, changes() WHERE changes() > 0 \
+         ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; \
+         COMMIT",
+    );
+    // Anonymous parameters bind in the order they appear: the oldest accepted first.
+    let mut query = sqlx::query(&sql).bind(oldest);
+    for &(index, _) in keys.values() {
+        let record = records[index];
+        query = query
+            .bind(&record.dedup_key)
+            .bind(&record.lane)
+            .bind(&record.event)
+            .bind(record.object_kind)
+            .bind(&record.object_id)
+            .bind(record.updated_on)
+            .bind(&record.signature)
+            .bind(record.body.as_ref())
+            .bind(&record.typing_problem)
+            .bind(now)
+            .bind(now);
+    }
+    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
+    query = query.bind(RECEIVED).bind(shard);
+
+    let mut tx = OpenSqliteTx {
+        conn: pool.acquire().await?,
+        finished: false,
+    };
+    let inserted = match query.fetch_all(tx.conn()).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            tx.abort().await;
+            return Err(error);
+        }
+    };
+    tx.finish();
+    let mut ids: std::collections::BTreeMap<String, (i64, bool)> =
+        std::collections::BTreeMap::new();
+    for row in inserted {
+        ids.insert(row.try_get("dedup_key")?, (row.try_get("id")?, true));
+    }
+
+    let repeats = repeats(keys, &ids);
+    let repeats_failed = if repeats.is_empty() {
+        None
+    } else {
+        record_repeats_sqlite(pool, &repeats, &mut ids, now)
+            .await
+            .err()
+    };
+    Ok(StoredBatch {
+        ids,
+        repeats_failed,
+    })
+}
+
+/// The SQLite batch's second transaction: each repeated key's count on its original (whose id
+/// goes into `ids` when the batch did not store it), and the `duplicates` count.
+async fn record_repeats_sqlite(
+    pool: &sqlx::SqlitePool,
+    repeats: &[(&str, i64)],
+    ids: &mut std::collections::BTreeMap<String, (i64, bool)>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool
+        .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
+        .await?;
+    for &(key, n) in repeats {
+        let original = sqlx::query(
+            "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
+             last_duplicate_at = $3 WHERE dedup_key = $1 RETURNING id",
+        )
+        .bind(key)
+        .bind(n)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let (Some(row), false) = (original, ids.contains_key(key)) {
+            ids.insert(key.to_owned(), (row.try_get("id")?, false));
+        }
+    }
+    let duplicates: i64 = repeats.iter().map(|r| r.1).sum();
+    crate::store::add_counts!(tx, [(DUPLICATES, duplicates)])?;
+    tx.commit().await
+}
+
+/// Per record: the id it is stored under and whether it repeats a delivery stored before (or
+/// earlier in the same batch); when recording the repeats failed, every repeat gets the error.
+fn outcomes(
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    stored: &StoredBatch,
+) -> Vec<RecordOutcome> {
+    let repeats_failed = stored.repeats_failed.as_ref().map(|error| {
+        format!(
+            "the delivery is stored, but this repeat of it was not recorded: {}",
+            crate::error::error_text(error)
+        )
+    });
+    records
+        .iter()
+        .enumerate()
+        .map(|(index, record)| {
+            let first = keys.get(record.dedup_key.as_str()).map(|k| k.0);
+            match (stored.ids.get(&record.dedup_key), &repeats_failed) {
+                (Some(&(id, true)), _) if first == Some(index) => Ok((Some(id), false)),
+                (_, Some(error)) => Err(error.clone()),
+                (Some(&(id, _)), None) => Ok((Some(id), true)),
+                (None, None) => Ok((None, true)),
+            }
+        })
+        .collect()
+}
+
+/// The repeats of a batch, per key with how many: all the copies of a key stored before, and
+/// the second and later copies within the batch of a key stored now.
+fn repeats<'k>(
+    keys: &std::collections::BTreeMap<&'k str, (usize, i64)>,
+    stored_now: &std::collections::BTreeMap<String, (i64, bool)>,
+) -> Vec<(&'k str, i64)> {
+    keys.iter()
+        .map(|(key, &(_, copies))| {
+            let n = if stored_now.contains_key(*key) {
+                copies - 1
+            } else {
+                copies
+            };
+            (*key, n)
+        })
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
+/// The PostgreSQL batch: one statement (arrays unnested: the same prepared statement for every
+/// batch size) stores the deliveries and the count, and announces them to idle workers in other
+/// processes (`pg_notify`, sent on commit) in one round trip and one commit;
+/// a second one records repeats, when there are any. Keys go in sorted order, so concurrent
+/// writers lock in one order.
+async fn store_batch_postgres(
+    pool: &sqlx::PgPool,
+    records: &[&NewRecord],
+    keys: &std::collections::BTreeMap<&str, (usize, i64)>,
+    now: i64,
+    oldest: i64,
+) -> Result<StoredBatch, sqlx::Error> {
+    let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
+    let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
+    let stored = sqlx::query(
+        "WITH horizon AS ( \
+             SELECT updated_on FROM chip_inbox_horizon WHERE id = 1 FOR SHARE \
+         ), input AS ( \
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                                  $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
+             AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
+         ), stored AS ( \
+             INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+                 updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
+             SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, \
+                 typing_problem, $10, $10, \
+                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) OR updated_on < $13 \
+                 THEN 1 ELSE 0 END \
+             FROM input ORDER BY dedup_key \
+             ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key \
+         ), counted AS ( \
+             INSERT INTO chip_inbox_counters (name, shard, value) \
+             SELECT 'received', $11, COUNT(*) FROM stored HAVING COUNT(*) > 0 \
+             ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
+         ), announced AS ( \
+             SELECT pg_notify($12, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored \
+         ) SELECT s.id, s.dedup_key FROM stored s CROSS JOIN (SELECT COUNT(*) FROM announced) AS a",
+    )
+    .bind(rows.iter().map(|r| r.dedup_key.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.lane.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.object_kind).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.object_id.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.updated_on).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.signature.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.body.as_ref()).collect::<Vec<&[u8]>>())
+    .bind(rows.iter().map(|r| r.typing_problem.as_deref()).collect::<Vec<_>>())
+    .bind(now)
+    .bind(shard)
+    .bind(crate::store::DUE_CHANNEL)
+    .bind(oldest)
+    .fetch_all(pool)
+    .await?;
+    let mut ids = std::collections::BTreeMap::new();
+    for row in stored {
+        ids.insert(
+            row.try_get::<String, _>("dedup_key")?,
+            (row.try_get::<i64, _>("id")?, true),
+        );
+    }
+    let (repeated, counts): (Vec<&str>, Vec<i64>) = repeats(keys, &ids).into_iter().unzip();
+    let mut repeats_failed = None;
+    if !repeated.is_empty() {
+        let originals = sqlx::query(
+            "WITH repeats AS ( \
+                 SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(dedup_key, n) \
+             ), updated AS ( \
+                 UPDATE chip_inbox_deliveries d SET duplicates = d.duplicates + r.n, last_duplicate_at = $3 \
+                 FROM repeats r WHERE d.dedup_key = r.dedup_key RETURNING d.id, d.dedup_key \
+             ), counted AS ( \
+                 INSERT INTO chip_inbox_counters (name, shard, value) \
+                 SELECT 'duplicates', $4, CAST(SUM(n) AS BIGINT) FROM repeats HAVING SUM(n) > 0 \
+                 ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
+             ) SELECT id, dedup_key FROM updated",
+        )
+        .bind(&repeated)
+        .bind(&counts)
+        .bind(now)
+        .bind(shard)
+        .fetch_all(pool)
+        .await;
+        match originals {
+            Ok(originals) => {
+                for row in originals {
+                    let key: String = row.try_get("dedup_key")?;
+                    let id: i64 = row.try_get("id")?;
+                    ids.entry(key).or_insert((id, false));
+                }
+            }
+            Err(error) => repeats_failed = Some(error),
+        }
+    }
+    Ok(StoredBatch {
+        ids,
+        repeats_failed,
+    })
+}

@@ -1,0 +1,134 @@
+//! Group commit: the writer tasks take what is queued, store it in one transaction (apart, when
+//! the database refuses one record) and answer every caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::batch::RecordOutcome;
+use super::{NewRecord, store_batch};
+use crate::store::Inbox;
+
+pub(super) type Reply = oneshot::Sender<RecordOutcome>;
+
+pub(super) struct Queued {
+    pub(super) record: NewRecord,
+    pub(super) reply: Reply,
+}
+
+/// One writer: takes whatever is queued (up to `max_batch`), commits it in one transaction, then
+/// answers every caller.
+pub(super) async fn writer(
+    inbox: Inbox,
+    receiver: Arc<Mutex<mpsc::Receiver<Queued>>>,
+    max_batch: usize,
+    max_age: Option<Duration>,
+) {
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut receiver = receiver.lock().await;
+            match receiver.recv().await {
+                Some(first) => batch.push(first),
+                None => return,
+            }
+            while batch.len() < max_batch {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+        }
+        let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
+        let started = std::time::Instant::now();
+        let outcomes = match inbox.ensure_schema().await {
+            Ok(()) => store_isolating(&inbox, &records, max_age).await,
+            Err(error) => {
+                let text = crate::error::error_text(&error);
+                inbox.write_failed(&text);
+                vec![Err(text); records.len()]
+            }
+        };
+        ::metrics::histogram!(crate::metrics::COMMIT_SECONDS)
+            .record(started.elapsed().as_secs_f64());
+        ::metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(records.len() as f64);
+        let stored_new = outcomes.iter().any(|o| matches!(o, Ok((_, false))));
+        for (queued, outcome) in batch.into_iter().zip(outcomes) {
+            let _ = queued.reply.send(outcome);
+        }
+        if stored_new {
+            inbox.shared.stored.notify_waiters();
+        }
+    }
+}
+
+/// Stores a batch so that one record the database refuses never fails the others: when a
+/// batch's insert fails with an error about its data (not the connection, the disk or a lock),
+/// it is split in halves and each half stored again, down to single records, so only the record
+/// at fault is answered 503 (one bad record in a batch of `n` costs about 2 log2(n) more
+/// transactions, paid only when it happens). Per record, as [`store_batch`].
+async fn store_isolating(
+    inbox: &Inbox,
+    records: &[&NewRecord],
+    max_age: Option<Duration>,
+) -> Vec<RecordOutcome> {
+    let backend = &inbox.shared.backend;
+    let mut outcomes: Vec<Option<RecordOutcome>> = vec![None; records.len()];
+    // (start, end) ranges of `records` still to store, last first.
+    let mut ranges = vec![(0, records.len())];
+    while let Some((start, end)) = ranges.pop() {
+        let part = &records[start..end];
+        match store_batch(backend, part, max_age).await {
+            Ok(stored) => {
+                inbox.write_committed();
+                for (slot, outcome) in outcomes[start..end].iter_mut().zip(stored) {
+                    *slot = Some(outcome);
+                }
+            }
+            Err(error) if part.len() > 1 && refuses_data(&error) => {
+                tracing::warn!(%error, records = part.len(),
+                    "a batch's insert was refused; storing its records apart");
+                let middle = start + part.len() / 2;
+                ranges.push((middle, end));
+                ranges.push((start, middle));
+            }
+            Err(error) => {
+                let text = crate::error::error_text(&error);
+                if !refuses_data(&error) {
+                    // The connection or what is under it: fresh connections for the next try.
+                    inbox.write_failed(&text);
+                }
+                for slot in &mut outcomes[start..end] {
+                    *slot = Some(Err(text.clone()));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Err("not stored".to_owned())))
+        .collect()
+}
+
+/// Whether `error` is the database refusing what a batch holds (a constraint, a value it cannot
+/// store, a trigger), which storing the records apart can isolate; not a lost connection, a
+/// full disk, a lock or a shutdown, which would fail each part the same way.
+fn refuses_data(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = error else {
+        return false;
+    };
+    let code = db.code().unwrap_or_default();
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_IOERR, SQLITE_CORRUPT,
+        // SQLITE_FULL, SQLITE_CANTOPEN (primary codes, in the low byte of the extended ones).
+        let primary = code.parse::<i64>().unwrap_or(0) & 0xff;
+        return !matches!(primary, 5 | 6 | 7 | 8 | 10 | 11 | 13 | 14);
+    }
+    // PostgreSQL classes: 08 connection, 53 insufficient resources, 57 operator intervention,
+    // 58 system error, XX internal error.
+    !matches!(
+        code.get(..2).unwrap_or_default(),
+        "08" | "53" | "57" | "58" | "XX"
+    )
+}

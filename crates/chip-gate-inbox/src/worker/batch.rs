@@ -1,0 +1,292 @@
+//! One batch: claimed, run through its handlers up to `concurrency` at once while its leases are
+//! extended, and what has not started handed back when the worker stops.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use futures::future::Either;
+use futures::stream::{self, StreamExt};
+
+use super::run::Stop;
+use super::{Completed, ProcessReport, TxJob, Worker};
+use crate::error::InboxError;
+use crate::model::StoredDelivery;
+use crate::ops::{self, Claimed, Lease};
+use crate::store::{Backend, ms};
+
+impl Worker {
+    /// Claims one batch of due deliveries and handles them with `handler` (as
+    /// [`run_until`](Self::run_until) does), then returns.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the claim fails.
+    pub async fn process_batch<H, Fut, E>(&self, handler: H) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        self.batch_plain(&handler, Stop::never()).await
+    }
+
+    /// Claims one batch and handles each delivery inside the transaction that marks it done, as
+    /// [`run_in_transaction_until`](Self::run_in_transaction_until) does.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the claim fails.
+    pub async fn process_batch_in_transaction<H, Fut, E>(
+        &self,
+        handler: H,
+    ) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+    {
+        self.batch_in_transaction(&handler, Stop::never()).await
+    }
+
+    /// One batch inside the database: each delivery handled in the transaction that marks it
+    /// done. Leases of the deliveries still waiting for a handler are extended meanwhile (a
+    /// running handler's transaction holds its own lane locked), so a handler longer than the
+    /// lease never costs the rest of the batch an attempt.
+    pub(super) async fn batch_in_transaction<H, Fut, E>(
+        &self,
+        handler: &H,
+        stop: Stop,
+    ) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(TxJob) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<Completed, E>> + Send,
+        E: Display,
+    {
+        let (claimed, mut report) = self.claim().await?;
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let (outcomes, handed_back) = self
+            .run_batch(claimed, &stop, Extend::Waiting, |claimed, batch| {
+                self.handle_in_transaction(claimed, handler, batch)
+            })
+            .await;
+        report.handed_over -= handed_back;
+        report.handed_back = handed_back;
+        for outcome in outcomes {
+            report.add(outcome);
+        }
+        Ok(report)
+    }
+
+    async fn claim(&self) -> Result<(Vec<Claimed>, ProcessReport), InboxError> {
+        self.inbox.ensure_schema().await?;
+        let rules = self.options.rules();
+        let (claimed, tally) = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
+            Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
+        };
+        crate::metrics::handled("stale", usize::try_from(tally.stale).unwrap_or(0));
+        crate::metrics::handled("dead", usize::try_from(tally.dead).unwrap_or(0));
+        crate::metrics::lease_expired("claim", tally.lease_expired);
+        let report = ProcessReport {
+            handed_over: claimed.len(),
+            stale: usize::try_from(tally.stale).unwrap_or(0),
+            dead: usize::try_from(tally.dead).unwrap_or(0),
+            ..ProcessReport::default()
+        };
+        Ok((claimed, report))
+    }
+
+    /// One batch outside the database: the handlers run (up to `concurrency` at once) while the
+    /// batch's leases are extended, then every outcome is recorded in one transaction, so a
+    /// batch costs one flush rather than one per delivery.
+    pub(super) async fn batch_plain<H, Fut, E>(
+        &self,
+        handler: &H,
+        stop: Stop,
+    ) -> Result<ProcessReport, InboxError>
+    where
+        H: Fn(StoredDelivery) -> Fut + Send + Sync,
+        Fut: Future<Output = Result<(), E>> + Send,
+        E: Display,
+    {
+        let (claimed, mut report) = self.claim().await?;
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let (finished, handed_back) = self
+            .run_batch(claimed, &stop, Extend::Held, |claimed, _| {
+                self.run_plain(claimed, handler)
+            })
+            .await;
+        report.handed_over -= handed_back;
+        report.handed_back = handed_back;
+        for outcome in self.record_all(finished).await {
+            report.add(outcome);
+        }
+        Ok(report)
+    }
+
+    /// Runs a claimed batch through `handle`, up to `concurrency` at once, extending the leases
+    /// `extend` names every third of the lease. Once `stop` is set no delivery starts any more:
+    /// those not started are handed back at once, while the running ones finish. Returns the
+    /// handlers' results and how many deliveries were handed back.
+    async fn run_batch<F, Fut, T>(
+        &self,
+        claimed: Vec<Claimed>,
+        stop: &Stop,
+        extend: Extend,
+        handle: F,
+    ) -> (Vec<T>, usize)
+    where
+        F: Fn(Claimed, Arc<InHand>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let in_hand = InHand::new(claimed);
+        let next = stream::poll_fn(|_| Poll::Ready(in_hand.start_next(stop)));
+        let work = next
+            .map(|claimed| handle(claimed, Arc::clone(&in_hand)))
+            .buffer_unordered(self.options.concurrency)
+            .collect::<Vec<T>>();
+        let leases = || match extend {
+            Extend::Held => in_hand.held_leases(),
+            Extend::Waiting => in_hand.waiting_leases(),
+        };
+        // Both in this task: the handlers keep running while the leases are extended.
+        let working = async {
+            tokio::select! {
+                finished = work => finished,
+                never = self.keep_leases(&leases) => match never {},
+            }
+        };
+        let handing_back = async {
+            stop.wait().await;
+            self.hand_back(in_hand.take_waiting()).await
+        };
+        futures::pin_mut!(working, handing_back);
+        match futures::future::select(working, handing_back).await {
+            Either::Left((finished, handing_back)) => {
+                // Stopped: what never started is still waiting to be handed back.
+                let handed_back = if stop.is_set() { handing_back.await } else { 0 };
+                (finished, handed_back)
+            }
+            Either::Right((handed_back, working)) => (working.await, handed_back),
+        }
+    }
+
+    /// Hands unstarted deliveries back (see [`ops`]'s `hand_back`) and wakes this process's idle
+    /// workers; returns how many. When the database refuses, their leases expire instead.
+    async fn hand_back(&self, unstarted: Vec<Claimed>) -> usize {
+        if unstarted.is_empty() {
+            return 0;
+        }
+        let leases: Vec<Lease> = unstarted.into_iter().map(|c| c.lease).collect();
+        let handed = match &self.inbox.shared.backend {
+            Backend::Sqlite(pool) => ops::sqlite::hand_back(pool, &leases).await,
+            Backend::Postgres(pool) => ops::postgres::hand_back(pool, &leases).await,
+        };
+        match handed {
+            Ok(handed) => {
+                self.inbox.shared.stored.notify_waiters();
+                usize::try_from(handed).unwrap_or(0)
+            }
+            Err(error) => {
+                tracing::warn!(%error, count = leases.len(),
+                    "leases not handed back; other workers take the deliveries when they expire");
+                0
+            }
+        }
+    }
+
+    /// Extends the leases `leases` names every third of the lease, for as long as it is
+    /// polled (the batch's handlers run meanwhile; it is dropped when they are done).
+    async fn keep_leases(&self, leases: &(dyn Fn() -> Vec<Lease> + Sync)) -> Infallible {
+        let mut renew = tokio::time::interval(self.options.lease / 3);
+        renew.tick().await;
+        loop {
+            renew.tick().await;
+            let leases = leases();
+            if leases.is_empty() {
+                continue;
+            }
+            let lease_ms = ms(self.options.lease);
+            let kept = match &self.inbox.shared.backend {
+                Backend::Sqlite(pool) => ops::sqlite::extend(pool, &leases, lease_ms).await,
+                Backend::Postgres(pool) => ops::postgres::extend(pool, &leases, lease_ms).await,
+            };
+            match kept {
+                Ok(kept) if kept == leases.len() as u64 => {}
+                Ok(kept) => tracing::warn!(
+                    lost = leases.len() as u64 - kept,
+                    "leases lost while their handlers run"
+                ),
+                Err(error) => tracing::warn!(%error, "leases not extended"),
+            }
+        }
+    }
+}
+
+/// Which leases of a batch a worker extends while the batch runs.
+#[derive(Clone, Copy)]
+enum Extend {
+    /// Every lease not handed back: handlers run outside the database and need their leases
+    /// until their outcomes are recorded.
+    Held,
+    /// Those of deliveries not started yet: a started one's transaction holds its lane locked.
+    Waiting,
+}
+
+/// A batch in hand: the deliveries not started yet, and the leases of those started.
+pub(crate) struct InHand {
+    waiting: Mutex<VecDeque<Claimed>>,
+    started: Mutex<Vec<Lease>>,
+}
+
+/// Locks, whether or not a panic poisoned the lock (the data is a list that stays consistent).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl InHand {
+    fn new(claimed: Vec<Claimed>) -> Arc<Self> {
+        Arc::new(Self {
+            waiting: Mutex::new(claimed.into()),
+            started: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The next delivery to start, unless the worker is stopping.
+    fn start_next(&self, stop: &Stop) -> Option<Claimed> {
+        if stop.is_set() {
+            return None;
+        }
+        let next = lock(&self.waiting).pop_front()?;
+        lock(&self.started).push(next.lease.clone());
+        Some(next)
+    }
+
+    /// The leases of the deliveries not started yet.
+    pub(super) fn waiting_leases(&self) -> Vec<Lease> {
+        lock(&self.waiting)
+            .iter()
+            .map(|c| c.lease.clone())
+            .collect()
+    }
+
+    /// The leases of every delivery not handed back.
+    fn held_leases(&self) -> Vec<Lease> {
+        let mut leases = self.waiting_leases();
+        leases.extend(lock(&self.started).iter().cloned());
+        leases
+    }
+
+    /// Takes the deliveries not started yet (to hand them back).
+    fn take_waiting(&self) -> Vec<Claimed> {
+        lock(&self.waiting).drain(..).collect()
+    }
+}

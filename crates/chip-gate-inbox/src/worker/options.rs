@@ -1,0 +1,192 @@
+//! A worker's settings ([`WorkerOptions`]) and the kinds they are made of.
+
+use std::time::Duration;
+
+#[cfg(doc)]
+use super::Worker;
+#[cfg(doc)]
+use crate::model::StoredDelivery;
+use crate::ops::ClaimRules;
+#[cfg(doc)]
+use crate::store::Inbox;
+use crate::store::ms;
+
+/// What a worker does with a delivery older than one already handled for the same object (CHIP
+/// sent the newer state first, or the older one was retried after the newer one was handled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StalePolicy {
+    /// Mark it stale and do not hand it over (default): an older state of an object never
+    /// overwrites a newer one (a late `purchase.paid` after the purchase's `purchase.cancelled`).
+    #[default]
+    Skip,
+    /// Hand it over anyway with [`StoredDelivery::stale`] set, and let the handler decide.
+    Deliver,
+}
+
+/// How long a failed delivery waits before its next attempt: `initial`, doubling each attempt, at
+/// most `max`, each wait shortened by up to a quarter at random so that retries spread out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(5),
+            max: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait after `attempt` failed attempts (1 for the first failure).
+    pub fn delay(&self, attempt: i64) -> Duration {
+        let exponent = u32::try_from(attempt.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        let full = self
+            .initial
+            .saturating_mul(2_u32.saturating_pow(exponent))
+            .min(self.max);
+        let cut = full.mul_f64(fastrand::f64() * 0.25);
+        full.saturating_sub(cut)
+    }
+}
+
+/// The shortest retention the worker applies on its own. A delivery stored with an `updated_on`
+/// at or below the newest one retention removed is recorded as expired and not handed over (see
+/// [`Inbox::retention_horizon`]); CHIP retries a delivery for up to 36 hours, so keeping at least
+/// 48 hours keeps every state CHIP first gets through late above that horizon, and handled.
+pub const MIN_RETENTION: Duration = Duration::from_secs(48 * 3600);
+
+/// The longest lease, poll interval or purge interval a worker accepts.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Settings for a [`Worker`].
+#[derive(Clone, Debug)]
+pub struct WorkerOptions {
+    pub(super) batch_size: usize,
+    pub(super) concurrency: usize,
+    pub(super) lease: Duration,
+    pub(super) poll_interval: Duration,
+    pub(super) max_attempts: u32,
+    pub(super) backoff: Backoff,
+    pub(super) stale: StalePolicy,
+    pub(super) retention: Option<Duration>,
+    pub(super) purge_interval: Duration,
+    pub(super) gauges_interval: Option<Duration>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            concurrency: 4,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(500),
+            max_attempts: 10,
+            backoff: Backoff::default(),
+            stale: StalePolicy::Skip,
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            purge_interval: Duration::from_secs(600),
+            gauges_interval: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl WorkerOptions {
+    /// How many deliveries one claim takes (default 16; at most one per object).
+    #[must_use]
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.clamp(1, 1000);
+        self
+    }
+
+    /// How many handlers run at once in this worker (default 4; always on different objects).
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// How long a claim lasts (default 60 s; from 100 ms to a day). A worker that dies mid-handler loses its claim after
+    /// this long and another worker takes the delivery. [`Worker::run`] extends the lease while
+    /// the handler runs; in [`Worker::run_in_transaction`] the database's locks hold it.
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.clamp(Duration::from_millis(100), DAY);
+        self
+    }
+
+    /// How often an idle worker looks for due deliveries (default 500 ms, at most a day). A
+    /// worker starts at once on new deliveries stored through the same [`Inbox`] (an
+    /// [`Intake`](crate::Intake) in the same process) and, on PostgreSQL, on those stored or
+    /// requeued by any process (`LISTEN`/`NOTIFY`); polling finds retries coming due and expired
+    /// leases, and on SQLite what other processes stored.
+    #[must_use]
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.clamp(Duration::from_millis(1), DAY);
+        self
+    }
+
+    /// How many attempts before a delivery is marked dead (default 10).
+    #[must_use]
+    pub fn max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// The wait between attempts (default 5 s doubling up to 30 min).
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// What to do with stale deliveries (default [`StalePolicy::Skip`]).
+    #[must_use]
+    pub fn stale(mut self, policy: StalePolicy) -> Self {
+        self.stale = policy;
+        self
+    }
+
+    /// Remove done and stale deliveries this long after they finished (default 7 days; at least
+    /// [`MIN_RETENTION`]; `None` keeps them). Dead deliveries are never removed, nor ones without
+    /// an `updated_on`. What is removed can no longer recognise its copies, so a delivery stored
+    /// later with an `updated_on` at or below the newest one removed is recorded as stale and
+    /// never handed over (see [`Inbox::retention_horizon`]): retention bounds how late a state may
+    /// first arrive and still be handled.
+    #[must_use]
+    pub fn retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention.map(|r| r.max(MIN_RETENTION));
+        self
+    }
+
+    /// How often a running worker applies retention (default 10 min, at most a day).
+    #[must_use]
+    pub fn purge_interval(mut self, interval: Duration) -> Self {
+        self.purge_interval = interval.clamp(Duration::from_secs(1), DAY);
+        self
+    }
+
+    /// How often a running worker sets the gauges that come from the database
+    /// ([`Inbox::record_gauges`]: deliveries by state, age of the oldest pending one); default
+    /// 10 s, at least 1 s; `None` never (record them yourself).
+    #[must_use]
+    pub fn gauges_interval(mut self, interval: Option<Duration>) -> Self {
+        self.gauges_interval = interval.map(|i| i.clamp(Duration::from_secs(1), DAY));
+        self
+    }
+
+    pub(super) fn rules(&self) -> ClaimRules {
+        ClaimRules {
+            limit: i64::try_from(self.batch_size).unwrap_or(16),
+            lease_ms: ms(self.lease),
+            max_attempts: i64::from(self.max_attempts),
+            skip_stale: self.stale == StalePolicy::Skip,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The transactional job API: [`TxJob`], a delivery handed over inside the transaction that
+//! marks it done, and [`Completed`], the proof that it committed.
+
+use std::sync::Arc;
+
+use sqlx::{PgConnection, SqliteConnection, Transaction};
+
+use super::InHand;
+use crate::error::InboxError;
+use crate::model::StoredDelivery;
+use crate::ops::{self, Lease};
+
+/// Proof that a [`TxJob`] committed: only [`TxJob::complete`] makes one.
+#[derive(Debug)]
+#[must_use = "return it from the handler"]
+pub struct Completed {
+    _private: (),
+}
+
+pub(super) enum JobTx {
+    Sqlite(Transaction<'static, sqlx::Sqlite>),
+    Postgres(Transaction<'static, sqlx::Postgres>),
+}
+
+/// A delivery handed over inside the database transaction that will mark it done.
+///
+/// Write your effects through [`sqlite`](Self::sqlite) or [`postgres`](Self::postgres) (tables
+/// of your own in the inbox's database), then call [`complete`](Self::complete): your writes and
+/// the "done" mark commit together, or not at all. Returning an error (or dropping the job)
+/// rolls everything back and the delivery is retried.
+pub struct TxJob {
+    pub(super) delivery: StoredDelivery,
+    pub(super) lease: Lease,
+    pub(super) tx: JobTx,
+    /// The rest of the batch, whose leases the commit extends on SQLite, and the lease's length.
+    pub(super) batch: Arc<InHand>,
+    pub(super) lease_ms: i64,
+}
+
+impl std::fmt::Debug for TxJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TxJob")
+            .field("delivery", &self.delivery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TxJob {
+    /// The delivery.
+    pub fn delivery(&self) -> &StoredDelivery {
+        &self.delivery
+    }
+
+    /// The transaction's connection on SQLite.
+    ///
+    /// # Errors
+    /// [`InboxError::WrongBackend`] when the inbox runs on PostgreSQL.
+    pub fn sqlite(&mut self) -> Result<&mut SqliteConnection, InboxError> {
+        match &mut self.tx {
+            JobTx::Sqlite(tx) => Ok(&mut **tx),
+            JobTx::Postgres(_) => Err(InboxError::WrongBackend {
+                requested: "SQLite",
+                actual: "PostgreSQL",
+            }),
+        }
+    }
+
+    /// The transaction's connection on PostgreSQL.
+    ///
+    /// # Errors
+    /// [`InboxError::WrongBackend`] when the inbox runs on SQLite.
+    pub fn postgres(&mut self) -> Result<&mut PgConnection, InboxError> {
+        match &mut self.tx {
+            JobTx::Postgres(tx) => Ok(&mut **tx),
+            JobTx::Sqlite(_) => Err(InboxError::WrongBackend {
+                requested: "PostgreSQL",
+                actual: "SQLite",
+            }),
+        }
+    }
+
+    /// Marks the delivery done in this transaction and commits: your writes and the mark land
+    /// together.
+    ///
+    /// # Errors
+    /// [`InboxError::Database`] when the commit fails: nothing was recorded and the delivery will
+    /// be handed over again.
+    pub async fn complete(self) -> Result<Completed, InboxError> {
+        match self.tx {
+            JobTx::Sqlite(mut tx) => {
+                // This transaction held SQLite's only write lock while the handler ran, so no
+                // lease of the batch could be extended meanwhile: extend those still waiting
+                // here, before the lock is released and another worker could take them.
+                let waiting = self.batch.waiting_leases();
+                if !waiting.is_empty() {
+                    ops::sqlite::extend_on(&mut tx, &waiting, self.lease_ms).await?;
+                }
+                ops::sqlite::mark_done_counted(&mut tx, &self.lease).await?;
+                tx.commit().await?;
+            }
+            JobTx::Postgres(mut tx) => {
+                ops::postgres::mark_done_counted(&mut tx, &self.lease).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(Completed { _private: () })
+    }
+}
