@@ -2,6 +2,8 @@
 //! a clean exit on SIGTERM.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,12 +98,8 @@ async fn prints_its_url_and_key_serves_and_stops_on_sigterm() {
 
 /// GETs `url` with the bearer `key` and reads the JSON answer.
 async fn get_json(url: &str, key: &str) -> serde_json::Value {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    common::client_with_key(key)
         .get(url)
-        .bearer_auth(key)
         .send()
         .await
         .unwrap()

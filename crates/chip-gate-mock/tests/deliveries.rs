@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chip_gate_api::types::EventName;
 use chip_gate_mock::{DeliveryConfig, MockConfig, MockServer};
-use common::{Receiver, client, create_webhook, start, verify, webhook_body, webhook_url};
+use common::{
+    Receiver, client, create_webhook, start, unix_now, verify, webhook_body, webhook_url,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -59,7 +61,7 @@ async fn a_delivery_verifies_with_the_webhooks_public_key_from_the_api() {
     assert_eq!(body["status"], "paid");
     assert_eq!(body["id"], json!(object_id));
     assert_eq!(body, report.object);
-    let now = chrono_now();
+    let now = unix_now();
     assert!((body["updated_on"].as_i64().unwrap() - now).abs() < 60);
     assert!(body["purchase"]["total"].is_i64(), "a realistic purchase");
 
@@ -70,16 +72,6 @@ async fn a_delivery_verifies_with_the_webhooks_public_key_from_the_api() {
     assert_eq!(log[0].object_id, object_id);
     assert_eq!(log[0].signature, sig);
     assert_eq!(log[0].body.as_bytes(), &d.body[..]);
-}
-
-fn chrono_now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 #[tokio::test]

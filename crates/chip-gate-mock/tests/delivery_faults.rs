@@ -7,22 +7,16 @@ mod common;
 use std::time::Duration;
 
 use chip_gate_api::types::EventName;
-use chip_gate_mock::{DeliveryConfig, DeliveryFaults, Limits, MockConfig, MockServer};
-use common::{Receiver, client, create_webhook, verify, webhook_body};
+use chip_gate_mock::{DeliveryFaults, Limits, MockConfig, MockServer};
+use common::{Receiver, client, create_webhook, fast_config, unix_now, verify, webhook_body};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(faults: DeliveryFaults) -> MockConfig {
     MockConfig {
-        delivery: DeliveryConfig {
-            max_attempts: 3,
-            backoff_base: Duration::from_millis(10),
-            backoff_cap: Duration::from_millis(20),
-            request_timeout: Duration::from_secs(5),
-        },
         delivery_faults: faults,
-        ..MockConfig::default()
+        ..fast_config()
     }
 }
 
@@ -146,13 +140,6 @@ async fn an_objects_states_get_rising_updated_on_even_within_one_second() {
         .unwrap();
     let stamped = other.object["updated_on"].as_i64().unwrap();
     assert!((before..=unix_now()).contains(&stamped), "{stamped}");
-}
-
-fn unix_now() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    i64::try_from(now.as_secs()).unwrap()
 }
 
 #[tokio::test]

@@ -13,7 +13,9 @@ use axum::body::{Body, Bytes};
 use axum::routing::post;
 use chip_gate_api::types::EventName;
 use chip_gate_mock::{DeliveryConfig, Limits, MockConfig, MockServer};
-use common::{client, create_webhook, fast_config, webhook_body, webhook_url};
+use common::{
+    client, create_webhook, fast_config, receiver, stalling_receiver, webhook_body, webhook_url,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
@@ -26,16 +28,6 @@ async fn start_with(limits: Limits) -> MockServer {
     })
     .await
     .unwrap()
-}
-
-/// Serves `app` on 127.0.0.1 and returns its `/hook` URL.
-async fn receiver(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/hook")
 }
 
 #[tokio::test]
@@ -183,27 +175,6 @@ async fn limits_of_zero_are_refused() {
     }
 }
 
-/// A receiver that holds every delivery until `release` turns true (then answers 200), and
-/// notifies `got` as each one arrives.
-async fn stalling_receiver(
-    release: tokio::sync::watch::Receiver<bool>,
-    got: Arc<tokio::sync::Notify>,
-) -> String {
-    receiver(Router::new().route(
-        "/hook",
-        post(move || {
-            let mut release = release.clone();
-            let got = got.clone();
-            async move {
-                got.notify_one();
-                let _ = release.wait_for(|go| *go).await;
-                "ok"
-            }
-        }),
-    ))
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_delivery_queue_answers_429() {
     let mock = start_with(Limits {
@@ -214,7 +185,10 @@ async fn a_full_delivery_queue_answers_429() {
     .await;
     let (release, held) = tokio::sync::watch::channel(false);
     let got = Arc::new(tokio::sync::Notify::new());
-    let url = stalling_receiver(held, got.clone()).await;
+    let url = {
+        let got = got.clone();
+        stalling_receiver(held, move |_| got.notify_one()).await
+    };
     create_webhook(&mock, webhook_body(&url, &["purchase.paid"])).await;
     let http = client(&mock);
     let trigger = |object: uuid::Uuid| {

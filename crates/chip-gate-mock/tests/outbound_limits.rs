@@ -14,11 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::post;
 use chip_gate_api::types::EventName;
 use chip_gate_mock::{DeliveryConfig, DeliveryFaults, Limits, MockConfig, MockError, MockServer};
-use common::{Receiver, client, create_webhook, fast_config, webhook_body};
+use common::{Receiver, client, create_webhook, fast_config, stalling_receiver, webhook_body};
 use futures::StreamExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -262,36 +260,6 @@ async fn a_thousand_webhooks_share_a_bounded_number_of_outbound_connections() {
     assert_eq!(accepted.len(), WEBHOOKS * TRIGGERS);
 }
 
-/// A receiver that holds every delivery until `release` turns true (then answers 200), and sends
-/// the object id of each on `got` as it arrives.
-async fn stalling_receiver(
-    release: tokio::sync::watch::Receiver<bool>,
-    got: tokio::sync::mpsc::UnboundedSender<String>,
-) -> String {
-    let app = Router::new().route(
-        "/hook",
-        post(move |body: axum::body::Bytes| {
-            let mut release = release.clone();
-            let got = got.clone();
-            async move {
-                let id = serde_json::from_slice::<Value>(&body)
-                    .ok()
-                    .and_then(|v| v["id"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                let _ = got.send(id);
-                let _ = release.wait_for(|go| *go).await;
-                "ok"
-            }
-        }),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    format!("http://{addr}/hook")
-}
-
 /// The object ids a [`Receiver`] got.
 fn objects_received(receiver: &Receiver) -> BTreeSet<String> {
     receiver
@@ -319,7 +287,17 @@ async fn a_webhook_with_a_full_queue_refuses_the_excess_and_says_which() {
     let (got_tx, mut got) = tokio::sync::mpsc::unbounded_channel();
     let slow = create_webhook(
         &mock,
-        webhook_body(&stalling_receiver(held, got_tx).await, &["purchase.paid"]),
+        webhook_body(
+            &stalling_receiver(held, move |body| {
+                let id = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let _ = got_tx.send(id);
+            })
+            .await,
+            &["purchase.paid"],
+        ),
     )
     .await;
     let slow_id = slow["id"].as_str().unwrap().to_owned();

@@ -1,5 +1,6 @@
-//! Helpers shared by the mock's integration tests: a started mock, an authorised HTTP client, and
-//! a webhook receiver on 127.0.0.1 that records what it gets and answers from a script.
+//! Helpers shared by the mock's integration tests: a started mock, an authorised HTTP client, a
+//! webhook receiver on 127.0.0.1 that records what it gets and answers from a script, any axum
+//! app served on 127.0.0.1 (one that stalls deliveries among them), and the clock.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::VecDeque;
@@ -111,11 +112,7 @@ impl Receiver {
         let app = Router::new()
             .route("/hook", post(receive))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, task) = serve(app).await;
         Receiver {
             addr,
             got,
@@ -167,6 +164,55 @@ async fn receive(
         let _ = tx.send(());
     }
     StatusCode::from_u16(answer).unwrap()
+}
+
+/// Serves `app` with `axum::serve` on 127.0.0.1 (a free port); returns its address and the
+/// server's task.
+pub async fn serve(app: Router) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// Serves `app` on 127.0.0.1 and returns its `/hook` URL.
+pub async fn receiver(app: Router) -> String {
+    let (addr, _task) = serve(app).await;
+    format!("http://{addr}/hook")
+}
+
+/// A receiver that holds every delivery until `release` turns true (then answers 200), and calls
+/// `arrived` with the body of each one as it arrives; returns its `/hook` URL.
+pub async fn stalling_receiver(
+    release: tokio::sync::watch::Receiver<bool>,
+    arrived: impl Fn(Bytes) + Clone + Send + Sync + 'static,
+) -> String {
+    receiver(Router::new().route(
+        "/hook",
+        post(move |body: Bytes| {
+            let mut release = release.clone();
+            let arrived = arrived.clone();
+            async move {
+                arrived(body);
+                let _ = release.wait_for(|go| *go).await;
+                "ok"
+            }
+        }),
+    ))
+    .await
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
 }
 
 /// Verifies a CHIP signature with aws-lc-rs directly: base64 RSA PKCS#1 v1.5 SHA-256 over `body`,
