@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use chip_gate::{Client, DEFAULT_BASE_URL, Error};
 use common::script::{ScriptServer, json, webhook_json};
 use common::{ID, KEY};
@@ -19,9 +17,8 @@ const NAME: &str = "from_env_reads_the_key_and_base_url";
 /// Run this test again in a child process, in `mode`, with `vars` set and any inherited CHIP_*
 /// variables removed; return whether it passed, with its output.
 async fn child(mode: &str, vars: &[(&str, String)]) -> (bool, String) {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(MODE, mode)
+    let mut cmd = common::this_test(NAME);
+    cmd.env(MODE, mode)
         .env_remove("CHIP_API_KEY")
         .env_remove("CHIP_BASE_URL");
     for (name, value) in vars {

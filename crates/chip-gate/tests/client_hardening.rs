@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -65,9 +64,8 @@ async fn an_environment_proxy_never_sees_a_plain_http_request() {
     let server =
         ScriptServer::start(|_, _| json(200, webhook_json(ID, "real", &["purchase.paid"]))).await;
     let (proxy, count, seen) = fake_proxy().await;
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .env(MODE, &server.base_url)
+    let mut cmd = common::this_test(NAME);
+    cmd.env(MODE, &server.base_url)
         .env_remove("NO_PROXY")
         .env_remove("no_proxy");
     for name in [

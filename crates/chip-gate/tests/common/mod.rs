@@ -77,6 +77,14 @@ pub fn signer() -> chip_gate::testing::TestSigner {
     chip_gate::testing::TestSigner::from_pem(RSA2048_PRIVATE_PKCS8).unwrap()
 }
 
+/// This test binary, set to run only the test `name` (exactly, its output shown, on one thread):
+/// how a test runs itself again in a child process with another environment.
+pub fn this_test(name: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", name, "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
 /// A `tracing` writer that appends everything to a shared buffer.
 #[derive(Clone, Default)]
 pub struct Capture(Arc<Mutex<Vec<u8>>>);
