@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 // The scripted server of chip-gate's client tests, shared rather than copied.
-#[path = "../../chip-gate/tests/client_common/mod.rs"]
+#[path = "../../chip-gate/tests/common/script.rs"]
 mod client_common;
 
 use std::path::PathBuf;
