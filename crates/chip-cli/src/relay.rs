@@ -79,6 +79,17 @@ pub struct RelayArgs {
     /// How long to wait for the app's answer, e.g. 30s [default: 30s]
     #[arg(long, value_name = "DURATION")]
     forward_timeout: Option<String>,
+    /// The first wait before sending a refused delivery again; it doubles each time [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    retry_initial: Option<String>,
+    /// The longest wait between two attempts [default: 30m]
+    #[arg(long, value_name = "DURATION")]
+    retry_max: Option<String>,
+    /// How long a relay's claim on a delivery lasts if the relay dies: another replica takes
+    /// the delivery after this long (a running relay extends its claims) [default: 60s, at least
+    /// twice --forward-timeout]
+    #[arg(long, value_name = "DURATION")]
+    lease: Option<String>,
     /// A TOML file with any of these settings (names with `_`: forward_to = "...", keys = [...])
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -113,6 +124,9 @@ struct RelayFile {
     stale: Option<StaleArg>,
     concurrency: Option<usize>,
     forward_timeout: Option<String>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    lease: Option<String>,
 }
 
 /// Runs the relay until Ctrl-C or SIGTERM.
@@ -196,12 +210,33 @@ fn settings(args: RelayArgs) -> Result<RelayConfig, Failure> {
         })
         .or(file.database_url)
         .unwrap_or_else(|| "sqlite://chip-relay.db".to_owned());
-    let timeout = match args.forward_timeout.or(file.forward_timeout) {
-        Some(text) => {
-            parse_duration(&text).map_err(|e| Failure::usage(format!("--forward-timeout: {e}")))?
-        }
-        None => Duration::from_secs(30),
+    let duration = |value: Option<String>, flag: &str, default: Duration| match value {
+        Some(text) => parse_duration(&text).map_err(|e| Failure::usage(format!("{flag}: {e}"))),
+        None => Ok(default),
     };
+    let timeout = duration(
+        args.forward_timeout.or(file.forward_timeout),
+        "--forward-timeout",
+        Duration::from_secs(30),
+    )?;
+    let backoff = chip_gate_inbox::Backoff {
+        initial: duration(
+            args.retry_initial.or(file.retry_initial),
+            "--retry-initial",
+            Duration::from_secs(5),
+        )?,
+        max: duration(
+            args.retry_max.or(file.retry_max),
+            "--retry-max",
+            Duration::from_secs(30 * 60),
+        )?,
+    };
+    let lease = duration(
+        args.lease.or(file.lease),
+        "--lease",
+        Duration::from_secs(60),
+    )?
+    .max(timeout.saturating_mul(2));
     if timeout.is_zero() {
         return Err(Failure::usage("--forward-timeout must be more than 0s"));
     }
@@ -240,7 +275,8 @@ fn settings(args: RelayArgs) -> Result<RelayConfig, Failure> {
         .max_attempts(args.max_attempts.or(file.max_attempts).unwrap_or(10))
         .stale(stale)
         .concurrency(args.concurrency.or(file.concurrency).unwrap_or(8))
-        .lease(timeout.saturating_mul(2).max(Duration::from_secs(60)));
+        .backoff(backoff)
+        .lease(lease);
     Ok(config)
 }
 

@@ -110,7 +110,7 @@ where
             insert.execute(&mut *tx).await?;
         }
         let lock_sql = format!(
-            "SELECT handled_updated_on, lease_token FROM chip_inbox_lanes WHERE lane = $1 \
+            "SELECT handled_updated_on, lease_token, lease_delivery FROM chip_inbox_lanes WHERE lane = $1 \
              AND (lease_until IS NULL OR lease_until <= $2){}",
             DB::SKIP_LOCKED
         );
@@ -135,17 +135,46 @@ where
             let expired_lease = locked
                 .try_get::<Option<String>, _>("lease_token")?
                 .is_some();
+            // The delivery whose worker died holding the lease: it may have had its effect (a
+            // handler outside the database may have run to its end), so it goes first, before
+            // any older state that arrived meanwhile (which then counts as stale, as an older
+            // state arriving after a newer one was handled does). Handing over the older one
+            // first would let the object's effects go back in time.
+            let mut in_doubt: Option<i64> = if expired_lease {
+                locked.try_get("lease_delivery")?
+            } else {
+                None
+            };
             // With the lane locked, read its deliveries afresh (on PostgreSQL a new statement
             // sees every commit made by the lane's previous holders).
             loop {
-                let head = sqlx::query(
-                    "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
-                     FROM chip_inbox_deliveries WHERE lane = $1 AND state = 'pending' \
-                     ORDER BY COALESCE(updated_on, -1), id LIMIT 1",
-                )
-                .bind(&lane)
-                .fetch_optional(&mut *tx)
-                .await?;
+                let head = match in_doubt.take() {
+                    Some(doubt) => {
+                        sqlx::query(
+                            "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
+                             FROM chip_inbox_deliveries WHERE id = $1 AND lane = $2 \
+                             AND state = 'pending'",
+                        )
+                        .bind(doubt)
+                        .bind(&lane)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
+                    None => None,
+                };
+                let head = match head {
+                    Some(head) => Some(head),
+                    None => {
+                        sqlx::query(
+                            "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
+                             FROM chip_inbox_deliveries WHERE lane = $1 AND state = 'pending' \
+                             ORDER BY COALESCE(updated_on, -1), id LIMIT 1",
+                        )
+                        .bind(&lane)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    }
+                };
                 let Some(head) = head else { break };
                 let id: i64 = head.try_get("id")?;
                 let updated_on: Option<i64> = head.try_get("updated_on")?;

@@ -69,9 +69,14 @@ impl Worker {
             return Ok(report);
         }
         let (outcomes, handed_back) = self
-            .run_batch(claimed, &stop, Extend::Waiting, |claimed, batch| {
-                self.handle_in_transaction(claimed, handler, batch)
-            })
+            .run_batch(
+                claimed,
+                &stop,
+                Extend::Waiting,
+                |claimed, batch| self.handle_in_transaction(claimed, handler, batch),
+                // Each outcome was committed by its own transaction.
+                |outcomes, _| std::future::ready(outcomes),
+            )
             .await;
         report.handed_over -= handed_back;
         report.handed_back = handed_back;
@@ -101,8 +106,11 @@ impl Worker {
     }
 
     /// One batch outside the database: the handlers run (up to `concurrency` at once) while the
-    /// batch's leases are extended, then every outcome is recorded in one transaction, so a
-    /// batch costs one flush rather than one per delivery.
+    /// batch's leases are extended, and their outcomes are recorded as they come, group-committed
+    /// (what finished while a record was committing goes in the next one). A handler that
+    /// succeeded is recorded within about one commit, not when the slowest of its batch ends: a
+    /// crash in between hands it over again, so that window is kept short; a batch of fast
+    /// handlers still costs one or two commits.
     pub(super) async fn batch_plain<H, Fut, E>(
         &self,
         handler: &H,
@@ -117,40 +125,82 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(report);
         }
-        let (finished, handed_back) = self
-            .run_batch(claimed, &stop, Extend::Held, |claimed, _| {
-                self.run_plain(claimed, handler)
-            })
+        let (outcomes, handed_back) = self
+            .run_batch(
+                claimed,
+                &stop,
+                Extend::Held,
+                |claimed, _| self.run_plain(claimed, handler),
+                |finished, batch| async move {
+                    let ids: Vec<i64> = finished.iter().map(|f| f.0.delivery_id).collect();
+                    let outcomes = self.record_all(finished).await;
+                    // Recorded (or lost): no more lease to extend for these.
+                    batch.finished(&ids);
+                    outcomes
+                },
+            )
             .await;
         report.handed_over -= handed_back;
         report.handed_back = handed_back;
-        for outcome in self.record_all(finished).await {
+        for outcome in outcomes {
             report.add(outcome);
         }
         Ok(report)
     }
 
-    /// Runs a claimed batch through `handle`, up to `concurrency` at once, extending the leases
-    /// `extend` names every third of the lease. Once `stop` is set no delivery starts any more:
-    /// those not started are handed back at once, while the running ones finish. Returns the
-    /// handlers' results and how many deliveries were handed back.
-    async fn run_batch<F, Fut, T>(
+    /// Runs a claimed batch through `handle`, up to `concurrency` at once, passing finished
+    /// results to `finish` in groups (one group at a time; what finishes meanwhile waits for the
+    /// next), and extending the leases `extend` names every third of the lease. Once `stop` is
+    /// set no delivery starts any more: those not started are handed back at once, while the
+    /// running ones finish. Returns what `finish` returned and how many deliveries were handed
+    /// back.
+    async fn run_batch<F, Fut, T, R, RFut, U>(
         &self,
         claimed: Vec<Claimed>,
         stop: &Stop,
         extend: Extend,
         handle: F,
-    ) -> (Vec<T>, usize)
+        finish: R,
+    ) -> (Vec<U>, usize)
     where
         F: Fn(Claimed, Arc<InHand>) -> Fut,
         Fut: Future<Output = T>,
+        R: Fn(Vec<T>, Arc<InHand>) -> RFut,
+        RFut: Future<Output = Vec<U>>,
     {
         let in_hand = InHand::new(claimed);
         let next = stream::poll_fn(|_| Poll::Ready(in_hand.start_next(stop)));
-        let work = next
-            .map(|claimed| handle(claimed, Arc::clone(&in_hand)))
-            .buffer_unordered(self.options.concurrency)
-            .collect::<Vec<T>>();
+        let finished: Mutex<Vec<T>> = Mutex::new(Vec::new());
+        let more = tokio::sync::Notify::new();
+        let all_finished = std::sync::atomic::AtomicBool::new(false);
+        let producing = async {
+            next.map(|claimed| handle(claimed, Arc::clone(&in_hand)))
+                .buffer_unordered(self.options.concurrency)
+                .for_each(|result| {
+                    lock(&finished).push(result);
+                    more.notify_one();
+                    std::future::ready(())
+                })
+                .await;
+            all_finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            more.notify_one();
+        };
+        let recording = async {
+            let mut out = Vec::new();
+            loop {
+                // Read before taking: if it was set, everything is in the buffer already.
+                let last = all_finished.load(std::sync::atomic::Ordering::SeqCst);
+                let group: Vec<T> = std::mem::take(&mut *lock(&finished));
+                if !group.is_empty() {
+                    out.extend(finish(group, Arc::clone(&in_hand)).await);
+                } else if last {
+                    return out;
+                } else {
+                    more.notified().await;
+                }
+            }
+        };
+        let work = async { futures::future::join(producing, recording).await.1 };
         let leases = || match extend {
             Extend::Held => in_hand.held_leases(),
             Extend::Waiting => in_hand.waiting_leases(),
@@ -283,6 +333,11 @@ impl InHand {
         let mut leases = self.waiting_leases();
         leases.extend(lock(&self.started).iter().cloned());
         leases
+    }
+
+    /// Forgets the leases of these deliveries (their outcomes are recorded).
+    fn finished(&self, ids: &[i64]) {
+        lock(&self.started).retain(|lease| !ids.contains(&lease.delivery_id));
     }
 
     /// Takes the deliveries not started yet (to hand them back).
