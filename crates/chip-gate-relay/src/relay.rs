@@ -56,6 +56,9 @@ pub struct RelayConfig {
     pub inbox: InboxOptions,
     /// The Prometheus recorder's handle, for `/metrics` (install the recorder once per process).
     pub metrics: Option<PrometheusHandle>,
+    /// The bounds of the public listener (connections, header and body deadlines, body bytes):
+    /// see [`ServeOptions`].
+    pub serve: ServeOptions,
 }
 
 impl RelayConfig {
@@ -78,6 +81,7 @@ impl RelayConfig {
             workers: 1,
             inbox: InboxOptions::default().acquire_timeout(Duration::from_secs(5)),
             metrics: None,
+            serve: ServeOptions::default(),
         }
     }
 }
@@ -148,7 +152,7 @@ where
     let server = tokio::spawn(chip_gate::serve::serve_with_shutdown(
         listener,
         public,
-        ServeOptions::default(),
+        config.serve.clone(),
         stopped(&stop),
     ));
     let admin_server = admin_listener.map(|listener| {

@@ -168,6 +168,9 @@ async fn start_relay(
         forwarder,
         SocketAddr::from(([127, 0, 0, 1], port)),
     );
+    // A short body deadline, for the slow sender below.
+    config.serve =
+        chip_gate::serve::ServeOptions::default().body_timeout(Duration::from_millis(500));
     config.worker = WorkerOptions::default()
         .poll_interval(Duration::from_millis(20))
         .backoff(Backoff {
@@ -234,6 +237,24 @@ async fn chip_to_relay_to_app_verified_in_order_once() {
     ];
     let statuses: Vec<u16> = refused.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(statuses, [401, 401, 401, 413]);
+    // A slow sender: a plausible signature, then a body that trickles past the deadline.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let head = format!(
+            "POST /chip/webhook HTTP/1.1\r\nhost: relay\r\nx-signature: {}==\r\n\
+             content-length: 1000\r\n\r\n{{",
+            "A".repeat(342)
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut answer));
+        read.await.expect("the relay cuts a slow body").unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
 
     let objects: Vec<uuid::Uuid> = (0..OBJECTS).map(|_| uuid::Uuid::new_v4()).collect();
     for object in &objects {
