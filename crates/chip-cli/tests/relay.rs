@@ -156,6 +156,11 @@ impl Setup {
 
     /// A `chip relay` on `port`, logs to `relay-<port>.log`.
     fn spawn(&self, port: u16) -> Child {
+        self.spawn_with_admin(port, 0)
+    }
+
+    /// As [`spawn`](Self::spawn), with `/livez`, `/readyz` and `/metrics` on `admin`.
+    fn spawn_with_admin(&self, port: u16, admin: u16) -> Child {
         let log = std::fs::File::create(self.dir.path().join(format!("relay-{port}.log"))).unwrap();
         Command::new(CHIP)
             .args(["relay", "--keys"])
@@ -170,7 +175,7 @@ impl Setup {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
                 "--admin-listen",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{admin}"),
                 "--forward-timeout",
                 "1s",
                 "--lease",
@@ -226,8 +231,26 @@ async fn chip_relay_forwards_what_chip_sends_and_stops_cleanly() {
     let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", db.path().join("relay.db").display());
     let setup = Setup::new(url.clone(), app_address, &public_key, &secret);
-    let mut relay = setup.spawn(port);
+    let admin = free_port();
+    let mut relay = setup.spawn_with_admin(port, admin);
     until_listening(port).await;
+    until_listening(admin).await;
+    let scrape = || async move {
+        http()
+            .get(format!("http://127.0.0.1:{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ready = http()
+        .get(format!("http://127.0.0.1:{admin}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 
     let objects: Vec<uuid::Uuid> = (0..10).map(|_| uuid::Uuid::new_v4()).collect();
     for object in &objects {
@@ -255,6 +278,30 @@ async fn chip_relay_forwards_what_chip_sends_and_stops_cleanly() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The metrics moved with the traffic.
+    let metrics = scrape().await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        value("chip_relay_forwarded_total{outcome=\"delivered\"}"),
+        30.0,
+        "{metrics}"
+    );
+    assert!(
+        value("chip_relay_forwarded_total{outcome=\"refused\"}") >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("chip_inbox_intake_total{outcome=\"stored\"}"),
+        30.0,
+        "{metrics}"
+    );
     let exit = terminate(&mut relay);
     assert!(exit.success(), "{exit:?}");
     let log = std::fs::read_to_string(setup.dir.path().join(format!("relay-{port}.log"))).unwrap();
