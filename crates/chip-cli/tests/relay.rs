@@ -528,45 +528,47 @@ async fn relay_replicas_on_postgres_survive_sigkill() {
     assert_eq!(counts.dead, 0);
     assert_eq!(counts.done + counts.stale, counts.received);
 
-    let seen = app.seen.lock().unwrap();
-    assert_eq!(seen.unverified, 0, "every request verified");
-    // Every delivery handled reached the app.
-    let mut first_accepted: Vec<&Request> = Vec::new();
-    let mut accepted_ids: HashMap<&str, usize> = HashMap::new();
-    for request in seen.requests.iter().filter(|r| r.accepted) {
-        let n = accepted_ids.entry(request.id.as_str()).or_default();
-        *n += 1;
-        if *n == 1 {
-            first_accepted.push(request);
+    // In a block of its own: the lock on what the app saw is released before the next await.
+    {
+        let seen = app.seen.lock().unwrap();
+        assert_eq!(seen.unverified, 0, "every request verified");
+        // Every delivery handled reached the app.
+        let mut first_accepted: Vec<&Request> = Vec::new();
+        let mut accepted_ids: HashMap<&str, usize> = HashMap::new();
+        for request in seen.requests.iter().filter(|r| r.accepted) {
+            let n = accepted_ids.entry(request.id.as_str()).or_default();
+            *n += 1;
+            if *n == 1 {
+                first_accepted.push(request);
+            }
         }
-    }
-    assert_eq!(first_accepted.len() as u64, counts.done);
-    // Per object, in updated_on order.
-    let mut last: HashMap<&str, i64> = HashMap::new();
-    for request in &first_accepted {
-        if let Some(previous) = last.insert(request.object.as_str(), request.updated_on) {
-            assert!(
-                previous < request.updated_on,
-                "{}: {previous} then {}",
-                request.object,
-                request.updated_on
-            );
+        assert_eq!(first_accepted.len() as u64, counts.done);
+        // Per object, in updated_on order.
+        let mut last: HashMap<&str, i64> = HashMap::new();
+        for request in &first_accepted {
+            if let Some(previous) = last.insert(request.object.as_str(), request.updated_on) {
+                assert!(
+                    previous < request.updated_on,
+                    "{}: {previous} then {}",
+                    request.object,
+                    request.updated_on
+                );
+            }
         }
+        // An accepted id again: only a relay killed between the app's 2xx and recording it (at
+        // most the deliveries of the batch one replica has in hand, 16, per kill).
+        let doubled: usize = accepted_ids.values().map(|n| n - 1).sum();
+        eprintln!(
+            "relay crash test: {} deliveries, {} duplicates from CHIP, {} stale, {kills} kills, \
+             {doubled} accepted ids sent again (the at-least-once window), {} requests to the app",
+            counts.received,
+            counts.duplicates,
+            counts.stale,
+            seen.requests.len()
+        );
+        assert!(doubled <= kills * 16, "{doubled} doubles for {kills} kills");
+        assert!(kills >= 3, "the replicas were killed: {kills}");
     }
-    // An accepted id again: only a relay killed between the app's 2xx and recording it (at
-    // most the deliveries of the batch one replica has in hand, 16, per kill).
-    let doubled: usize = accepted_ids.values().map(|n| n - 1).sum();
-    eprintln!(
-        "relay crash test: {} deliveries, {} duplicates from CHIP, {} stale, {kills} kills, \
-         {doubled} accepted ids sent again (the at-least-once window), {} requests to the app",
-        counts.received,
-        counts.duplicates,
-        counts.stale,
-        seen.requests.len()
-    );
-    assert!(doubled <= kills * 16, "{doubled} doubles for {kills} kills");
-    assert!(kills >= 3, "the replicas were killed: {kills}");
-    drop(seen);
     inbox.close().await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)

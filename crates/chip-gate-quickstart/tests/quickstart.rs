@@ -7,6 +7,7 @@
 
 // The scripted server of chip-gate's client tests, shared rather than copied.
 #[path = "../../chip-gate/tests/common/script.rs"]
+#[allow(dead_code)] // this test uses a part of it
 mod client_common;
 
 use std::path::PathBuf;
