@@ -12,9 +12,11 @@
 //!    `Worker`, `awa` and `graphile_worker`; jobs/s, and violations of per-object order
 //!    (a job of an object started while another of the same object ran, or out of order). Then
 //!    pickup latency (stored to handler start) with jobs trickling in at 100/s.
+//! 3. `profile` (not part of `all`): every statement sqlx runs while the inbox and awa drain a
+//!    backlog (`BENCH_PROFILE_JOBS`, default 5000), per job, with its client-side time.
 //!
 //! Scenarios alternate within each round; medians over rounds are printed with ratios.
-//! Usage: `chip-gate-queue-bench [intake|processing|all] [rounds]`, env `BENCH_POSTGRES_URL`
+//! Usage: `chip-gate-queue-bench [intake|processing|all|profile] [rounds]`, env `BENCH_POSTGRES_URL`
 //! (default `postgres://chip_inbox:chip_inbox@127.0.0.1:5432/chip_inbox`, a role that may create
 //! databases), `BENCH_INTAKE_DELIVERIES` (default 4000), `BENCH_JOBS` (default 20000).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -33,6 +35,7 @@ use bytes::Bytes;
 use chip_gate::testing::TestSigner;
 use chip_gate::{Digest, Verifier};
 use chip_gate_inbox::{Inbox, Intake, IntakeOptions, StoredDelivery, WorkerOptions};
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -1296,7 +1299,7 @@ async fn processing_part(rounds: usize) {
     for &per in &layouts {
         let jobs = jobs_for(n, per, 0);
         let signed = sign_all(jobs.iter().map(inbox_body).collect()).await;
-        prepared.push((per, jobs, signed));
+        prepared.push((per, Arc::new(jobs), Arc::new(signed)));
     }
     let queues = [Queue::Inbox, Queue::Awa, Queue::Graphile];
     let handlers = [Handler::Noop, Handler::WriteRow];
@@ -1307,7 +1310,22 @@ async fn processing_part(rounds: usize) {
         for (li, (per, jobs, signed)) in prepared.iter().enumerate() {
             for (hi, &handler) in handlers.iter().enumerate() {
                 for (qi, &q) in queues.iter().enumerate() {
-                    let f = drain(q, handler, jobs, signed).await;
+                    // Retried (up to twice) when it fails, e.g. when the PostgreSQL server is
+                    // restarted by someone else mid-run; a scenario's figures are from one run.
+                    let mut attempt = 0;
+                    let f = loop {
+                        let run = std::panic::AssertUnwindSafe(drain(q, handler, jobs, signed))
+                            .catch_unwind();
+                        match run.await {
+                            Ok(f) => break f,
+                            Err(e) if attempt < 2 => {
+                                attempt += 1;
+                                eprintln!("  {} failed ({e:?}); again in 5 s", q.name());
+                                tokio::time::sleep(Duration::from_secs(5)).await;
+                            }
+                            Err(e) => panic!("{} failed three times: {e:?}", q.name()),
+                        }
+                    };
                     eprintln!(
                         "  round {} {per}/object {handler:?} {:<24} {:>8.0} jobs/s, {} order violations",
                         round + 1,
@@ -1320,7 +1338,21 @@ async fn processing_part(rounds: usize) {
             }
         }
         for (qi, &q) in queues.iter().enumerate() {
-            let p = pickup(q, 300, 100.0).await;
+            let mut attempt = 0;
+            let p = loop {
+                match std::panic::AssertUnwindSafe(pickup(q, 300, 100.0))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(p) => break p,
+                    Err(e) if attempt < 2 => {
+                        attempt += 1;
+                        eprintln!("  pickup {} failed ({e:?}); again in 5 s", q.name());
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    Err(e) => panic!("pickup {} failed three times: {e:?}", q.name()),
+                }
+            };
             eprintln!(
                 "  round {} pickup {:<24} p50 {:.2} ms p99 {:.2} ms ({} jobs)",
                 round + 1,
@@ -1381,6 +1413,159 @@ async fn processing_part(rounds: usize) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Part 3: where processing's time goes (statements per job, as sqlx logs them).
+
+/// Every statement sqlx runs, as its `sqlx::query` events report it: count and client-side
+/// time (sent to result read, so round trip included), by statement text.
+#[derive(Default)]
+struct StatementLog {
+    by_statement: Mutex<HashMap<String, (u64, f64)>>,
+}
+
+static STATEMENTS: std::sync::OnceLock<Arc<StatementLog>> = std::sync::OnceLock::new();
+
+struct StatementLayer(Arc<StatementLog>);
+
+#[derive(Default)]
+struct StatementVisitor {
+    summary: String,
+    statement: String,
+    elapsed: f64,
+}
+
+impl tracing::field::Visit for StatementVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "summary" => self.summary = value.to_owned(),
+            "db.statement" => self.statement = value.to_owned(),
+            _ => {}
+        }
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.elapsed = value;
+        }
+    }
+    fn record_debug(&mut self, _field: &tracing::field::Field, _value: &dyn std::fmt::Debug) {}
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let mut v = StatementVisitor::default();
+        event.record(&mut v);
+        let text = if v.statement.trim().is_empty() {
+            v.summary
+        } else {
+            v.statement
+        };
+        let mut key: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if key.len() > 110 {
+            let mut end = 110;
+            while !key.is_char_boundary(end) {
+                end -= 1;
+            }
+            key.truncate(end);
+            key.push('…');
+        }
+        let mut map = self.0.by_statement.lock().unwrap();
+        let entry = map.entry(key).or_default();
+        entry.0 += 1;
+        entry.1 += v.elapsed;
+    }
+}
+
+fn install_statement_log() -> Arc<StatementLog> {
+    use tracing_subscriber::layer::SubscriberExt;
+    let log = Arc::new(StatementLog::default());
+    let subscriber = tracing_subscriber::registry()
+        .with(StatementLayer(Arc::clone(&log)))
+        .with(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("sqlx::query", tracing::Level::TRACE),
+        );
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let _ = STATEMENTS.set(Arc::clone(&log));
+    log
+}
+
+async fn profile_part() {
+    let n: usize = std::env::var("BENCH_PROFILE_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let log = install_statement_log();
+    for per in [1usize, 10] {
+        let jobs = jobs_for(n, per, 0);
+        let signed = sign_all(jobs.iter().map(inbox_body).collect()).await;
+        for q in [Queue::Inbox, Queue::Awa] {
+            for handler in [Handler::Noop, Handler::WriteRow] {
+                let base = postgres_base();
+                let url = postgres_database(&base).await;
+                setup(q, &url).await;
+                enqueue_backlog(q, &url, &jobs, &signed, handler == Handler::WriteRow).await;
+                log.by_statement.lock().unwrap().clear();
+                let rec = Recorder::new(jobs.len());
+                set_recorder(&rec);
+                let server_before = postgres_cpu();
+                let cpu_before = self_cpu();
+                let started = Instant::now();
+                let running = start(q, &url, handler).await;
+                rec.wait(Duration::from_secs(120)).await;
+                let elapsed = rec
+                    .last_done
+                    .lock()
+                    .unwrap()
+                    .map_or_else(|| started.elapsed(), |t| t - started);
+                let cpu = self_cpu().saturating_sub(cpu_before).as_secs_f64() * 1e6 / n as f64;
+                let server = postgres_cpu_since(&server_before).as_secs_f64() * 1e6 / n as f64;
+                let mut rows: Vec<(String, u64, f64)> = log
+                    .by_statement
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, (c, t))| (k.clone(), *c, *t))
+                    .collect();
+                running.stop().await;
+                drop_postgres_database(&base, &url).await;
+                rows.sort_by(|a, b| b.2.total_cmp(&a.2));
+                let total_count: u64 = rows.iter().map(|r| r.1).sum();
+                let total_time: f64 = rows.iter().map(|r| r.2).sum();
+                println!();
+                println!(
+                    "PROFILE {} {per}/object {handler:?}: {n} jobs in {:.2} s ({:.0}/s); {:.1} \
+                     statements per job, {:.3} ms of statement time per job (client side, summed \
+                     over connections); process CPU {cpu:.0} µs/job, PostgreSQL server CPU \
+                     {server:.0} µs/job",
+                    q.name(),
+                    elapsed.as_secs_f64(),
+                    n as f64 / elapsed.as_secs_f64(),
+                    total_count as f64 / n as f64,
+                    total_time * 1000.0 / n as f64
+                );
+                println!("| per job | ms per job | share | statement |");
+                println!("|---:|---:|---:|---|");
+                for (k, c, t) in rows.iter().take(14) {
+                    println!(
+                        "| {:.2} | {:.3} | {:.0}% | `{}` |",
+                        *c as f64 / n as f64,
+                        t * 1000.0 / n as f64,
+                        100.0 * t / total_time,
+                        k.replace('|', "\\|")
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -1409,5 +1594,8 @@ async fn main() {
     }
     if what == "processing" || what == "all" {
         processing_part(rounds).await;
+    }
+    if what == "profile" {
+        profile_part().await;
     }
 }
