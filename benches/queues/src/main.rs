@@ -1,7 +1,7 @@
 //! "As fast as the best PostgreSQL job queues": one run, side by side.
 //!
 //! 1. **Intake** over loopback HTTP (`chip_gate::serve::serve`, as the app serves it) at 1, 8, 32
-//!    and 256 concurrent keep-alive senders, ~2.3 KB signed bodies (RSA-2048, the fixtures' test
+//!    and 256 concurrent keep-alive senders, ~2.7 KB signed bodies (RSA-2048, the fixtures' test
 //!    key): verify only; a naive handler (verify, one INSERT per request, answer after its commit);
 //!    a minimal group commit written here (one multi-row INSERT per flush); the inbox's `Intake`.
 //!    Each durable receiver on SQLite (file, WAL, `synchronous=FULL`) and PostgreSQL (defaults),
@@ -1368,7 +1368,8 @@ async fn processing_part(rounds: usize) {
     println!();
     println!(
         "PROCESSING on PostgreSQL: drain {n} stored jobs, each library's default worker \
-         settings, {rounds} rounds alternating; medians of the rounds"
+         settings (graphile_worker with its LocalQueue), {rounds} rounds alternating; medians \
+         of the rounds"
     );
     println!(
         "| jobs per object | handler | queue | jobs/s | vs inbox | order violations (max of rounds) |"
