@@ -916,6 +916,7 @@ impl graphile_worker::TaskHandler for GraphileJob {
 }
 
 /// A running queue under test: enqueue, then wait; `stop` ends it.
+#[allow(clippy::large_enum_variant)]
 enum Running {
     Inbox {
         inbox: Inbox,
@@ -1128,7 +1129,7 @@ async fn start(q: Queue, url: &str, handler: Handler) -> Running {
                                 .bind(i64::from(job.seq))
                                 .execute(&pool)
                                 .await
-                                .map_err(|e| awa::JobError::retryable(e))?;
+                                .map_err(awa::JobError::retryable)?;
                         }
                         rec.end(&job);
                         Ok(awa::JobResult::Completed)
