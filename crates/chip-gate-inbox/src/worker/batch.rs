@@ -133,6 +133,9 @@ impl Worker {
                 |claimed, _| self.run_plain(claimed, handler),
                 |finished, batch| async move {
                     let ids: Vec<i64> = finished.iter().map(|f| f.0.delivery_id).collect();
+                    // Not while the batch's leases are being extended: the two transactions
+                    // would lock the same lanes, perhaps in different orders.
+                    let _writing = batch.writing.lock().await;
                     let outcomes = self.record_all(finished).await;
                     // Recorded (or lost): no more lease to extend for these.
                     batch.finished(&ids);
@@ -209,11 +212,12 @@ impl Worker {
         let working = async {
             tokio::select! {
                 finished = work => finished,
-                never = self.keep_leases(&leases) => match never {},
+                never = self.keep_leases(&leases, &in_hand.writing) => match never {},
             }
         };
         let handing_back = async {
             stop.wait().await;
+            let _writing = in_hand.writing.lock().await;
             self.hand_back(in_hand.take_waiting()).await
         };
         futures::pin_mut!(working, handing_back);
@@ -253,11 +257,16 @@ impl Worker {
 
     /// Extends the leases `leases` names every third of the lease, for as long as it is
     /// polled (the batch's handlers run meanwhile; it is dropped when they are done).
-    async fn keep_leases(&self, leases: &(dyn Fn() -> Vec<Lease> + Sync)) -> Infallible {
+    async fn keep_leases(
+        &self,
+        leases: &(dyn Fn() -> Vec<Lease> + Sync),
+        writing: &tokio::sync::Mutex<()>,
+    ) -> Infallible {
         let mut renew = tokio::time::interval(self.options.lease / 3);
         renew.tick().await;
         loop {
             renew.tick().await;
+            let _writing = writing.lock().await;
             let leases = leases();
             if leases.is_empty() {
                 continue;
@@ -293,6 +302,9 @@ enum Extend {
 pub(crate) struct InHand {
     waiting: Mutex<VecDeque<Claimed>>,
     started: Mutex<Vec<Lease>>,
+    /// Held while the batch writes to its lanes (extending leases, recording outcomes), so that
+    /// two of its transactions never wait for each other's lane locks.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// Locks, whether or not a panic poisoned the lock (the data is a list that stays consistent).
@@ -307,6 +319,7 @@ impl InHand {
         Arc::new(Self {
             waiting: Mutex::new(claimed.into()),
             started: Mutex::new(Vec::new()),
+            writing: tokio::sync::Mutex::new(()),
         })
     }
 
