@@ -12,7 +12,10 @@
 //! The copy lives in `<target>/evolve/workspace` and builds into `<target>/evolve/target`: a target
 //! folder of its own, because the copy's binaries (this xtask, `chip`, the examples) have the same
 //! names as the workspace's and would otherwise replace them. It is kept between runs, so only the
-//! first walk on a machine builds the dependencies.
+//! first walk on a machine builds the dependencies; what the copy's own crates link (test binaries,
+//! examples, the CLI) is rebuilt by every walk anyway, so the walk removes it before and after, and
+//! builds without debug information. Kept, those binaries (one set per walk whose dependencies
+//! changed) filled the disk of a CI machine.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,6 +70,7 @@ pub fn run() -> Result<(), String> {
     let copy = evolve.join("workspace");
     let target = evolve.join("target");
     copy_workspace(&root, &copy)?;
+    remove_linked_outputs(&target)?;
     let yaml = serde_norway::to_string(&changed).map_err(|e| e.to_string())?;
     std::fs::write(copy.join(crate::DEFAULT_SPEC), yaml)
         .map_err(|e| format!("cannot write the mutated spec: {e}"))?;
@@ -90,11 +94,16 @@ pub fn run() -> Result<(), String> {
             .args(args)
             .current_dir(&copy)
             .env("CARGO_TARGET_DIR", &target)
+            // The walk asks whether it builds and passes; nobody debugs the copy. Without debug
+            // information (and incremental caches) its binaries take a fifth of the disk.
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
+            .env("CARGO_INCREMENTAL", "0")
             // The copy's tests need no database server: the PostgreSQL ones skip themselves.
             .env_remove("CHIP_INBOX_TEST_POSTGRES_URL")
             .status()
             .map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
+            // The copy's binaries are left for a look at the failure.
             return Err(format!(
                 "`cargo {}` failed after additive spec changes: something in the workspace \
                  depends on the spec more tightly than it should (a struct literal or an exhaustive \
@@ -103,7 +112,34 @@ pub fn run() -> Result<(), String> {
             ));
         }
     }
+    remove_linked_outputs(&target)?;
     println!("\nevolve: additive changes build and pass; breaking changes are named");
+    Ok(())
+}
+
+/// Removes what a build of the copy linked under `target`: the executables of `debug/deps` (test
+/// binaries and the CLI; libraries and build scripts have other names or folders),
+/// `debug/examples`, and incremental caches. The next walk relinks them from its fresh copy.
+fn remove_linked_outputs(target: &Path) -> Result<(), String> {
+    let debug = target.join("debug");
+    for folder in ["deps", "examples"] {
+        let Ok(entries) = std::fs::read_dir(debug.join(folder)) else {
+            continue; // not built yet
+        };
+        for entry in entries.flatten() {
+            let linked = entry.file_type().is_ok_and(|t| t.is_file())
+                && !entry.file_name().to_string_lossy().contains('.');
+            if linked {
+                std::fs::remove_file(entry.path())
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+            }
+        }
+    }
+    let incremental = debug.join("incremental");
+    if incremental.exists() {
+        std::fs::remove_dir_all(&incremental)
+            .map_err(|e| format!("cannot remove {}: {e}", incremental.display()))?;
+    }
     Ok(())
 }
 
