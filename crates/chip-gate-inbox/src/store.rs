@@ -625,6 +625,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         "injective keys and lanes, lanes by object identity, retention horizon",
         include_str!("../migrations/postgres/0002_keys_and_horizon.sql"),
     ),
+    (
+        3,
+        "pending deliveries in arrival order, indexed on their own",
+        include_str!("../migrations/postgres/0003_pending_index.sql"),
+    ),
 ];
 
 /// Now, in Unix milliseconds.

@@ -551,16 +551,17 @@ async fn the_migration_keeps_old_deliveries_recognised(url: String) {
             .await;
     }
     // A tool that does not migrate refuses it.
+    let latest = latest_schema(&url);
     let error = Inbox::connect_with(&url, InboxOptions::default().migrate(false))
         .await
         .unwrap_err();
     assert!(
-        matches!(error, InboxError::SchemaTooOld { found: 1, known: 2 }),
+        matches!(error, InboxError::SchemaTooOld { found: 1, known } if known == latest),
         "{error:?}"
     );
     // An app migrates it.
     let inbox = Inbox::connect(&url).await.unwrap();
-    assert_eq!(inbox.schema_version().await.unwrap(), 2);
+    assert_eq!(inbox.schema_version().await.unwrap(), latest);
     for body in [&colon, &plain, &timeless, &untyped] {
         let again = store(&inbox, body.clone()).await;
         assert!(again.duplicate, "{again:?}");

@@ -40,6 +40,18 @@ const EXPIRED_REASON: &str = "not handed over: its updated_on is at or before th
      horizon, or older than the intake's max_age when it arrived (deliveries that old may have \
      been handled before, so this may be a replayed copy); replay it to hand it over";
 
+/// A lane this claim has locked, as it read it.
+#[derive(Debug)]
+pub(super) struct LockedLane {
+    pub(super) lane: String,
+    /// The newest `updated_on` handled on the lane.
+    pub(super) handled: Option<i64>,
+    /// Set when an earlier lease expired on the lane without being finished.
+    pub(super) lease_token: Option<String>,
+    /// The delivery that expired lease was for.
+    pub(super) lease_delivery: Option<i64>,
+}
+
 /// A new lease token: 128 random bits in hex.
 fn random_token() -> String {
     format!("{:032x}", fastrand::u128(..))
@@ -67,10 +79,56 @@ where
         let mut tally = ClaimTally::default();
         let mut claimed = Vec::new();
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        // The oldest due deliveries that head their lane (no pending delivery of the same object
-        // comes before them) in lanes nobody holds. Walks pending deliveries in id order and
-        // stops after enough: cheap however long the backlog.
-        let candidates = sqlx::query(
+        let candidates = Self::candidates(&mut tx, now, rules.limit).await?;
+        let lock_sql = format!(
+            "SELECT handled_updated_on, lease_token, lease_delivery FROM chip_inbox_lanes WHERE lane = $1 \
+             AND (lease_until IS NULL OR lease_until <= $2){}",
+            DB::SKIP_LOCKED
+        );
+        for lane in candidates {
+            if claimed.len() >= usize::try_from(rules.limit).unwrap_or(usize::MAX) {
+                break;
+            }
+            // None: the lane is leased, locked by another claim, or not there (another claim's
+            // insert of it is not committed yet, or retention removed it since the candidates
+            // were read). Skipped this time: a later claim makes a missing lane in its sorted
+            // insert. Inserting it here, in candidate order, could wait for another claim's
+            // uncommitted insert while that claim waits for one of ours: a deadlock.
+            let locked = sqlx::query(&lock_sql)
+                .bind(&lane)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(locked) = locked else { continue };
+            let lane = LockedLane {
+                lane,
+                handled: locked.try_get("handled_updated_on")?,
+                lease_token: locked.try_get("lease_token")?,
+                lease_delivery: locked.try_get("lease_delivery")?,
+            };
+            let Some(one) =
+                Self::claim_lane(&mut tx, worker, rules, now, &lane, &mut tally).await?
+            else {
+                continue;
+            };
+            claimed.push(one);
+        }
+        Self::count_claim(&mut tx, &tally).await?;
+        tx.commit().await?;
+        Ok((claimed, tally))
+    }
+
+    /// The lanes whose oldest due delivery heads them (no pending delivery of the same object
+    /// comes before it) and that nobody holds, oldest first: `4 × limit` at most, for some may
+    /// be taken by the time they are locked. Makes the lanes that do not exist yet.
+    pub(super) async fn candidates(
+        conn: &mut DB::Connection,
+        now: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        // Walks pending deliveries in id order and stops after enough: cheap however long the
+        // backlog.
+        let rows = sqlx::query(
             "SELECT d.lane AS lane, CAST(CASE WHEN l.lane IS NULL THEN 1 ELSE 0 END AS BIGINT) AS missing \
              FROM chip_inbox_deliveries d \
              LEFT JOIN chip_inbox_lanes l ON l.lane = d.lane \
@@ -83,18 +141,23 @@ where
              ORDER BY d.id LIMIT $2",
         )
         .bind(now)
-        .bind(rules.limit.saturating_mul(4))
-        .fetch_all(&mut *tx)
+        .bind(limit.saturating_mul(4))
+        .fetch_all(&mut *conn)
         .await?;
+        let mut lanes = Vec::with_capacity(rows.len());
+        let mut missing = Vec::new();
+        for row in &rows {
+            let lane: String = row.try_get("lane")?;
+            if row.try_get::<i64, _>("missing")? != 0 {
+                missing.push(lane.clone());
+            }
+            if !lanes.contains(&lane) {
+                lanes.push(lane);
+            }
+        }
         // The objects' first claims make their lanes, all in one statement and in lane order:
         // concurrent claims making overlapping lanes wait for each other in one order, never in
         // a cycle (a deadlock on PostgreSQL).
-        let mut missing = Vec::new();
-        for candidate in &candidates {
-            if candidate.try_get::<i64, _>("missing")? != 0 {
-                missing.push(candidate.try_get::<String, _>("lane")?);
-            }
-        }
         missing.sort_unstable();
         missing.dedup();
         if !missing.is_empty() {
@@ -107,175 +170,299 @@ where
             for lane in &missing {
                 insert = insert.bind(lane);
             }
-            insert.execute(&mut *tx).await?;
+            insert.execute(&mut *conn).await?;
         }
-        let lock_sql = format!(
-            "SELECT handled_updated_on, lease_token, lease_delivery FROM chip_inbox_lanes WHERE lane = $1 \
-             AND (lease_until IS NULL OR lease_until <= $2){}",
-            DB::SKIP_LOCKED
-        );
-        for candidate in candidates {
-            if claimed.len() >= usize::try_from(rules.limit).unwrap_or(usize::MAX) {
-                break;
-            }
-            let lane: String = candidate.try_get("lane")?;
-            // None: the lane is leased, locked by another claim, or not there (another claim's
-            // insert of it is not committed yet, or retention removed it since the candidates
-            // were read). Skipped this time: a later claim makes a missing lane in its sorted
-            // insert above. Inserting it here, in candidate order, could wait for another
-            // claim's uncommitted insert while that claim waits for one of ours: a deadlock.
-            let locked = sqlx::query(&lock_sql)
-                .bind(&lane)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(locked) = locked else { continue };
-            let handled: Option<i64> = locked.try_get("handled_updated_on")?;
-            // A token left on the lane is a lease that expired: finishing clears it.
-            let expired_lease = locked
-                .try_get::<Option<String>, _>("lease_token")?
-                .is_some();
-            // The delivery whose worker died holding the lease: it may have had its effect (a
-            // handler outside the database may have run to its end), so it goes first, before
-            // any older state that arrived meanwhile (which then counts as stale, as an older
-            // state arriving after a newer one was handled does). Handing over the older one
-            // first would let the object's effects go back in time.
-            let mut in_doubt: Option<i64> = if expired_lease {
-                locked.try_get("lease_delivery")?
-            } else {
-                None
+        Ok(lanes)
+    }
+
+    /// With `lane` locked by this transaction, hands over its oldest pending delivery, after
+    /// settling the ones before it that must not be handed over (dead after too many attempts,
+    /// stored at or below the retention horizon, stale when stale ones are skipped). `None` when
+    /// the lane has nothing due.
+    pub(super) async fn claim_lane(
+        conn: &mut DB::Connection,
+        worker: &str,
+        rules: ClaimRules,
+        now: i64,
+        lane: &LockedLane,
+        tally: &mut ClaimTally,
+    ) -> Result<Option<Claimed>, sqlx::Error> {
+        // A token left on the lane is a lease that expired: finishing clears it.
+        let expired_lease = lane.lease_token.is_some();
+        // The delivery whose worker died holding the lease: it may have had its effect (a
+        // handler outside the database may have run to its end), so it goes first, before any
+        // older state that arrived meanwhile (which then counts as stale, as an older state
+        // arriving after a newer one was handled does). Handing over the older one first would
+        // let the object's effects go back in time.
+        let mut in_doubt = if expired_lease {
+            lane.lease_delivery
+        } else {
+            None
+        };
+        // With the lane locked, read its deliveries afresh (on PostgreSQL a new statement sees
+        // every commit made by the lane's previous holders).
+        loop {
+            let head = match in_doubt.take() {
+                Some(doubt) => {
+                    sqlx::query(
+                        "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
+                         FROM chip_inbox_deliveries WHERE id = $1 AND lane = $2 \
+                         AND state = 'pending'",
+                    )
+                    .bind(doubt)
+                    .bind(&lane.lane)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                }
+                None => None,
             };
-            // With the lane locked, read its deliveries afresh (on PostgreSQL a new statement
-            // sees every commit made by the lane's previous holders).
-            loop {
-                let head = match in_doubt.take() {
-                    Some(doubt) => {
-                        sqlx::query(
-                            "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
-                             FROM chip_inbox_deliveries WHERE id = $1 AND lane = $2 \
-                             AND state = 'pending'",
-                        )
-                        .bind(doubt)
-                        .bind(&lane)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                    None => None,
-                };
-                let head = match head {
-                    Some(head) => Some(head),
-                    None => {
-                        sqlx::query(
-                            "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
-                             FROM chip_inbox_deliveries WHERE lane = $1 AND state = 'pending' \
-                             ORDER BY COALESCE(updated_on, -1), id LIMIT 1",
-                        )
-                        .bind(&lane)
-                        .fetch_optional(&mut *tx)
-                        .await?
-                    }
-                };
-                let Some(head) = head else { break };
-                let id: i64 = head.try_get("id")?;
-                let updated_on: Option<i64> = head.try_get("updated_on")?;
-                let attempts: i64 = head.try_get("attempts")?;
-                let next_attempt_at: i64 = head.try_get("next_attempt_at")?;
-                let replay: i64 = head.try_get("replay")?;
-                let expired: i64 = head.try_get("expired")?;
-                if next_attempt_at > now {
-                    // The oldest delivery of this object waits for its retry; the later ones
-                    // wait behind it.
-                    break;
-                }
-                if attempts >= rules.max_attempts {
-                    // Its workers kept dying (or losing their lease) while handling it.
+            let head = match head {
+                Some(head) => Some(head),
+                None => {
                     sqlx::query(
-                        "UPDATE chip_inbox_deliveries SET state = 'dead', finished_at = $2, \
-                         last_error = COALESCE(last_error, 'the worker handling it stopped before finishing, on every attempt') \
-                         WHERE id = $1",
+                        "SELECT id, updated_on, attempts, next_attempt_at, replay, expired \
+                         FROM chip_inbox_deliveries WHERE lane = $1 AND state = 'pending' \
+                         ORDER BY COALESCE(updated_on, -1), id LIMIT 1",
                     )
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    tally.dead += 1;
-                    continue;
+                    .bind(&lane.lane)
+                    .fetch_optional(&mut *conn)
+                    .await?
                 }
-                if expired != 0 && replay == 0 {
-                    // Stored at or below the retention horizon: it may repeat a delivery handled
-                    // and removed since. Never handed over on its own (whatever the stale
-                    // policy); a replay hands it over.
-                    sqlx::query(
-                        "UPDATE chip_inbox_deliveries SET state = 'stale', finished_at = $2, \
-                         last_error = $3 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .bind(EXPIRED_REASON)
-                    .execute(&mut *tx)
-                    .await?;
-                    tally.stale += 1;
-                    tally.expired += 1;
-                    continue;
-                }
-                let stale =
-                    replay == 0 && matches!((updated_on, handled), (Some(u), Some(h)) if u < h);
-                if stale && rules.skip_stale {
-                    sqlx::query(
-                        "UPDATE chip_inbox_deliveries SET state = 'stale', finished_at = $2 WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    tally.stale += 1;
-                    continue;
-                }
-                let token = random_token();
-                sqlx::query(
-                    "UPDATE chip_inbox_lanes SET lease_owner = $2, lease_token = $3, \
-                     lease_delivery = $4, lease_until = $5 WHERE lane = $1",
-                )
-                .bind(&lane)
-                .bind(worker)
-                .bind(&token)
-                .bind(id)
-                .bind(now.saturating_add(rules.lease_ms))
-                .execute(&mut *tx)
-                .await?;
-                let row = sqlx::query(&format!(
-                    "UPDATE chip_inbox_deliveries SET attempts = attempts + 1 WHERE id = $1 \
-                     RETURNING {SUMMARY_COLUMNS}, signature, body"
-                ))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let delivery = Self::stored(&row, stale)?;
-                if expired_lease {
-                    tally.lease_expired += 1;
-                }
-                claimed.push(Claimed {
-                    lease: Lease {
-                        delivery_id: id,
-                        lane: lane.clone(),
-                        token,
-                        updated_on,
-                        attempts: attempts + 1,
-                    },
-                    delivery,
-                });
-                break;
+            };
+            let Some(head) = head else {
+                return Ok(None);
+            };
+            let id: i64 = head.try_get("id")?;
+            let updated_on: Option<i64> = head.try_get("updated_on")?;
+            let attempts: i64 = head.try_get("attempts")?;
+            let next_attempt_at: i64 = head.try_get("next_attempt_at")?;
+            let replay: i64 = head.try_get("replay")?;
+            let expired: i64 = head.try_get("expired")?;
+            if next_attempt_at > now {
+                // The oldest delivery of this object waits for its retry; the later ones wait
+                // behind it.
+                return Ok(None);
             }
+            if attempts >= rules.max_attempts {
+                // Its workers kept dying (or losing their lease) while handling it.
+                sqlx::query(
+                    "UPDATE chip_inbox_deliveries SET state = 'dead', finished_at = $2, \
+                     last_error = COALESCE(last_error, 'the worker handling it stopped before finishing, on every attempt') \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                tally.dead += 1;
+                continue;
+            }
+            if expired != 0 && replay == 0 {
+                // Stored at or below the retention horizon: it may repeat a delivery handled
+                // and removed since. Never handed over on its own (whatever the stale policy); a
+                // replay hands it over.
+                sqlx::query(
+                    "UPDATE chip_inbox_deliveries SET state = 'stale', finished_at = $2, \
+                     last_error = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(EXPIRED_REASON)
+                .execute(&mut *conn)
+                .await?;
+                tally.stale += 1;
+                tally.expired += 1;
+                continue;
+            }
+            let stale =
+                replay == 0 && matches!((updated_on, lane.handled), (Some(u), Some(h)) if u < h);
+            if stale && rules.skip_stale {
+                sqlx::query(
+                    "UPDATE chip_inbox_deliveries SET state = 'stale', finished_at = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                tally.stale += 1;
+                continue;
+            }
+            let token = random_token();
+            sqlx::query(
+                "UPDATE chip_inbox_lanes SET lease_owner = $2, lease_token = $3, \
+                 lease_delivery = $4, lease_until = $5 WHERE lane = $1",
+            )
+            .bind(&lane.lane)
+            .bind(worker)
+            .bind(&token)
+            .bind(id)
+            .bind(now.saturating_add(rules.lease_ms))
+            .execute(&mut *conn)
+            .await?;
+            let row = sqlx::query(&format!(
+                "UPDATE chip_inbox_deliveries SET attempts = attempts + 1 WHERE id = $1 \
+                 RETURNING {SUMMARY_COLUMNS}, signature, body"
+            ))
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+            let delivery = Self::stored(&row, stale)?;
+            if expired_lease {
+                tally.lease_expired += 1;
+            }
+            return Ok(Some(Claimed {
+                lease: Lease {
+                    delivery_id: id,
+                    lane: lane.lane.clone(),
+                    token,
+                    updated_on,
+                    attempts: attempts + 1,
+                },
+                delivery,
+            }));
         }
+    }
+
+    /// Counts what a claim settled without handing it over.
+    pub(super) async fn count_claim(
+        conn: &mut DB::Connection,
+        tally: &ClaimTally,
+    ) -> Result<(), sqlx::Error> {
         add_counts!(
-            tx,
+            conn,
             [
                 (STALE, tally.stale),
                 (DEAD, tally.dead),
                 (EXPIRED, tally.expired)
             ]
-        )?;
+        )
+    }
+}
+
+impl Sql<sqlx::Postgres> {
+    /// [`claim`](Sql::claim) in a fixed number of statements, however many deliveries it takes:
+    /// the candidates, one `SELECT ... FOR UPDATE SKIP LOCKED` for their lanes, and one statement
+    /// that leases every locked lane whose head can simply be handed over (due, attempts left,
+    /// not expired, not a skipped stale state) and returns those deliveries. Lanes that need
+    /// more (a lease that expired on them, deliveries to settle first) then take
+    /// [`claim_lane`](Sql::claim_lane)'s statements, as in `claim`.
+    ///
+    /// The heads are read in a statement after the lanes are locked, so that its snapshot
+    /// includes every commit of the lanes' previous holders.
+    pub(crate) async fn claim_set(
+        pool: &sqlx::PgPool,
+        worker: &str,
+        rules: ClaimRules,
+    ) -> Result<(Vec<Claimed>, ClaimTally), sqlx::Error> {
+        let now = now_ms();
+        let mut tally = ClaimTally::default();
+        let mut tx = pool.begin().await?;
+        let candidates = Self::candidates(&mut tx, now, rules.limit).await?;
+        if candidates.is_empty() {
+            tx.commit().await?;
+            return Ok((Vec::new(), tally));
+        }
+        // Candidate order (oldest first); locks held by other claims are skipped, never waited
+        // for, so the order of locking cannot deadlock. One primary-key lookup per candidate, in
+        // the array's order, until enough are locked: the `LIMIT 1` keeps the planner from
+        // turning the lookups into a join, whose plan (a scan of every lane per candidate when
+        // the table's statistics lag behind a burst) cost milliseconds.
+        let locked = sqlx::query(
+            "SELECT l.lane, l.handled_updated_on, l.lease_token, l.lease_delivery \
+             FROM unnest($1::text[]) AS c(lane) \
+             CROSS JOIN LATERAL ( \
+               SELECT lane, handled_updated_on, lease_token, lease_delivery \
+               FROM chip_inbox_lanes WHERE lane = c.lane \
+               AND (lease_until IS NULL OR lease_until <= $2) \
+               LIMIT 1 FOR UPDATE SKIP LOCKED) l \
+             LIMIT $3",
+        )
+        .bind(&candidates)
+        .bind(now)
+        .bind(rules.limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut lanes = Vec::with_capacity(locked.len());
+        for row in &locked {
+            lanes.push(LockedLane {
+                lane: row.try_get("lane")?,
+                handled: row.try_get("handled_updated_on")?,
+                lease_token: row.try_get("lease_token")?,
+                lease_delivery: row.try_get("lease_delivery")?,
+            });
+        }
+        let clean: Vec<&str> = lanes
+            .iter()
+            .filter(|lane| lane.lease_token.is_none())
+            .map(|lane| lane.lane.as_str())
+            .collect();
+        let mut claimed = Vec::with_capacity(lanes.len());
+        if !clean.is_empty() {
+            // One token per claim, made unique per lease by the delivery's id.
+            let token = random_token();
+            let rows = sqlx::query(&format!(
+                "WITH heads AS ( \
+                   SELECT DISTINCT ON (d.lane) d.id AS h_id, d.lane AS h_lane, \
+                     d.updated_on AS h_updated_on, d.attempts AS h_attempts, \
+                     d.next_attempt_at AS h_next, d.replay AS h_replay, d.expired AS h_expired \
+                   FROM chip_inbox_deliveries d \
+                   WHERE d.lane = ANY($1) AND d.state = 'pending' \
+                   ORDER BY d.lane, COALESCE(d.updated_on, -1), d.id), \
+                 chosen AS ( \
+                   SELECT h.h_id AS c_id, h.h_lane AS c_lane, h.h_updated_on AS c_updated_on, \
+                     COALESCE(h.h_replay = 0 AND h.h_updated_on < l.handled_updated_on, FALSE) AS c_stale \
+                   FROM heads h JOIN chip_inbox_lanes l ON l.lane = h.h_lane \
+                   WHERE h.h_next <= $2 AND h.h_attempts < $3 \
+                   AND NOT (h.h_expired <> 0 AND h.h_replay = 0)), \
+                 taken AS ( \
+                   UPDATE chip_inbox_lanes l SET lease_owner = $4, \
+                     lease_token = $5 || to_hex(c.c_id), lease_delivery = c.c_id, lease_until = $6 \
+                   FROM chosen c WHERE l.lane = c.c_lane AND NOT ($7 AND c.c_stale) \
+                   RETURNING c.c_id AS t_id, c.c_lane AS t_lane, c.c_updated_on AS t_updated_on, \
+                     c.c_stale AS t_stale, l.lease_token AS t_token) \
+                 UPDATE chip_inbox_deliveries d SET attempts = d.attempts + 1 \
+                 FROM taken t WHERE d.id = t.t_id \
+                 RETURNING {SUMMARY_COLUMNS}, signature, body, \
+                   t_lane, t_updated_on, t_stale, t_token"
+            ))
+            .bind(&clean)
+            .bind(now)
+            .bind(rules.max_attempts)
+            .bind(worker)
+            .bind(format!("{token}-"))
+            .bind(now.saturating_add(rules.lease_ms))
+            .bind(rules.skip_stale)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let delivery = Self::stored(row, row.try_get("t_stale")?)?;
+                claimed.push(Claimed {
+                    lease: Lease {
+                        delivery_id: delivery.summary.id,
+                        lane: row.try_get("t_lane")?,
+                        token: row.try_get("t_token")?,
+                        updated_on: row.try_get("t_updated_on")?,
+                        attempts: delivery.summary.attempts,
+                    },
+                    delivery,
+                });
+            }
+        }
+        // The lanes left: an expired lease on them, or a head to settle first (or nothing due
+        // any more: its delivery was finished or retried since the candidates were read).
+        for lane in &lanes {
+            if claimed.iter().any(|c| c.lease.lane == lane.lane) {
+                continue;
+            }
+            if let Some(one) =
+                Self::claim_lane(&mut tx, worker, rules, now, lane, &mut tally).await?
+            {
+                claimed.push(one);
+            }
+        }
+        Self::count_claim(&mut tx, &tally).await?;
         tx.commit().await?;
+        claimed.sort_by_key(|c| c.lease.delivery_id);
         Ok((claimed, tally))
     }
 }

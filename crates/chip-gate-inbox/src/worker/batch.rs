@@ -91,7 +91,7 @@ impl Worker {
         let rules = self.options.rules();
         let (claimed, tally) = match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
-            Backend::Postgres(pool) => ops::postgres::claim(pool, &self.id, rules).await?,
+            Backend::Postgres(pool) => ops::postgres::claim_set(pool, &self.id, rules).await?,
         };
         crate::metrics::handled("stale", usize::try_from(tally.stale).unwrap_or(0));
         crate::metrics::handled("dead", usize::try_from(tally.dead).unwrap_or(0));

@@ -67,7 +67,7 @@ impl Worker {
             .collect();
         let recorded = match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => ops::sqlite::finish_many(pool, &items).await,
-            Backend::Postgres(pool) => ops::postgres::finish_many(pool, &items).await,
+            Backend::Postgres(pool) => ops::postgres::finish_set(pool, &items).await,
         };
         let recorded = match recorded {
             Ok(recorded) => {
