@@ -332,4 +332,38 @@ impl Sql<sqlx::Postgres> {
         }
         Ok(results)
     }
+
+    /// [`mark_done_counted`](Sql::mark_done_counted) in one statement (the caller holds the
+    /// lease, inside its transaction): the delivery marked done, its lane released, the `done`
+    /// counter added to.
+    pub(crate) async fn mark_done_counted_at_once(
+        conn: &mut sqlx::PgConnection,
+        lease: &Lease,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "WITH done AS ( \
+               UPDATE chip_inbox_deliveries SET state = 'done', finished_at = $3, \
+                 last_error = NULL, replay = 0 WHERE id = $1 RETURNING id), \
+             counted AS ( \
+               INSERT INTO chip_inbox_counters (name, shard, value) \
+               SELECT $5, $6, COUNT(*) FROM done HAVING COUNT(*) > 0 \
+               ON CONFLICT (name, shard) DO UPDATE \
+               SET value = chip_inbox_counters.value + excluded.value) \
+             UPDATE chip_inbox_lanes SET handled_updated_on = CASE \
+               WHEN $4::bigint IS NULL THEN handled_updated_on \
+               WHEN handled_updated_on IS NULL OR handled_updated_on < $4 THEN $4 \
+               ELSE handled_updated_on END, \
+               handled_at = $3, lease_owner = NULL, lease_token = NULL, \
+               lease_delivery = NULL, lease_until = NULL WHERE lane = $2",
+        )
+        .bind(lease.delivery_id)
+        .bind(&lease.lane)
+        .bind(now_ms())
+        .bind(lease.updated_on)
+        .bind(DONE)
+        .bind(i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS)))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
 }

@@ -99,7 +99,7 @@ impl TxJob {
                 tx.commit().await?;
             }
             JobTx::Postgres(mut tx) => {
-                ops::postgres::mark_done_counted(&mut tx, &self.lease).await?;
+                ops::postgres::mark_done_counted_at_once(&mut tx, &self.lease).await?;
                 tx.commit().await?;
             }
         }
