@@ -11,7 +11,7 @@ use std::task::Poll;
 use futures::future::Either;
 use futures::stream::{self, StreamExt};
 
-use super::run::Stop;
+use super::run::{Stop, Tail};
 use super::{Completed, ProcessReport, TxJob, Worker};
 use crate::error::InboxError;
 use crate::model::StoredDelivery;
@@ -30,7 +30,8 @@ impl Worker {
         Fut: Future<Output = Result<(), E>> + Send,
         E: Display,
     {
-        self.batch_plain(&handler, Stop::never()).await
+        self.batch_plain(&handler, Stop::never(), Tail::none())
+            .await
     }
 
     /// Claims one batch and handles each delivery inside the transaction that marks it done, as
@@ -47,7 +48,8 @@ impl Worker {
         Fut: Future<Output = Result<Completed, E>> + Send,
         E: Display,
     {
-        self.batch_in_transaction(&handler, Stop::never()).await
+        self.batch_in_transaction(&handler, Stop::never(), Tail::none())
+            .await
     }
 
     /// One batch inside the database: each delivery handled in the transaction that marks it
@@ -58,6 +60,7 @@ impl Worker {
         &self,
         handler: &H,
         stop: Stop,
+        tail: Tail,
     ) -> Result<ProcessReport, InboxError>
     where
         H: Fn(TxJob) -> Fut + Send + Sync,
@@ -72,6 +75,7 @@ impl Worker {
             .run_batch(
                 claimed,
                 &stop,
+                &tail,
                 Extend::Waiting,
                 |claimed, batch| self.handle_in_transaction(claimed, handler, batch),
                 // Each outcome was committed by its own transaction.
@@ -115,6 +119,7 @@ impl Worker {
         &self,
         handler: &H,
         stop: Stop,
+        tail: Tail,
     ) -> Result<ProcessReport, InboxError>
     where
         H: Fn(StoredDelivery) -> Fut + Send + Sync,
@@ -129,6 +134,7 @@ impl Worker {
             .run_batch(
                 claimed,
                 &stop,
+                &tail,
                 Extend::Held,
                 |claimed, _| self.run_plain(claimed, handler),
                 |finished, batch| async move {
@@ -155,12 +161,14 @@ impl Worker {
     /// results to `finish` in groups (one group at a time; what finishes meanwhile waits for the
     /// next), and extending the leases `extend` names every third of the lease. Once `stop` is
     /// set no delivery starts any more: those not started are handed back at once, while the
-    /// running ones finish. Returns what `finish` returned and how many deliveries were handed
-    /// back.
+    /// running ones finish. `tail` is told when every handler has finished (what is left is
+    /// recording the last outcomes). Returns what `finish` returned and how many deliveries were
+    /// handed back.
     async fn run_batch<F, Fut, T, R, RFut, U>(
         &self,
         claimed: Vec<Claimed>,
         stop: &Stop,
+        tail: &Tail,
         extend: Extend,
         handle: F,
         finish: R,
@@ -187,6 +195,7 @@ impl Worker {
                 .await;
             all_finished.store(true, std::sync::atomic::Ordering::SeqCst);
             more.notify_one();
+            tail.reached();
         };
         let recording = async {
             let mut out = Vec::new();

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 use std::future::Future;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 
 use super::{Completed, ProcessReport, TxJob, Worker};
 use crate::error::InboxError;
@@ -41,8 +41,10 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, |stop| self.batch_plain(&handler, stop))
-            .await;
+        self.run_loop(shutdown, |stop, tail| {
+            self.batch_plain(&handler, stop, tail)
+        })
+        .await;
     }
 
     /// Handles deliveries until the process ends, each inside the transaction that marks it
@@ -70,14 +72,21 @@ impl Worker {
         E: Display,
         S: Future<Output = ()>,
     {
-        self.run_loop(shutdown, |stop| self.batch_in_transaction(&handler, stop))
-            .await;
+        self.run_loop(shutdown, |stop, tail| {
+            self.batch_in_transaction(&handler, stop, tail)
+        })
+        .await;
     }
 
-    async fn run_loop<B, BFut, S>(&self, shutdown: S, batch: B)
+    /// Batch after batch until `shutdown`. The next batch is claimed as soon as every handler of
+    /// the one in hand has finished, while that one records its last outcomes: the claim's
+    /// round trips overlap the record's, and handlers of two batches never run at once (so
+    /// `concurrency` still bounds them). At most two batches are in hand. The lanes of the
+    /// batch still recording are leased, so the next claim skips them: per-object order holds.
+    async fn run_loop<'w, B, BFut, S>(&'w self, shutdown: S, batch: B)
     where
-        B: Fn(Stop) -> BFut,
-        BFut: Future<Output = Result<ProcessReport, InboxError>>,
+        B: Fn(Stop, Tail) -> BFut,
+        BFut: Future<Output = Result<ProcessReport, InboxError>> + 'w,
         S: Future<Output = ()>,
     {
         let shutdown = shutdown.fuse();
@@ -90,8 +99,15 @@ impl Worker {
         let mut next_purge = tokio::time::Instant::now();
         let mut next_gauges = tokio::time::Instant::now();
         let mut failures: u32 = 0;
+        // The batches in hand, each with its sequence number.
+        let mut in_hand = futures::stream::FuturesUnordered::new();
+        let mut started: u64 = 0;
         loop {
             if futures::poll!(shutdown.as_mut()).is_ready() {
+                let _ = stop_sender.send(true);
+                while let Some((_, result)) = in_hand.next().await {
+                    Self::log_batch(&result, &mut failures);
+                }
                 return;
             }
             if self.options.retention.is_some() && tokio::time::Instant::now() >= next_purge {
@@ -114,48 +130,122 @@ impl Worker {
             let stored = self.inbox.shared.stored.notified();
             futures::pin_mut!(stored);
             stored.as_mut().enable();
-            let run = batch(stop.clone());
-            futures::pin_mut!(run);
-            // A shutdown during the batch stops it from starting handlers (see `run_batch`);
-            // what runs finishes and is recorded before this returns.
-            let (result, stopping) = tokio::select! {
-                result = &mut run => (result, false),
-                () = &mut shutdown => {
-                    let _ = stop_sender.send(true);
-                    (run.await, true)
+            // A claim made while another batch still held lanes may have found nothing only
+            // because of them: not a reason to sleep.
+            let overlapped = !in_hand.is_empty();
+            let tail = Tail::new();
+            let newest = started;
+            started += 1;
+            let run = batch(stop.clone(), tail.clone());
+            in_hand.push(async move { (newest, run.await) });
+            // Until the newest batch's handlers have all finished (and the older batch is
+            // done), or the newest batch is done.
+            let mut tail_reached = false;
+            let mut newest_idle = None;
+            let stopping = loop {
+                if tail_reached && in_hand.len() < 2 {
+                    break false;
                 }
-            };
-            let idle = match result {
-                Ok(report) => {
-                    failures = 0;
-                    if report.handed_back > 0 {
-                        tracing::info!(
-                            handed_back = report.handed_back,
-                            "worker stopping: unstarted deliveries handed back"
-                        );
+                tokio::select! {
+                    Some((number, result)) = in_hand.next() => {
+                        let idle = Self::log_batch(&result, &mut failures);
+                        if number == newest {
+                            newest_idle = Some(idle);
+                            break false;
+                        }
                     }
-                    report.handed_over == 0 && report.stale == 0
-                }
-                Err(error) => {
-                    failures = failures.saturating_add(1);
-                    tracing::warn!(%error, failures, "inbox claim failed; trying again");
-                    true
+                    () = tail.wait(), if !tail_reached => tail_reached = true,
+                    () = &mut shutdown => break true,
                 }
             };
             if stopping {
+                // Batches in hand stop starting handlers (see `run_batch`); what runs finishes
+                // and is recorded before this returns.
+                let _ = stop_sender.send(true);
+                while let Some((_, result)) = in_hand.next().await {
+                    Self::log_batch(&result, &mut failures);
+                }
                 return;
             }
-            if idle {
+            if newest_idle == Some(true) && !overlapped {
+                // Nothing was due: wait for a delivery, the poll interval (longer after
+                // failures), or the shutdown; the batch still recording, if any, goes on.
                 let wait = self
                     .options
                     .poll_interval
                     .saturating_mul(failures.clamp(1, 20));
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    () = stored => {}
-                    () = tokio::time::sleep(wait) => {}
+                let sleep = tokio::time::sleep(wait);
+                futures::pin_mut!(sleep);
+                loop {
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            let _ = stop_sender.send(true);
+                            while let Some((_, result)) = in_hand.next().await {
+                                Self::log_batch(&result, &mut failures);
+                            }
+                            return;
+                        }
+                        () = &mut stored => break,
+                        () = &mut sleep => break,
+                        Some((_, result)) = in_hand.next() => {
+                            Self::log_batch(&result, &mut failures);
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Logs what a batch of the run loop did and counts failed claims in a row; returns whether
+    /// it found nothing to do (or failed).
+    fn log_batch(result: &Result<ProcessReport, InboxError>, failures: &mut u32) -> bool {
+        match result {
+            Ok(report) => {
+                *failures = 0;
+                if report.handed_back > 0 {
+                    tracing::info!(
+                        handed_back = report.handed_back,
+                        "worker stopping: unstarted deliveries handed back"
+                    );
+                }
+                report.handed_over == 0 && report.stale == 0
+            }
+            Err(error) => {
+                *failures = failures.saturating_add(1);
+                tracing::warn!(%error, failures = *failures, "inbox claim failed; trying again");
+                true
+            }
+        }
+    }
+}
+
+/// Told by a batch when every one of its handlers has finished.
+#[derive(Clone)]
+pub(super) struct Tail(Option<std::sync::Arc<tokio::sync::Notify>>);
+
+impl Tail {
+    fn new() -> Self {
+        Self(Some(std::sync::Arc::new(tokio::sync::Notify::new())))
+    }
+
+    /// No one listens ([`Worker::process_batch`]).
+    pub(super) fn none() -> Self {
+        Self(None)
+    }
+
+    /// Every handler of the batch has finished.
+    pub(super) fn reached(&self) {
+        if let Some(notify) = &self.0 {
+            // Stored if nobody waits yet.
+            notify.notify_one();
+        }
+    }
+
+    /// Returns once the batch told; never for [`none`](Self::none).
+    async fn wait(&self) {
+        match &self.0 {
+            Some(notify) => notify.notified().await,
+            None => std::future::pending().await,
         }
     }
 }
