@@ -211,6 +211,37 @@ pub(crate) struct Shared {
     /// The SQLite file to create private before SQLite makes it (`None` in memory and on
     /// PostgreSQL).
     private_file: Option<std::path::PathBuf>,
+    /// This process's writers to SQLite, in turn (`None` on PostgreSQL).
+    sqlite_turns: Option<WriterTurns>,
+}
+
+/// SQLite has one writer at a time, and a writer kept waiting by another retries on its own
+/// schedule (its busy handler sleeps between tries): one that writes again right after it
+/// commits takes the lock back before the others wake, again and again. A worker whose
+/// transactional handlers hold the lock for a while thus kept another worker from extending its
+/// leases until they expired, and intake behind both. The writers of one process therefore take
+/// turns here, first come first served, before they ask SQLite; other processes on the same file
+/// still meet SQLite's own waiting.
+pub(crate) struct WriterTurns {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    /// How long to wait for a turn: the busy timeout. A writer that waited that long goes ahead
+    /// and meets SQLite's lock (and its busy timeout) as it would without turns, rather than
+    /// waiting for ever (a handler holding a turn that writes through the inbox itself).
+    patience: Duration,
+}
+
+/// A writer's turn; the next writer's comes when it is dropped.
+pub(crate) type WriterTurn = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+impl Shared {
+    /// Waits for this writer's turn at SQLite (see [`WriterTurns`]); `None` at once on
+    /// PostgreSQL, whose writers wait for row locks, not for each other.
+    pub(crate) async fn sqlite_turn(&self) -> WriterTurn {
+        let turns = self.sqlite_turns.as_ref()?;
+        tokio::time::timeout(turns.patience, Arc::clone(&turns.turn).lock_owned())
+            .await
+            .ok()
+    }
 }
 
 /// Marks every pooled connection made before a moment as not to be used again: after a write
@@ -328,6 +359,7 @@ impl Inbox {
             .to_ascii_lowercase();
         let recycle = Recycle::new();
         let mut private_file = None;
+        let mut sqlite_turns = None;
         let backend = match scheme.as_str() {
             "sqlite" => {
                 let memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -361,6 +393,10 @@ impl Inbox {
                     private_file = Some(connect.get_filename().to_owned());
                     pool.before_acquire(keep_unless_recycled::<Sqlite>(Arc::clone(&recycle)))
                 };
+                sqlite_turns = Some(WriterTurns {
+                    turn: Arc::new(tokio::sync::Mutex::new(())),
+                    patience: options.busy_timeout,
+                });
                 Backend::Sqlite(pool.connect_lazy_with(connect))
             }
             "postgres" | "postgresql" => {
@@ -383,6 +419,7 @@ impl Inbox {
                 schema: tokio::sync::OnceCell::new(),
                 migrate: options.migrate,
                 private_file,
+                sqlite_turns,
             }),
         })
     }

@@ -79,7 +79,10 @@ async fn store_isolating(
     let mut ranges = vec![(0, records.len())];
     while let Some((start, end)) = ranges.pop() {
         let part = &records[start..end];
-        match store_batch(backend, part, max_age).await {
+        let turn = inbox.shared.sqlite_turn().await;
+        let result = store_batch(backend, part, max_age).await;
+        drop(turn);
+        match result {
             Ok(stored) => {
                 inbox.write_committed();
                 for (slot, outcome) in outcomes[start..end].iter_mut().zip(stored) {

@@ -94,7 +94,10 @@ impl Worker {
         self.inbox.ensure_schema().await?;
         let rules = self.options.rules();
         let (claimed, tally) = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::claim(pool, &self.id, rules).await?,
+            Backend::Sqlite(pool) => {
+                let _turn = self.inbox.shared.sqlite_turn().await;
+                ops::sqlite::claim(pool, &self.id, rules).await?
+            }
             Backend::Postgres(pool) => ops::postgres::claim_set(pool, &self.id, rules).await?,
         };
         crate::metrics::handled("stale", usize::try_from(tally.stale).unwrap_or(0));
@@ -248,7 +251,10 @@ impl Worker {
         }
         let leases: Vec<Lease> = unstarted.into_iter().map(|c| c.lease).collect();
         let handed = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::hand_back(pool, &leases).await,
+            Backend::Sqlite(pool) => {
+                let _turn = self.inbox.shared.sqlite_turn().await;
+                ops::sqlite::hand_back(pool, &leases).await
+            }
             Backend::Postgres(pool) => ops::postgres::hand_back(pool, &leases).await,
         };
         match handed {
@@ -282,7 +288,10 @@ impl Worker {
             }
             let lease_ms = ms(self.options.lease);
             let kept = match &self.inbox.shared.backend {
-                Backend::Sqlite(pool) => ops::sqlite::extend(pool, &leases, lease_ms).await,
+                Backend::Sqlite(pool) => {
+                    let _turn = self.inbox.shared.sqlite_turn().await;
+                    ops::sqlite::extend(pool, &leases, lease_ms).await
+                }
                 Backend::Postgres(pool) => ops::postgres::extend(pool, &leases, lease_ms).await,
             };
             match kept {

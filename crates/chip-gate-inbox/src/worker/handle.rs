@@ -66,7 +66,10 @@ impl Worker {
             })
             .collect();
         let recorded = match &self.inbox.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::finish_many(pool, &items).await,
+            Backend::Sqlite(pool) => {
+                let _turn = self.inbox.shared.sqlite_turn().await;
+                ops::sqlite::finish_many(pool, &items).await
+            }
             Backend::Postgres(pool) => ops::postgres::finish_set(pool, &items).await,
         };
         let recorded = match recorded {
@@ -187,11 +190,13 @@ impl Worker {
     async fn begin_holding(&self, lease: &Lease) -> Result<Option<JobTx>, sqlx::Error> {
         match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => {
+                // Held until the handler's transaction ends (see `JobTx::Sqlite`).
+                let turn = self.inbox.shared.sqlite_turn().await;
                 let mut tx = pool
                     .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
                     .await?;
                 if ops::sqlite::hold_lease(&mut tx, lease).await? {
-                    Ok(Some(JobTx::Sqlite(tx)))
+                    Ok(Some(JobTx::Sqlite(tx, turn)))
                 } else {
                     Ok(None)
                 }

@@ -18,7 +18,8 @@ pub struct Completed {
 }
 
 pub(super) enum JobTx {
-    Sqlite(Transaction<'static, sqlx::Sqlite>),
+    /// The transaction, and this process's writer turn at SQLite, held as long as it.
+    Sqlite(Transaction<'static, sqlx::Sqlite>, crate::store::WriterTurn),
     Postgres(Transaction<'static, sqlx::Postgres>),
 }
 
@@ -57,7 +58,7 @@ impl TxJob {
     /// [`InboxError::WrongBackend`] when the inbox runs on PostgreSQL.
     pub fn sqlite(&mut self) -> Result<&mut SqliteConnection, InboxError> {
         match &mut self.tx {
-            JobTx::Sqlite(tx) => Ok(&mut **tx),
+            JobTx::Sqlite(tx, _) => Ok(&mut **tx),
             JobTx::Postgres(_) => Err(InboxError::WrongBackend {
                 requested: "SQLite",
                 actual: "PostgreSQL",
@@ -72,7 +73,7 @@ impl TxJob {
     pub fn postgres(&mut self) -> Result<&mut PgConnection, InboxError> {
         match &mut self.tx {
             JobTx::Postgres(tx) => Ok(&mut **tx),
-            JobTx::Sqlite(_) => Err(InboxError::WrongBackend {
+            JobTx::Sqlite(..) => Err(InboxError::WrongBackend {
                 requested: "PostgreSQL",
                 actual: "SQLite",
             }),
@@ -87,7 +88,7 @@ impl TxJob {
     /// be handed over again.
     pub async fn complete(self) -> Result<Completed, InboxError> {
         match self.tx {
-            JobTx::Sqlite(mut tx) => {
+            JobTx::Sqlite(mut tx, _turn) => {
                 // This transaction held SQLite's only write lock while the handler ran, so no
                 // lease of the batch could be extended meanwhile: extend those still waiting
                 // here, before the lock is released and another worker could take them.
