@@ -64,7 +64,9 @@ impl Worker {
     /// [`TxJob`], writes through its connection and returns [`TxJob::complete`]'s proof.
     ///
     /// On SQLite the transaction holds the database's write lock while the handler runs (intake
-    /// waits for it): keep such handlers short and do slow work elsewhere.
+    /// waits for it): keep such handlers short and do slow work elsewhere. The writers of one
+    /// process (intake, workers, their lease extensions) take turns first come, first served,
+    /// so none of them starves while others write again and again.
     pub async fn run_in_transaction_until<H, Fut, E, S>(&self, handler: H, shutdown: S)
     where
         H: Fn(TxJob) -> Fut + Send + Sync,
