@@ -661,8 +661,5 @@ async fn the_same_commands_on_postgres() {
         assert!(!line.contains(&format!(":{password}@")), "{line}");
     }
 
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    common::drop_test_database(&mut conn, &name).await;
 }

@@ -570,8 +570,5 @@ async fn relay_replicas_on_postgres_survive_sigkill() {
         assert!(kills >= 3, "the replicas were killed: {kills}");
     }
     inbox.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    drop_test_database(&mut conn, &name).await;
 }
