@@ -409,7 +409,7 @@ impl Sql<sqlx::Postgres> {
                    WHERE d.lane = ANY($1) AND d.state = 'pending' \
                    ORDER BY d.lane, COALESCE(d.updated_on, -1), d.id), \
                  chosen AS ( \
-                   SELECT h.h_id AS c_id, h.h_lane AS c_lane, h.h_updated_on AS c_updated_on, \
+                   SELECT h.h_id AS c_id, h.h_lane AS c_lane, \
                      COALESCE(h.h_replay = 0 AND h.h_updated_on < l.handled_updated_on, FALSE) AS c_stale \
                    FROM heads h JOIN chip_inbox_lanes l ON l.lane = h.h_lane \
                    WHERE h.h_next <= $2 AND h.h_attempts < $3 \
@@ -418,12 +418,12 @@ impl Sql<sqlx::Postgres> {
                    UPDATE chip_inbox_lanes l SET lease_owner = $4, \
                      lease_token = $5 || to_hex(c.c_id), lease_delivery = c.c_id, lease_until = $6 \
                    FROM chosen c WHERE l.lane = c.c_lane AND NOT ($7 AND c.c_stale) \
-                   RETURNING c.c_id AS t_id, c.c_lane AS t_lane, c.c_updated_on AS t_updated_on, \
-                     c.c_stale AS t_stale, l.lease_token AS t_token) \
+                   RETURNING c.c_id AS t_id, c.c_lane AS t_lane, c.c_stale AS t_stale, \
+                     l.lease_token AS t_token) \
                  UPDATE chip_inbox_deliveries d SET attempts = d.attempts + 1 \
                  FROM taken t WHERE d.id = t.t_id \
                  RETURNING {SUMMARY_COLUMNS}, signature, body, \
-                   t_lane, t_updated_on, t_stale, t_token"
+                   t_lane, t_stale, t_token"
             ))
             .bind(&clean)
             .bind(now)
@@ -441,7 +441,7 @@ impl Sql<sqlx::Postgres> {
                         delivery_id: delivery.summary.id,
                         lane: row.try_get("t_lane")?,
                         token: row.try_get("t_token")?,
-                        updated_on: row.try_get("t_updated_on")?,
+                        updated_on: delivery.summary.updated_on,
                         attempts: delivery.summary.attempts,
                     },
                     delivery,

@@ -164,125 +164,98 @@ where
 
 impl Sql<sqlx::Postgres> {
     /// [`finish_many`](Sql::finish_many) in a fixed number of statements, however many
-    /// outcomes: when every handler succeeded, [`finish_all_done`](Self::finish_all_done)'s one
-    /// statement; otherwise one `SELECT ... FOR UPDATE` locks every lane of the lot in lane
-    /// order (the order concurrent finishes and hand-backs lock in) and reads their tokens, the
-    /// failures take [`mark_failed`](Sql::mark_failed)'s statements, and one statement marks the
-    /// held successes done and releases their lanes, all in one transaction.
+    /// outcomes: when every handler succeeded, [`mark_done_set`](Self::mark_done_set)'s one
+    /// statement in autocommit. Otherwise, in one transaction: one `SELECT ... FOR UPDATE` locks
+    /// every lane of the lot in lane order (the order concurrent finishes and hand-backs lock
+    /// in) and reads their tokens, the failures take [`mark_failed`](Sql::mark_failed)'s
+    /// statements, and `mark_done_set` records the successes.
     pub(crate) async fn finish_set(
         pool: &sqlx::PgPool,
         items: &[Finish<'_>],
     ) -> Result<Vec<Option<bool>>, sqlx::Error> {
-        if items.iter().all(|(_, outcome)| outcome.is_ok()) {
-            return Self::finish_all_done(pool, items).await;
-        }
+        let successes: Vec<&Lease> = items
+            .iter()
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|(lease, _)| *lease)
+            .collect();
         let mut results = vec![None; items.len()];
-        let mut lanes: Vec<&str> = items.iter().map(|(lease, _)| lease.lane.as_str()).collect();
-        lanes.sort_unstable();
-        lanes.dedup();
-        let mut tx = pool.begin().await?;
-        let locked = sqlx::query(
-            "SELECT lane, lease_token FROM chip_inbox_lanes WHERE lane = ANY($1) \
-             ORDER BY lane FOR UPDATE",
-        )
-        .bind(&lanes)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut held = std::collections::HashMap::with_capacity(locked.len());
-        for row in &locked {
-            let lane: String = row.try_get("lane")?;
-            let token: Option<String> = row.try_get("lease_token")?;
-            if let Some(token) = token {
-                held.insert(lane, token);
-            }
-        }
-        let holds = |lease: &Lease| held.get(&lease.lane) == Some(&lease.token);
-        let (mut done_lanes, mut done_ids, mut done_updated_on) =
-            (Vec::new(), Vec::new(), Vec::new());
-        let (mut retried, mut dead) = (0_i64, 0_i64);
-        let mut recorded = std::collections::HashSet::with_capacity(items.len());
-        for (index, (lease, outcome)) in items.iter().enumerate() {
-            // Once per lane: the lane's lease covers one delivery.
-            if !holds(lease) || !recorded.insert(lease.lane.as_str()) {
-                continue;
-            }
-            match outcome {
-                Ok(()) => {
-                    done_lanes.push(lease.lane.as_str());
-                    done_ids.push(lease.delivery_id);
-                    done_updated_on.push(lease.updated_on);
-                    results[index] = Some(false);
-                }
-                Err((error, max_attempts, delay_ms)) => {
-                    let is_dead =
-                        Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?;
-                    if is_dead {
-                        dead += 1;
-                    } else {
-                        retried += 1;
-                    }
-                    results[index] = Some(is_dead);
-                }
-            }
-        }
-        if !done_ids.is_empty() {
-            sqlx::query(
-                "WITH f AS ( \
-                   SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
-                     AS f(f_lane, f_id, f_updated_on)), \
-                 done AS ( \
-                   UPDATE chip_inbox_deliveries d SET state = 'done', finished_at = $4, \
-                     last_error = NULL, replay = 0 \
-                   FROM f WHERE d.id = f.f_id) \
-                 UPDATE chip_inbox_lanes l SET handled_updated_on = CASE \
-                   WHEN f.f_updated_on IS NULL THEN l.handled_updated_on \
-                   WHEN l.handled_updated_on IS NULL OR l.handled_updated_on < f.f_updated_on \
-                     THEN f.f_updated_on \
-                   ELSE l.handled_updated_on END, \
-                   handled_at = $4, lease_owner = NULL, lease_token = NULL, \
-                   lease_delivery = NULL, lease_until = NULL \
-                 FROM f WHERE l.lane = f.f_lane",
+        let recorded = if successes.len() == items.len() {
+            let mut conn = pool.acquire().await?;
+            Self::mark_done_set(&mut conn, &successes).await?
+        } else {
+            let mut lanes: Vec<&str> = items.iter().map(|(lease, _)| lease.lane.as_str()).collect();
+            lanes.sort_unstable();
+            lanes.dedup();
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query(
+                "SELECT lane, lease_token FROM chip_inbox_lanes WHERE lane = ANY($1) \
+                 ORDER BY lane FOR UPDATE",
             )
-            .bind(&done_lanes)
-            .bind(&done_ids)
-            .bind(&done_updated_on)
-            .bind(now_ms())
-            .execute(&mut *tx)
+            .bind(&lanes)
+            .fetch_all(&mut *tx)
             .await?;
+            let mut held = std::collections::HashMap::with_capacity(locked.len());
+            for row in &locked {
+                let lane: String = row.try_get("lane")?;
+                if let Some(token) = row.try_get::<Option<String>, _>("lease_token")? {
+                    held.insert(lane, token);
+                }
+            }
+            let (mut retried, mut dead) = (0_i64, 0_i64);
+            for (index, (lease, outcome)) in items.iter().enumerate() {
+                let Err((error, max_attempts, delay_ms)) = outcome else {
+                    continue;
+                };
+                // Once per lane: the lane's lease covers one delivery.
+                if held.get(&lease.lane) != Some(&lease.token) {
+                    continue;
+                }
+                held.remove(&lease.lane);
+                let is_dead =
+                    Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?;
+                if is_dead {
+                    dead += 1;
+                } else {
+                    retried += 1;
+                }
+                results[index] = Some(is_dead);
+            }
+            // A lane whose failure was recorded above no longer holds the token: its successes
+            // (none, with one lease per lane) are not recorded.
+            let recorded = Self::mark_done_set(&mut tx, &successes).await?;
+            add_counts!(tx, [(RETRIED, retried), (DEAD, dead)])?;
+            tx.commit().await?;
+            recorded
+        };
+        let mut counted = std::collections::HashSet::with_capacity(items.len());
+        for (index, (lease, outcome)) in items.iter().enumerate() {
+            if outcome.is_ok()
+                && recorded.contains(&lease.lane)
+                && counted.insert(lease.lane.as_str())
+            {
+                results[index] = Some(false);
+            }
         }
-        let done = i64::try_from(done_ids.len()).unwrap_or(i64::MAX);
-        add_counts!(tx, [(DONE, done), (RETRIED, retried), (DEAD, dead)])?;
-        tx.commit().await?;
         Ok(results)
     }
 
-    /// Records successes only, in one statement (its own transaction): lanes whose lease is
-    /// still this worker's are locked in lane order, their deliveries marked done, the lanes
-    /// released, and the `done` counter added to. Per item `Some(false)` when recorded, `None`
-    /// when the lease was lost.
-    async fn finish_all_done(
-        pool: &sqlx::PgPool,
-        items: &[Finish<'_>],
-    ) -> Result<Vec<Option<bool>>, sqlx::Error> {
-        // In lane order (the order the statement locks them in), once per lane: a lane's lease
-        // covers one delivery.
-        let mut sorted: Vec<&Lease> = items.iter().map(|(lease, _)| *lease).collect();
-        sorted.sort_by(|a, b| a.lane.cmp(&b.lane));
-        let mut seen = std::collections::HashSet::with_capacity(items.len());
-        let (mut lanes, mut tokens, mut ids, mut updated_on) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for lease in sorted {
-            if seen.insert(lease.lane.as_str()) {
-                lanes.push(lease.lane.as_str());
-                tokens.push(lease.token.as_str());
-                ids.push(lease.delivery_id);
-                updated_on.push(lease.updated_on);
-            }
+    /// Marks done the deliveries of the leases that still hold their lane, in one statement:
+    /// each lane is locked if its token is still the lease's (in lane order, one primary-key
+    /// lookup at a time: the `LIMIT 1` keeps the planner from making the lookups a join, see
+    /// `claim_set`), its delivery marked done, the lane released, and the `done` counter added
+    /// to. A lane that another transaction changed while this one waited for it is read again,
+    /// and its token checked against what that transaction left. Returns the lanes recorded.
+    pub(crate) async fn mark_done_set(
+        conn: &mut sqlx::PgConnection,
+        leases: &[&Lease],
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        if leases.is_empty() {
+            return Ok(std::collections::HashSet::new());
         }
-        // The lanes are locked one primary-key lookup at a time, in the arrays' (lane) order;
-        // the `LIMIT 1` keeps the planner from making the lookups a join (see `claim_set`). A
-        // lane that another transaction changed while this one waited is read again, and its
-        // token checked against what that transaction left.
+        // In lane order, once per lane: a lane's lease covers one delivery.
+        let mut sorted = leases.to_vec();
+        sorted.sort_by(|a, b| a.lane.cmp(&b.lane));
+        sorted.dedup_by(|a, b| a.lane == b.lane);
         let rows = sqlx::query(
             "WITH f AS ( \
                SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
@@ -310,60 +283,15 @@ impl Sql<sqlx::Postgres> {
                lease_delivery = NULL, lease_until = NULL \
              FROM held WHERE l.lane = held.f_lane RETURNING l.lane",
         )
-        .bind(&lanes)
-        .bind(&tokens)
-        .bind(&ids)
-        .bind(&updated_on)
+        .bind(sorted.iter().map(|l| l.lane.as_str()).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|l| l.token.as_str()).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|l| l.delivery_id).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|l| l.updated_on).collect::<Vec<_>>())
         .bind(now_ms())
         .bind(DONE)
         .bind(i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS)))
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
-        let mut recorded = std::collections::HashSet::with_capacity(rows.len());
-        for row in &rows {
-            recorded.insert(row.try_get::<String, _>("lane")?);
-        }
-        let mut results = vec![None; items.len()];
-        let mut counted = std::collections::HashSet::with_capacity(items.len());
-        for (index, (lease, _)) in items.iter().enumerate() {
-            if recorded.contains(&lease.lane) && counted.insert(lease.lane.as_str()) {
-                results[index] = Some(false);
-            }
-        }
-        Ok(results)
-    }
-
-    /// [`mark_done_counted`](Sql::mark_done_counted) in one statement (the caller holds the
-    /// lease, inside its transaction): the delivery marked done, its lane released, the `done`
-    /// counter added to.
-    pub(crate) async fn mark_done_counted_at_once(
-        conn: &mut sqlx::PgConnection,
-        lease: &Lease,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "WITH done AS ( \
-               UPDATE chip_inbox_deliveries SET state = 'done', finished_at = $3, \
-                 last_error = NULL, replay = 0 WHERE id = $1 RETURNING id), \
-             counted AS ( \
-               INSERT INTO chip_inbox_counters (name, shard, value) \
-               SELECT $5, $6, COUNT(*) FROM done HAVING COUNT(*) > 0 \
-               ON CONFLICT (name, shard) DO UPDATE \
-               SET value = chip_inbox_counters.value + excluded.value) \
-             UPDATE chip_inbox_lanes SET handled_updated_on = CASE \
-               WHEN $4::bigint IS NULL THEN handled_updated_on \
-               WHEN handled_updated_on IS NULL OR handled_updated_on < $4 THEN $4 \
-               ELSE handled_updated_on END, \
-               handled_at = $3, lease_owner = NULL, lease_token = NULL, \
-               lease_delivery = NULL, lease_until = NULL WHERE lane = $2",
-        )
-        .bind(lease.delivery_id)
-        .bind(&lease.lane)
-        .bind(now_ms())
-        .bind(lease.updated_on)
-        .bind(DONE)
-        .bind(i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS)))
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        rows.iter().map(|row| row.try_get("lane")).collect()
     }
 }

@@ -106,11 +106,7 @@ impl Worker {
         let mut started: u64 = 0;
         loop {
             if futures::poll!(shutdown.as_mut()).is_ready() {
-                let _ = stop_sender.send(true);
-                while let Some((_, result)) = in_hand.next().await {
-                    Self::log_batch(&result, &mut failures);
-                }
-                return;
+                break;
             }
             if self.options.retention.is_some() && tokio::time::Instant::now() >= next_purge {
                 next_purge = tokio::time::Instant::now() + self.options.purge_interval;
@@ -161,40 +157,27 @@ impl Worker {
                 }
             };
             if stopping {
-                // Batches in hand stop starting handlers (see `run_batch`); what runs finishes
-                // and is recorded before this returns.
-                let _ = stop_sender.send(true);
-                while let Some((_, result)) = in_hand.next().await {
-                    Self::log_batch(&result, &mut failures);
-                }
-                return;
+                break;
             }
             if newest_idle == Some(true) && !overlapped {
-                // Nothing was due: wait for a delivery, the poll interval (longer after
-                // failures), or the shutdown; the batch still recording, if any, goes on.
+                // Nothing was due, and no other batch was in hand (so none is now): wait for a
+                // delivery, the poll interval (longer after failures), or the shutdown.
                 let wait = self
                     .options
                     .poll_interval
                     .saturating_mul(failures.clamp(1, 20));
-                let sleep = tokio::time::sleep(wait);
-                futures::pin_mut!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut shutdown => {
-                            let _ = stop_sender.send(true);
-                            while let Some((_, result)) = in_hand.next().await {
-                                Self::log_batch(&result, &mut failures);
-                            }
-                            return;
-                        }
-                        () = &mut stored => break,
-                        () = &mut sleep => break,
-                        Some((_, result)) = in_hand.next() => {
-                            Self::log_batch(&result, &mut failures);
-                        }
-                    }
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = &mut stored => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
+        }
+        // Stopping: the batches in hand start no more handlers (see `run_batch`); what runs
+        // finishes and is recorded before this returns.
+        let _ = stop_sender.send(true);
+        while let Some((_, result)) = in_hand.next().await {
+            Self::log_batch(&result, &mut failures);
         }
     }
 

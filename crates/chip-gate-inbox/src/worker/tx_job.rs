@@ -85,7 +85,8 @@ impl TxJob {
     ///
     /// # Errors
     /// [`InboxError::Database`] when the commit fails: nothing was recorded and the delivery will
-    /// be handed over again.
+    /// be handed over again. [`InboxError::LeaseLost`] if the lease was no longer this worker's
+    /// (your writes are rolled back).
     pub async fn complete(self) -> Result<Completed, InboxError> {
         match self.tx {
             JobTx::Sqlite(mut tx, _turn) => {
@@ -100,7 +101,15 @@ impl TxJob {
                 tx.commit().await?;
             }
             JobTx::Postgres(mut tx) => {
-                ops::postgres::mark_done_counted_at_once(&mut tx, &self.lease).await?;
+                // The transaction has held the lane locked since it checked the lease, so the
+                // token still matches; were it not recorded, the handler's writes must not
+                // commit without the done mark (dropping `tx` rolls them back).
+                let recorded = ops::postgres::mark_done_set(&mut tx, &[&self.lease]).await?;
+                if !recorded.contains(&self.lease.lane) {
+                    return Err(InboxError::LeaseLost {
+                        delivery_id: self.lease.delivery_id,
+                    });
+                }
                 tx.commit().await?;
             }
         }
