@@ -238,9 +238,17 @@ impl Shared {
     /// PostgreSQL, whose writers wait for row locks, not for each other.
     pub(crate) async fn sqlite_turn(&self) -> WriterTurn {
         let turns = self.sqlite_turns.as_ref()?;
-        tokio::time::timeout(turns.patience, Arc::clone(&turns.turn).lock_owned())
+        let turn = tokio::time::timeout(turns.patience, Arc::clone(&turns.turn).lock_owned())
             .await
-            .ok()
+            .ok();
+        if turn.is_none() {
+            tracing::warn!(
+                waited = ?turns.patience,
+                "another writer of this process has held SQLite for the whole busy timeout \
+                 (a long transactional handler?); going ahead without waiting for it"
+            );
+        }
+        turn
     }
 }
 
