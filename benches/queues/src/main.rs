@@ -18,7 +18,10 @@
 //! Scenarios alternate within each round; medians over rounds are printed with ratios.
 //! Usage: `chip-gate-queue-bench [intake|processing|all|profile] [rounds]`, env `BENCH_POSTGRES_URL`
 //! (default `postgres://chip_inbox:chip_inbox@127.0.0.1:5432/chip_inbox`, a role that may create
-//! databases), `BENCH_INTAKE_DELIVERIES` (default 4000), `BENCH_JOBS` (default 20000).
+//! databases), `BENCH_INTAKE_DELIVERIES` (default 4000), `BENCH_JOBS` (default 20000); to explore,
+//! `BENCH_ONLY` (processing: a comma-separated list of queue-name prefixes, e.g. `chip,awa`) and
+//! `BENCH_INBOX_BATCH` / `BENCH_INBOX_CONCURRENCY` (the inbox worker's settings instead of its
+//! defaults), `BENCH_HANDLER` (`noop` or `row`: one handler only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -1051,6 +1054,22 @@ fn graphile_spec(j: &Job) -> graphile_worker::JobSpec {
     }
 }
 
+/// The inbox's worker settings: its defaults, unless `BENCH_INBOX_BATCH` or
+/// `BENCH_INBOX_CONCURRENCY` say otherwise (to explore them; the figures are the defaults').
+fn inbox_worker_options() -> WorkerOptions {
+    let mut options = WorkerOptions::default();
+    if let Some(n) = std::env::var("BENCH_INBOX_BATCH").ok().and_then(|v| v.parse().ok()) {
+        options = options.batch_size(n);
+    }
+    if let Some(n) = std::env::var("BENCH_INBOX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        options = options.concurrency(n);
+    }
+    options
+}
+
 async fn start(q: Queue, url: &str, handler: Handler) -> Running {
     match q {
         Queue::Inbox => {
@@ -1058,7 +1077,7 @@ async fn start(q: Queue, url: &str, handler: Handler) -> Running {
             let intake = inbox
                 .intake(Verifier::from_pem(PUBLIC_KEY).unwrap())
                 .unwrap();
-            let worker = inbox.worker(WorkerOptions::default());
+            let worker = inbox.worker(inbox_worker_options());
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(async move {
                 let shutdown = async {
@@ -1304,13 +1323,27 @@ async fn processing_part(rounds: usize) {
     }
     let queues = [Queue::Inbox, Queue::Awa, Queue::Graphile];
     let handlers = [Handler::Noop, Handler::WriteRow];
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let wanted = |q: Queue| only.is_empty() || only.split(',').any(|w| q.name().starts_with(w));
+    let handler_only = std::env::var("BENCH_HANDLER").unwrap_or_default();
+    let handler_wanted = |h: Handler| match handler_only.as_str() {
+        "noop" => h == Handler::Noop,
+        "row" => h == Handler::WriteRow,
+        _ => true,
+    };
     // results[layout][handler][queue][round]
     let mut results = vec![vec![vec![Vec::<DrainFigures>::new(); queues.len()]; 2]; 2];
     let mut pickups: Vec<Vec<Vec<f64>>> = vec![Vec::new(); queues.len()];
     for round in 0..rounds {
         for (li, (per, jobs, signed)) in prepared.iter().enumerate() {
             for (hi, &handler) in handlers.iter().enumerate() {
+                if !handler_wanted(handler) {
+                    continue;
+                }
                 for (qi, &q) in queues.iter().enumerate() {
+                    if !wanted(q) {
+                        continue;
+                    }
                     // Retried (up to twice) when it fails, e.g. when the PostgreSQL server is
                     // restarted by someone else mid-run; a scenario's figures are from one run.
                     let mut attempt = 0;
@@ -1339,6 +1372,9 @@ async fn processing_part(rounds: usize) {
             }
         }
         for (qi, &q) in queues.iter().enumerate() {
+            if !wanted(q) {
+                continue;
+            }
             let mut attempt = 0;
             let p = loop {
                 match std::panic::AssertUnwindSafe(pickup(q, 300, 100.0))
@@ -1381,6 +1417,9 @@ async fn processing_part(rounds: usize) {
             let inbox_rate = median(results[li][hi][0].iter().map(|f| f.rate).collect());
             for (qi, &q) in queues.iter().enumerate() {
                 let runs = &results[li][hi][qi];
+                if runs.is_empty() {
+                    continue;
+                }
                 let rate = median(runs.iter().map(|f| f.rate).collect());
                 println!(
                     "| {per} | {} | {} | {rate:.0} | {:.2} | {} |",
@@ -1403,6 +1442,9 @@ async fn processing_part(rounds: usize) {
     println!("| queue | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|");
     for (qi, &q) in queues.iter().enumerate() {
+        if pickups[qi].is_empty() {
+            continue;
+        }
         let mut all: Vec<f64> = pickups[qi].iter().flatten().copied().collect();
         all.sort_unstable_by(f64::total_cmp);
         println!(

@@ -735,4 +735,4 @@ pub(crate) use add_counts;
 
 /// Counters are spread over this many rows each, so that concurrent transactions on PostgreSQL
 /// rarely wait for one another's counter row.
-pub(crate) const COUNTER_SHARDS: u32 = 16;
+pub(crate) const COUNTER_SHARDS: u32 = 64;

@@ -252,6 +252,12 @@ impl Sql<sqlx::Postgres> {
         if leases.is_empty() {
             return Ok(std::collections::HashSet::new());
         }
+        if let [lease] = leases {
+            return Ok(Self::mark_done_one(conn, lease)
+                .await?
+                .into_iter()
+                .collect());
+        }
         // In lane order, once per lane: a lane's lease covers one delivery.
         let mut sorted = leases.to_vec();
         sorted.sort_by(|a, b| a.lane.cmp(&b.lane));
@@ -293,5 +299,45 @@ impl Sql<sqlx::Postgres> {
         .fetch_all(&mut *conn)
         .await?;
         rows.iter().map(|row| row.try_get("lane")).collect()
+    }
+
+    /// [`mark_done_set`](Self::mark_done_set) for one lease, with scalar parameters: the plan is
+    /// prepared once per connection, where the arrays of the set-based statement make
+    /// PostgreSQL plan it again on every call (about 0.2 ms, on every transactional handler's
+    /// commit). The lane is released first, and only if it still holds the lease's token; the
+    /// delivery is marked done and counted only then. Returns the lane when recorded.
+    async fn mark_done_one(
+        conn: &mut sqlx::PgConnection,
+        lease: &Lease,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "WITH released AS ( \
+               UPDATE chip_inbox_lanes SET handled_updated_on = CASE \
+                 WHEN $4::bigint IS NULL THEN handled_updated_on \
+                 WHEN handled_updated_on IS NULL OR handled_updated_on < $4 THEN $4 \
+                 ELSE handled_updated_on END, \
+                 handled_at = $5, lease_owner = NULL, lease_token = NULL, \
+                 lease_delivery = NULL, lease_until = NULL \
+               WHERE lane = $1 AND lease_token = $2 RETURNING lane), \
+             done AS ( \
+               UPDATE chip_inbox_deliveries SET state = 'done', finished_at = $5, \
+                 last_error = NULL, replay = 0 \
+               WHERE id = $3 AND EXISTS (SELECT 1 FROM released) RETURNING id), \
+             counted AS ( \
+               INSERT INTO chip_inbox_counters (name, shard, value) \
+               SELECT $6, $7, 1 FROM done \
+               ON CONFLICT (name, shard) DO UPDATE \
+               SET value = chip_inbox_counters.value + excluded.value) \
+             SELECT lane FROM released",
+        )
+        .bind(&lease.lane)
+        .bind(&lease.token)
+        .bind(lease.delivery_id)
+        .bind(lease.updated_on)
+        .bind(now_ms())
+        .bind(DONE)
+        .bind(i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS)))
+        .fetch_optional(&mut *conn)
+        .await
     }
 }

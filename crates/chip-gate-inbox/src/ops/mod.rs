@@ -46,17 +46,24 @@ pub(crate) struct Lease {
 /// A database the inbox's SQL runs on: its [`Dialect`], and what `sqlx`'s `Database` trait leaves
 /// to each driver.
 pub(crate) trait Driver: sqlx::Database + Dialect {
+    /// The claim's candidates query (see `claim.rs`): `$1` now, `$2` how many rows at most.
+    const CANDIDATES: &'static str;
+
     /// How many rows a statement changed (each driver's `QueryResult` says so in its own method).
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 impl Driver for sqlx::Sqlite {
+    const CANDIDATES: &'static str = claim::CANDIDATES_JOINED;
+
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
 }
 
 impl Driver for sqlx::Postgres {
+    const CANDIDATES: &'static str = claim::CANDIDATES_WALKED;
+
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
