@@ -21,7 +21,8 @@
 //! databases), `BENCH_INTAKE_DELIVERIES` (default 4000), `BENCH_JOBS` (default 20000); to explore,
 //! `BENCH_ONLY` (processing: a comma-separated list of queue-name prefixes, e.g. `chip,awa`) and
 //! `BENCH_INBOX_BATCH` / `BENCH_INBOX_CONCURRENCY` (the inbox worker's settings instead of its
-//! defaults), `BENCH_HANDLER` (`noop` or `row`: one handler only).
+//! defaults), `BENCH_INBOX_POOL` (its pool's size), `BENCH_HANDLER` (`noop` or `row`: one handler only), `BENCH_SENDERS` (intake: a
+//! comma-separated list of sender counts).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -622,8 +623,15 @@ async fn intake_part(rounds: usize) {
     // results[senders][receiver][round]
     let mut results: Vec<Vec<Vec<IntakeFigures>>> =
         vec![vec![Vec::new(); receivers.len()]; senders_list.len()];
+    let senders_only = std::env::var("BENCH_SENDERS").unwrap_or_default();
+    let senders_wanted = |n: usize| {
+        senders_only.is_empty() || senders_only.split(',').any(|w| w.trim() == n.to_string())
+    };
     for round in 0..rounds {
         for (si, &senders) in senders_list.iter().enumerate() {
+            if !senders_wanted(senders) {
+                continue;
+            }
             eprintln!("intake round {} of {rounds}, {senders} senders", round + 1);
             for (ri, &receiver) in receivers.iter().enumerate() {
                 let f = intake_scenario(receiver, verify_port, &deliveries, senders).await;
@@ -652,6 +660,9 @@ async fn intake_part(rounds: usize) {
     );
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---|");
     for (si, &senders) in senders_list.iter().enumerate() {
+        if !senders_wanted(senders) {
+            continue;
+        }
         let verify_rate = median(results[si][0].iter().map(|f| f.rate).collect());
         for (ri, &receiver) in receivers.iter().enumerate() {
             let runs = &results[si][ri];
@@ -1073,7 +1084,11 @@ fn inbox_worker_options() -> WorkerOptions {
 async fn start(q: Queue, url: &str, handler: Handler) -> Running {
     match q {
         Queue::Inbox => {
-            let inbox = Inbox::connect(url).await.unwrap();
+            let mut options = chip_gate_inbox::InboxOptions::default();
+            if let Some(n) = std::env::var("BENCH_INBOX_POOL").ok().and_then(|v| v.parse().ok()) {
+                options = options.max_connections(n);
+            }
+            let inbox = Inbox::connect_with(url, options).await.unwrap();
             let intake = inbox
                 .intake(Verifier::from_pem(PUBLIC_KEY).unwrap())
                 .unwrap();

@@ -153,8 +153,9 @@ impl Default for InboxOptions {
 }
 
 impl InboxOptions {
-    /// The pool's size (default: 8 for SQLite, 10 for PostgreSQL). Each running handler in a
-    /// transaction holds one connection, the intake's writers one each, a claim one.
+    /// The pool's size (default: 8 for SQLite, 16 for PostgreSQL). Each running handler in a
+    /// transaction holds one connection, the intake's writers one each, a claim one (on
+    /// SQLite, transactional handlers take turns, one connection at a time).
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = Some(n.max(1));
@@ -410,7 +411,7 @@ impl Inbox {
             "postgres" | "postgresql" => {
                 let connect = PgConnectOptions::from_str(url)?;
                 let pool = PgPoolOptions::new()
-                    .max_connections(options.max_connections.unwrap_or(10))
+                    .max_connections(options.max_connections.unwrap_or(16))
                     .acquire_timeout(options.acquire_timeout)
                     .before_acquire(keep_unless_recycled::<Postgres>(Arc::clone(&recycle)))
                     .connect_lazy_with(connect);

@@ -275,39 +275,82 @@ async fn store_batch_postgres(
 ) -> Result<StoredBatch, sqlx::Error> {
     let rows: Vec<&NewRecord> = keys.values().map(|&(index, _)| records[index]).collect();
     let shard = i64::from(fastrand::u32(0..crate::store::COUNTER_SHARDS));
-    let stored = sqlx::query(
-        "WITH horizon AS ( \
-             SELECT updated_on FROM chip_inbox_horizon WHERE id = 1 FOR SHARE \
-         ), input AS ( \
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                                  $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
-             AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
-         ), stored AS ( \
-             INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-                 updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) \
-             SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, \
-                 typing_problem, $10, $10, \
-                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) OR updated_on < $13 \
-                 THEN 1 ELSE 0 END \
-             FROM input ORDER BY dedup_key \
-             ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key \
-         ), counted AS ( \
+    // What follows the insert: the count, the announcement, and the stored rows as the result.
+    const TAIL: &str = "), counted AS ( \
              INSERT INTO chip_inbox_counters (name, shard, value) \
              SELECT 'received', $11, COUNT(*) FROM stored HAVING COUNT(*) > 0 \
              ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value \
          ), announced AS ( \
              SELECT pg_notify($12, '') FROM (SELECT 1 FROM stored LIMIT 1) AS any_stored \
-         ) SELECT s.id, s.dedup_key FROM stored s CROSS JOIN (SELECT COUNT(*) FROM announced) AS a",
-    )
-    .bind(rows.iter().map(|r| r.dedup_key.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.lane.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.object_kind).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.object_id.as_deref()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.updated_on).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.signature.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.body.as_ref()).collect::<Vec<&[u8]>>())
-    .bind(rows.iter().map(|r| r.typing_problem.as_deref()).collect::<Vec<_>>())
+         ) SELECT s.id, s.dedup_key FROM stored s CROSS JOIN (SELECT COUNT(*) FROM announced) AS a";
+    const HEAD: &str = "WITH horizon AS ( \
+             SELECT updated_on FROM chip_inbox_horizon WHERE id = 1 FOR SHARE \
+         ), stored AS ( \
+             INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+                 updated_on, signature, body, typing_problem, received_at, next_attempt_at, expired) ";
+    // One delivery (a quiet receiver, one sender at a time): scalar parameters, so the
+    // statement is planned once per connection. The arrays of the batch statement make
+    // PostgreSQL plan it again on every call, which one delivery alone pays in full.
+    let sql = if rows.len() == 1 {
+        format!(
+            "{HEAD}SELECT $1, $2, $3, $4, $5, $6::int8, $7, $8, $9, $10, $10, \
+                 CASE WHEN $6::int8 <= (SELECT updated_on FROM horizon) OR $6::int8 < $13 \
+                 THEN 1 ELSE 0 END \
+             ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key {TAIL}"
+        )
+    } else {
+        format!(
+            "{HEAD}SELECT dedup_key, lane, event, object_kind, object_id, updated_on, signature, \
+                 body, typing_problem, $10, $10, \
+                 CASE WHEN updated_on <= (SELECT updated_on FROM horizon) OR updated_on < $13 \
+                 THEN 1 ELSE 0 END \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                         $6::int8[], $7::text[], $8::bytea[], $9::text[]) \
+             AS t(dedup_key, lane, event, object_kind, object_id, updated_on, signature, body, typing_problem) \
+             ORDER BY dedup_key \
+             ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key {TAIL}"
+        )
+    };
+    let query = sqlx::query(&sql);
+    let stored = if let [row] = rows.as_slice() {
+        query
+            .bind(row.dedup_key.as_str())
+            .bind(row.lane.as_str())
+            .bind(row.event.as_str())
+            .bind(row.object_kind)
+            .bind(row.object_id.as_deref())
+            .bind(row.updated_on)
+            .bind(row.signature.as_str())
+            .bind(row.body.as_ref())
+            .bind(row.typing_problem.as_deref())
+    } else {
+        query
+            .bind(
+                rows.iter()
+                    .map(|r| r.dedup_key.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.lane.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.event.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.object_kind).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.object_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.updated_on).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.signature.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| r.body.as_ref()).collect::<Vec<&[u8]>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.typing_problem.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+    }
     .bind(now)
     .bind(shard)
     .bind(crate::store::DUE_CHANNEL)

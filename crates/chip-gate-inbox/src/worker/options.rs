@@ -83,8 +83,8 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            batch_size: 16,
-            concurrency: 4,
+            batch_size: 64,
+            concurrency: 8,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             max_attempts: 10,
@@ -98,14 +98,20 @@ impl Default for WorkerOptions {
 }
 
 impl WorkerOptions {
-    /// How many deliveries one claim takes (default 16; at most one per object).
+    /// How many deliveries one claim takes (default 64; at most one per object). A claim costs
+    /// about the same few statements whatever its size, so larger batches drain a backlog
+    /// faster (on PostgreSQL, with a no-op handler, 64 did about 1.7 times what 16 did); but a
+    /// worker holds its whole batch until its handlers get to it, so with slow handlers and
+    /// several replicas, a batch near `concurrency` spreads a small backlog more evenly.
     #[must_use]
     pub fn batch_size(mut self, n: usize) -> Self {
         self.batch_size = n.clamp(1, 1000);
         self
     }
 
-    /// How many handlers run at once in this worker (default 4; always on different objects).
+    /// How many handlers run at once in this worker (default 8; always on different objects).
+    /// A handler in [`Worker::run_in_transaction`] holds a pooled connection while it runs:
+    /// keep this below the pool's size ([`InboxOptions::max_connections`](crate::InboxOptions::max_connections)).
     #[must_use]
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
