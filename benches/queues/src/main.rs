@@ -21,8 +21,9 @@
 //! databases), `BENCH_INTAKE_DELIVERIES` (default 4000), `BENCH_JOBS` (default 20000); to explore,
 //! `BENCH_ONLY` (processing: a comma-separated list of queue-name prefixes, e.g. `chip,awa`) and
 //! `BENCH_INBOX_BATCH` / `BENCH_INBOX_CONCURRENCY` (the inbox worker's settings instead of its
-//! defaults), `BENCH_INBOX_POOL` (its pool's size), `BENCH_HANDLER` (`noop` or `row`: one handler only), `BENCH_SENDERS` (intake: a
-//! comma-separated list of sender counts).
+//! defaults), `BENCH_INBOX_POOL` (its pool's size), `BENCH_HANDLER` (`noop`, `row` or `apart`: one handler only), `BENCH_SENDERS` (intake: a
+//! comma-separated list of sender counts), `BENCH_RECEIVERS` (intake: receiver-name prefixes,
+//! e.g. `verify,inbox`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -623,6 +624,10 @@ async fn intake_part(rounds: usize) {
     // results[senders][receiver][round]
     let mut results: Vec<Vec<Vec<IntakeFigures>>> =
         vec![vec![Vec::new(); receivers.len()]; senders_list.len()];
+    let receivers_only = std::env::var("BENCH_RECEIVERS").unwrap_or_default();
+    let receiver_wanted = |r: Receiver| {
+        receivers_only.is_empty() || receivers_only.split(',').any(|w| r.name().starts_with(w))
+    };
     let senders_only = std::env::var("BENCH_SENDERS").unwrap_or_default();
     let senders_wanted = |n: usize| {
         senders_only.is_empty() || senders_only.split(',').any(|w| w.trim() == n.to_string())
@@ -634,6 +639,9 @@ async fn intake_part(rounds: usize) {
             }
             eprintln!("intake round {} of {rounds}, {senders} senders", round + 1);
             for (ri, &receiver) in receivers.iter().enumerate() {
+                if !receiver_wanted(receiver) {
+                    continue;
+                }
                 let f = intake_scenario(receiver, verify_port, &deliveries, senders).await;
                 eprintln!(
                     "  {:<26} {:>8.0}/s p50 {:>6.2} ms p99 {:>6.2} ms cpu {:>4.0} us server {}",
@@ -666,6 +674,9 @@ async fn intake_part(rounds: usize) {
         let verify_rate = median(results[si][0].iter().map(|f| f.rate).collect());
         for (ri, &receiver) in receivers.iter().enumerate() {
             let runs = &results[si][ri];
+            if runs.is_empty() {
+                continue;
+            }
             let rate = median(runs.iter().map(|f| f.rate).collect());
             let server: Vec<f64> = runs.iter().filter_map(|f| f.server_cpu_us).collect();
             // The inbox of the same database, round by round, against this receiver.
@@ -831,7 +842,13 @@ impl Queue {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Handler {
     Noop,
+    /// Inserts one row: in the inbox inside the done-mark's transaction, in the others as a
+    /// separate autocommit.
     WriteRow,
+    /// The inbox only: a plain handler that inserts one row in a separate autocommit through
+    /// the inbox's pool, as awa's and graphile_worker's handlers do (like for like, without
+    /// the exactly-once of `WriteRow`).
+    WriteRowApart,
 }
 
 const EFFECTS_TABLE: &str = "CREATE TABLE bench_effects (obj INTEGER NOT NULL, seq INTEGER NOT NULL, \
@@ -1069,7 +1086,10 @@ fn graphile_spec(j: &Job) -> graphile_worker::JobSpec {
 /// `BENCH_INBOX_CONCURRENCY` say otherwise (to explore them; the figures are the defaults').
 fn inbox_worker_options() -> WorkerOptions {
     let mut options = WorkerOptions::default();
-    if let Some(n) = std::env::var("BENCH_INBOX_BATCH").ok().and_then(|v| v.parse().ok()) {
+    if let Some(n) = std::env::var("BENCH_INBOX_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         options = options.batch_size(n);
     }
     if let Some(n) = std::env::var("BENCH_INBOX_CONCURRENCY")
@@ -1085,7 +1105,10 @@ async fn start(q: Queue, url: &str, handler: Handler) -> Running {
     match q {
         Queue::Inbox => {
             let mut options = chip_gate_inbox::InboxOptions::default();
-            if let Some(n) = std::env::var("BENCH_INBOX_POOL").ok().and_then(|v| v.parse().ok()) {
+            if let Some(n) = std::env::var("BENCH_INBOX_POOL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
                 options = options.max_connections(n);
             }
             let inbox = Inbox::connect_with(url, options).await.unwrap();
@@ -1093,6 +1116,7 @@ async fn start(q: Queue, url: &str, handler: Handler) -> Running {
                 .intake(Verifier::from_pem(PUBLIC_KEY).unwrap())
                 .unwrap();
             let worker = inbox.worker(inbox_worker_options());
+            let inbox_pool = inbox.postgres_pool().unwrap().clone();
             let (stop, stopped) = oneshot::channel::<()>();
             let task = tokio::spawn(async move {
                 let shutdown = async {
@@ -1108,6 +1132,32 @@ async fn start(q: Queue, url: &str, handler: Handler) -> Running {
                                     rec.start(&job);
                                     rec.end(&job);
                                     Ok::<(), String>(())
+                                },
+                                shutdown,
+                            )
+                            .await;
+                    }
+                    Handler::WriteRowApart => {
+                        let pool = inbox_pool.clone();
+                        worker
+                            .run_until(
+                                |d: StoredDelivery| {
+                                    let pool = pool.clone();
+                                    async move {
+                                        let rec = recorder();
+                                        let job = job_of(&d);
+                                        rec.start(&job);
+                                        sqlx::query(
+                                            "INSERT INTO bench_effects (obj, seq) VALUES ($1, $2)",
+                                        )
+                                        .bind(i64::from(job.obj))
+                                        .bind(i64::from(job.seq))
+                                        .execute(&pool)
+                                        .await
+                                        .map_err(|e| e.to_string())?;
+                                        rec.end(&job);
+                                        Ok::<(), String>(())
+                                    }
                                 },
                                 shutdown,
                             )
@@ -1274,7 +1324,7 @@ async fn drain(
     let base = postgres_base();
     let url = postgres_database(&base).await;
     setup(q, &url).await;
-    enqueue_backlog(q, &url, jobs, signed, handler == Handler::WriteRow).await;
+    enqueue_backlog(q, &url, jobs, signed, handler != Handler::Noop).await;
     let rec = Recorder::new(jobs.len());
     set_recorder(&rec);
     let started = Instant::now();
@@ -1337,17 +1387,18 @@ async fn processing_part(rounds: usize) {
         prepared.push((per, Arc::new(jobs), Arc::new(signed)));
     }
     let queues = [Queue::Inbox, Queue::Awa, Queue::Graphile];
-    let handlers = [Handler::Noop, Handler::WriteRow];
+    let handlers = [Handler::Noop, Handler::WriteRow, Handler::WriteRowApart];
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let wanted = |q: Queue| only.is_empty() || only.split(',').any(|w| q.name().starts_with(w));
     let handler_only = std::env::var("BENCH_HANDLER").unwrap_or_default();
     let handler_wanted = |h: Handler| match handler_only.as_str() {
         "noop" => h == Handler::Noop,
         "row" => h == Handler::WriteRow,
+        "apart" => h == Handler::WriteRowApart,
         _ => true,
     };
     // results[layout][handler][queue][round]
-    let mut results = vec![vec![vec![Vec::<DrainFigures>::new(); queues.len()]; 2]; 2];
+    let mut results = vec![vec![vec![Vec::<DrainFigures>::new(); queues.len()]; handlers.len()]; 2];
     let mut pickups: Vec<Vec<Vec<f64>>> = vec![Vec::new(); queues.len()];
     for round in 0..rounds {
         for (li, (per, jobs, signed)) in prepared.iter().enumerate() {
@@ -1356,7 +1407,8 @@ async fn processing_part(rounds: usize) {
                     continue;
                 }
                 for (qi, &q) in queues.iter().enumerate() {
-                    if !wanted(q) {
+                    // The others' `WriteRow` is already apart.
+                    if !wanted(q) || (handler == Handler::WriteRowApart && q != Queue::Inbox) {
                         continue;
                     }
                     // Retried (up to twice) when it fails, e.g. when the PostgreSQL server is
@@ -1441,6 +1493,7 @@ async fn processing_part(rounds: usize) {
                     match handler {
                         Handler::Noop => "no-op",
                         Handler::WriteRow => "writes one row",
+                        Handler::WriteRowApart => "writes one row, apart (autocommit)",
                     },
                     q.name(),
                     rate / inbox_rate,

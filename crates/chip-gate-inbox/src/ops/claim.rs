@@ -165,8 +165,10 @@ where
     }
 
     /// The lanes whose oldest due delivery heads them (no pending delivery of the same object
-    /// comes before it) and that nobody holds, oldest first: `4 × limit` at most, for some may
-    /// be taken by the time they are locked. Makes the lanes that do not exist yet.
+    /// comes before it) and that nobody holds, oldest first: `2 × limit` at most, for some may
+    /// be taken by a concurrent claim by the time they are locked (the second of two claims
+    /// at once still fills its batch). Each candidate costs the walk two index lookups: with
+    /// `4 × limit`, a no-op drain was about 15 % slower. Makes the lanes that do not exist yet.
     pub(super) async fn candidates(
         conn: &mut DB::Connection,
         now: i64,
@@ -176,7 +178,7 @@ where
         // backlog.
         let rows = sqlx::query(DB::CANDIDATES)
             .bind(now)
-            .bind(limit.saturating_mul(4))
+            .bind(limit.saturating_mul(2))
             .fetch_all(&mut *conn)
             .await?;
         let mut lanes = Vec::with_capacity(rows.len());
