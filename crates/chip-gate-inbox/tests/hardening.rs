@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use chip_gate_inbox::{
-    BackendKind, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, ListFilter, Receipt,
-    StalePolicy, StoredDelivery,
+    BackendKind, DeliveryState, Inbox, InboxError, InboxOptions, IntakeError, IntakeOptions,
+    ListFilter, Receipt, StalePolicy, StoredDelivery,
 };
 use common::*;
 use http::StatusCode;
@@ -226,6 +226,47 @@ async fn an_intake_with_a_max_age_expires_older_states(url: String) {
 }
 on_both!(an_intake_with_a_max_age_expires_older_states);
 
+/// Stored in one batch, deliveries are expired as they are one at a time (on PostgreSQL a lone
+/// delivery takes a statement of its own): at or below the retention horizon, or older than
+/// `max_age`, recorded and never handed over; the rest handed over.
+async fn a_batch_expires_what_a_lone_delivery_would(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let horizon = now_s() - 30 * 86_400;
+    exec(
+        &inbox,
+        &format!("UPDATE chip_inbox_horizon SET updated_on = {horizon} WHERE id = 1"),
+    )
+    .await;
+    let options = IntakeOptions::default().max_age(Some(Duration::from_secs(7 * 86_400)));
+    let answers = in_one_batch_with(
+        &inbox,
+        &url,
+        options,
+        vec![
+            purchase_body("p-at-horizon", "purchase.paid", horizon),
+            purchase_body("p-too-old", "purchase.paid", now_s() - 8 * 86_400),
+            purchase_body("p-recent", "purchase.paid", now_s() - 3600),
+            purchase_body("p-recent-2", "purchase.paid", now_s() - 60),
+        ],
+    )
+    .await;
+    let receipts: Vec<Receipt> = answers.into_iter().map(Result::unwrap).collect();
+    let handed = drain(&inbox, fast_worker()).await;
+    let mut handed_ids: Vec<i64> = handed.iter().map(StoredDelivery::id).collect();
+    handed_ids.sort_unstable();
+    // The two recent ones; the first delivery, stored alone before the batch (its updated_on
+    // is 1), is expired by the lone statement.
+    assert_eq!(handed.len(), 2, "{handed:?}");
+    for recent in &receipts[2..] {
+        assert!(handed_ids.contains(&recent.id.unwrap()), "{handed:?}");
+    }
+    for expired in &receipts[..2] {
+        assert_eq!(state(&inbox, expired).await, DeliveryState::Stale);
+    }
+    assert_eq!(inbox.counts().await.unwrap().expired, 3);
+}
+on_both!(a_batch_expires_what_a_lone_delivery_would);
+
 // --- 2. One delivery never fails its neighbours --------------------------------------------
 
 /// Sends `bodies` so that they land in one batch: the writer is held on a first delivery while
@@ -235,7 +276,17 @@ async fn in_one_batch(
     url: &str,
     bodies: Vec<Bytes>,
 ) -> Vec<Result<Receipt, IntakeError>> {
-    let intake = inbox.intake(verifier()).unwrap();
+    in_one_batch_with(inbox, url, IntakeOptions::default(), bodies).await
+}
+
+/// [`in_one_batch`] through an intake with `options`.
+async fn in_one_batch_with(
+    inbox: &Inbox,
+    url: &str,
+    options: IntakeOptions,
+    bodies: Vec<Bytes>,
+) -> Vec<Result<Receipt, IntakeError>> {
+    let intake = chip_gate_inbox::Intake::new(inbox, verifier(), options).unwrap();
     let blocker = WriteLock::take(url, inbox.backend_kind() == BackendKind::Sqlite).await;
     let first = spawn_receive(
         &intake,
