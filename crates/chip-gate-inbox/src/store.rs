@@ -676,6 +676,11 @@ const POSTGRES_MIGRATIONS: &[Migration] = &[
         "pending deliveries in arrival order, indexed on their own",
         include_str!("../migrations/postgres/0003_pending_index.sql"),
     ),
+    (
+        4,
+        "due deliveries in the order they came due, the order claims walk",
+        include_str!("../migrations/postgres/0004_due_order.sql"),
+    ),
 ];
 
 /// Now, in Unix milliseconds.
