@@ -9,6 +9,26 @@ use crate::store::{DEAD, DONE, RETRIED, add_counts, now_ms};
 /// before the next attempt (ms).
 pub(crate) type Finish<'a> = (&'a Lease, Result<(), (&'a str, i64, i64)>);
 
+/// The failures one transaction recorded, for its counters: retried, and dead after their last
+/// attempt.
+#[derive(Default)]
+struct Failures {
+    retried: i64,
+    dead: i64,
+}
+
+impl Failures {
+    /// Counts a failure [`mark_failed`](Sql::mark_failed) recorded; returns whether it is dead.
+    fn count(&mut self, is_dead: bool) -> bool {
+        if is_dead {
+            self.dead += 1;
+        } else {
+            self.retried += 1;
+        }
+        is_dead
+    }
+}
+
 impl<DB: Driver> Sql<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -131,7 +151,7 @@ where
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by(|&a, &b| items[a].0.lane.cmp(&items[b].0.lane));
         let mut results = vec![None; items.len()];
-        let (mut done, mut retried, mut dead) = (0_i64, 0_i64, 0_i64);
+        let (mut done, mut failures) = (0_i64, Failures::default());
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         for index in order {
             let (lease, outcome) = &items[index];
@@ -144,19 +164,19 @@ where
                     done += 1;
                     false
                 }
-                Err((error, max_attempts, delay_ms)) => {
-                    let is_dead =
-                        Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?;
-                    if is_dead {
-                        dead += 1;
-                    } else {
-                        retried += 1;
-                    }
-                    is_dead
-                }
+                Err((error, max_attempts, delay_ms)) => failures.count(
+                    Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?,
+                ),
             });
         }
-        add_counts!(tx, [(DONE, done), (RETRIED, retried), (DEAD, dead)])?;
+        add_counts!(
+            tx,
+            [
+                (DONE, done),
+                (RETRIED, failures.retried),
+                (DEAD, failures.dead)
+            ]
+        )?;
         tx.commit().await?;
         Ok(results)
     }
@@ -201,7 +221,7 @@ impl Sql<sqlx::Postgres> {
                     held.insert(lane, token);
                 }
             }
-            let (mut retried, mut dead) = (0_i64, 0_i64);
+            let mut failures = Failures::default();
             for (index, (lease, outcome)) in items.iter().enumerate() {
                 let Err((error, max_attempts, delay_ms)) = outcome else {
                     continue;
@@ -211,19 +231,14 @@ impl Sql<sqlx::Postgres> {
                     continue;
                 }
                 held.remove(&lease.lane);
-                let is_dead =
-                    Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?;
-                if is_dead {
-                    dead += 1;
-                } else {
-                    retried += 1;
-                }
-                results[index] = Some(is_dead);
+                results[index] = Some(failures.count(
+                    Self::mark_failed(&mut tx, lease, error, *max_attempts, *delay_ms).await?,
+                ));
             }
             // A lane whose failure was recorded above no longer holds the token: its successes
             // (none, with one lease per lane) are not recorded.
             let recorded = Self::mark_done_set(&mut tx, &successes).await?;
-            add_counts!(tx, [(RETRIED, retried), (DEAD, dead)])?;
+            add_counts!(tx, [(RETRIED, failures.retried), (DEAD, failures.dead)])?;
             tx.commit().await?;
             recorded
         };
