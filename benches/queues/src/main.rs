@@ -146,10 +146,12 @@ async fn postgres_database(base: &str) -> String {
 async fn drop_postgres_database(base: &str, url: &str) {
     let (_, name) = url.rsplit_once('/').unwrap();
     let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    if let Err(error) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut conn)
         .await
-        .ok();
+    {
+        eprintln!("database {name} left in place: {error}");
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -204,6 +204,21 @@ async fn database(postgres: Option<&str>, dir: &std::path::Path, name: &str) -> 
     }
 }
 
+/// Drops a scenario's PostgreSQL database once it is measured (a SQLite file goes with the
+/// temporary directory); one that cannot be dropped is named, not fatal.
+async fn drop_database(postgres: Option<&str>, url: &str) {
+    let Some(base) = postgres else { return };
+    use sqlx::Connection;
+    let (_, db) = url.rsplit_once('/').unwrap();
+    let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+    if let Err(error) = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+    {
+        eprintln!("database {db} left in place: {error}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -230,9 +245,11 @@ async fn main() {
             let signed = Arc::new(deliveries(n, round * 2));
             let db = database(url, dir.path(), &format!("intake{round}")).await;
             alone.push(intake_alone(&db, signed, senders).await);
+            drop_database(url, &db).await;
             let signed = Arc::new(deliveries(n, round * 2 + 1));
             let db = database(url, dir.path(), &format!("relay{round}")).await;
             relayed.push(relay(&db, signed, senders).await);
+            drop_database(url, &db).await;
         }
         let (a, r) = (median(&mut alone), median(&mut relayed));
         println!("{name:<11} {a:>14.0} {r:>14.0} {:>7.2}x", r / a);
