@@ -994,3 +994,69 @@ async fn opening_a_missing_sqlite_file_without_migrating_creates_nothing() {
     assert!(matches!(error, InboxError::Database(_)), "{error:?}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// PostgreSQL stores a CHIP-sized body (a few kilobytes) as it came, inside its row: neither
+/// compressed on every insert nor moved to the TOAST table (schema version 5). A body past
+/// the row's limit (about 8 KB) is still stored, compressed as PostgreSQL does by default.
+#[tokio::test]
+async fn postgres_keeps_bodies_of_a_few_kilobytes_uncompressed_in_their_row() {
+    let Some(url) =
+        postgres_url("postgres_keeps_bodies_of_a_few_kilobytes_uncompressed_in_their_row").await
+    else {
+        return;
+    };
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // JSON compresses well, as CHIP's bodies do: pglz would halve it.
+    let body = |id: &str, items: usize| {
+        let products: Vec<String> = (0..items)
+            .map(|n| (n, n * 100 + 1))
+            .map(|(n, price)| format!(r#"{{"name":"Product {n}","quantity":"1.0000","price":{price},"discount":0,"tax_percent":"0.00","category":"general"}}"#))
+            .collect();
+        Bytes::from(format!(
+            r#"{{"id":"{id}","type":"purchase","event_type":"purchase.paid","created_on":1700000000,"updated_on":1700000001,"status":"paid","purchase":{{"total":1000,"currency":"MYR","products":[{}]}}}}"#,
+            products.join(",")
+        ))
+    };
+    let chip_sized = body("body-inline", 30);
+    assert!(
+        (3000..4500).contains(&chip_sized.len()),
+        "{}",
+        chip_sized.len()
+    );
+    let large = body("body-large", 200);
+    assert!(large.len() > 16_000, "{}", large.len());
+    store(&inbox, chip_sized.clone()).await;
+    store(&inbox, large.clone()).await;
+
+    let stored_size = |id: &str| {
+        format!(
+            "SELECT CAST(pg_column_size(body) AS BIGINT) FROM chip_inbox_deliveries \
+             WHERE object_id = '{id}'"
+        )
+    };
+    let inline = scalar(&inbox, &stored_size("body-inline")).await;
+    assert!(
+        inline >= i64::try_from(chip_sized.len()).unwrap(),
+        "a {}-byte body takes {inline} bytes: compressed",
+        chip_sized.len()
+    );
+    let toast_pages = "SELECT CAST(pg_relation_size(reltoastrelid) AS BIGINT) FROM pg_class \
+                       WHERE relname = 'chip_inbox_deliveries'";
+    // Only the large body may have gone out of line; compressed, it fits in one TOAST page.
+    assert!(scalar(&inbox, toast_pages).await <= 8192);
+    let large_stored = scalar(&inbox, &stored_size("body-large")).await;
+    assert!(large_stored < i64::try_from(large.len()).unwrap());
+    for (id, sent) in [("body-inline", &chip_sized), ("body-large", &large)] {
+        let length = scalar(
+            &inbox,
+            &format!(
+                "SELECT CAST(octet_length(body) AS BIGINT) FROM chip_inbox_deliveries \
+                 WHERE object_id = '{id}'"
+            ),
+        )
+        .await;
+        assert_eq!(length, i64::try_from(sent.len()).unwrap());
+    }
+    inbox.close().await;
+    drop_postgres(&url).await;
+}

@@ -226,6 +226,47 @@ async fn a_draining_intake_is_not_ready_but_still_stores() {
     assert_eq!(get(&format!("{base}/livez")).await.0, 200);
 }
 
+/// PostgreSQL connections are not checked with a round trip each time they are taken (that
+/// cost every claim, done mark and commit one), only after sitting idle: connections the
+/// server closed while they were idle (here terminated, as `idle_session_timeout`, a proxy or
+/// a firewall would) are replaced, and the next delivery is stored, not answered 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_while_idle_are_replaced_before_a_delivery_fails() {
+    use sqlx::Connection as _;
+    let Some(url) =
+        postgres_url("connections_closed_while_idle_are_replaced_before_a_delivery_fails").await
+    else {
+        return;
+    };
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    let base = serve(&intake).await;
+    assert_eq!(post_signed(&base, "idle-1", 1).await, 200);
+    assert_eq!(post_signed(&base, "idle-2", 1).await, 200);
+    // Idle past the check's threshold (one second), then every connection of the pool goes.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (_, database) = url.rsplit_once('/').unwrap();
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let terminated: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
+    )
+    .bind(database)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(terminated >= 1, "the inbox's connections were terminated");
+    admin.close().await.unwrap();
+    assert_eq!(post_signed(&base, "idle-3", 1).await, 200);
+    assert_eq!(
+        scalar(&inbox, "SELECT COUNT(*) FROM chip_inbox_deliveries").await,
+        3
+    );
+    drop(intake);
+    inbox.close().await;
+    drop_postgres(&url).await;
+}
+
 /// Deliveries on `objects` different objects, stored through an intake.
 async fn store_objects(inbox: &Inbox, prefix: &str, objects: usize) {
     let intake = inbox.intake(verifier()).unwrap();

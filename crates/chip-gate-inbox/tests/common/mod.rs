@@ -235,8 +235,9 @@ pub async fn drain(
     seen.lock().unwrap().clone()
 }
 
-/// The newest inbox schema version for the database at `url`: PostgreSQL has two migrations
-/// SQLite does not need (indexes for its planner and its claims' walk).
+/// The newest inbox schema version for the database at `url`: PostgreSQL has three migrations
+/// SQLite does not need (indexes for its planner and its claims' walk, bodies kept
+/// uncompressed).
 pub fn latest_schema(url: &str) -> i64 {
-    if url.starts_with("sqlite:") { 2 } else { 4 }
+    if url.starts_with("sqlite:") { 2 } else { 5 }
 }
