@@ -156,6 +156,11 @@ impl InboxOptions {
     /// The pool's size (default: 8 for SQLite, 16 for PostgreSQL). Each running handler in a
     /// transaction holds one connection, the intake's writers one each, a claim one (on
     /// SQLite, transactional handlers take turns, one connection at a time).
+    ///
+    /// A connection is handed out without a round trip to check it, unless it sat idle in the
+    /// pool for a second or more (PostgreSQL): then it is checked first, and replaced if the
+    /// server, a proxy or a firewall closed it meanwhile. A write that fails because of its
+    /// connection has every pooled connection replaced.
     #[must_use]
     pub fn max_connections(mut self, n: u32) -> Self {
         self.max_connections = Some(n.max(1));
