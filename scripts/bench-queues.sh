@@ -1,7 +1,8 @@
 #!/bin/sh
 # The queue benchmark (benches/queues): intake against verify-only, a naive handler and a minimal
 # group commit on SQLite and PostgreSQL; processing against awa and graphile_worker on PostgreSQL.
-# Its own Cargo workspace, so `cargo test --workspace` and CI never compile awa and graphile_worker.
+# Its own Cargo workspace, so `cargo test --workspace` never compiles awa and graphile_worker (CI
+# only type-checks it, with `cargo check`).
 #
 #   scripts/bench-queues.sh [intake|processing|all] [rounds]
 #
