@@ -20,12 +20,13 @@ pub(crate) struct NewRecord {
 }
 
 impl NewRecord {
-    /// The record for a delivery whose signature verified.
+    /// The record for a delivery whose signature verified; `body` is its exact body (the bytes
+    /// `delivery` was read from, shared rather than copied).
     ///
     /// The text columns are made storable as text on both databases (PostgreSQL's `text` cannot
     /// hold NUL): the key and the lane escape their parts (injective), the event, object id and
     /// typing problem show a NUL as U+FFFD. The body is kept exact either way.
-    pub(crate) fn new(delivery: &Delivery, signature: String) -> Self {
+    pub(crate) fn new(delivery: &Delivery, body: Bytes, signature: String) -> Self {
         let dedup_key = dedup_key(delivery);
         let object_kind = kind_name(delivery.kind());
         let object_id = delivery.object().id();
@@ -46,7 +47,7 @@ impl NewRecord {
             object_id: object_id.map(storable_text),
             updated_on: delivery.object().updated_on(),
             signature,
-            body: Bytes::copy_from_slice(delivery.raw_body()),
+            body,
             typing_problem: delivery
                 .typing_problem()
                 .map(|problem| storable_text(&problem.to_string())),
