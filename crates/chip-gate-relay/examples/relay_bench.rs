@@ -204,18 +204,23 @@ async fn database(postgres: Option<&str>, dir: &std::path::Path, name: &str) -> 
     }
 }
 
+// The inbox's tests' helper, shared by path (this example uses only the patient drop).
+#[allow(dead_code)]
+#[path = "../../chip-gate-inbox/tests/common/drop_database.rs"]
+mod drop_database;
+
 /// Drops a scenario's PostgreSQL database once it is measured (a SQLite file goes with the
-/// temporary directory); one that cannot be dropped is named, not fatal.
+/// temporary directory), waiting out an autovacuum worker on it; one that cannot be dropped is
+/// named, not fatal.
 async fn drop_database(postgres: Option<&str>, url: &str) {
     let Some(base) = postgres else { return };
     use sqlx::Connection;
     let (_, db) = url.rsplit_once('/').unwrap();
     let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
-    if let Err(error) = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-    {
-        eprintln!("database {db} left in place: {error}");
+    match drop_database::drop_database_patiently(&mut conn, db).await {
+        Ok(true) => {}
+        Ok(false) => eprintln!("database {db} left in place: still in use"),
+        Err(error) => eprintln!("database {db} left in place: {error}"),
     }
 }
 
