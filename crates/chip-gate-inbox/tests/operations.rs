@@ -448,6 +448,89 @@ async fn long_transactional_handlers_cost_the_batch_nothing(url: String) {
 }
 on_both!(long_transactional_handlers_cost_the_batch_nothing);
 
+/// On PostgreSQL a transactional handler's transaction locks its lane only for the done mark.
+/// A worker that stalls past its lease while its handler runs (here: the lease is made to
+/// expire from outside, and another worker takes the delivery and completes it) gets
+/// `LeaseLost` from `complete()`: its writes roll back with its done mark, and the delivery is
+/// handled once. Effects are counted per delivery (no unique constraint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_handler_whose_lease_was_taken_over_commits_nothing() {
+    let Some(url) =
+        postgres_url("a_transactional_handler_whose_lease_was_taken_over_commits_nothing").await
+    else {
+        return;
+    };
+    let inbox = Inbox::connect(&url).await.unwrap();
+    exec(
+        &inbox,
+        "CREATE TABLE effects (delivery_id BIGINT NOT NULL, worker TEXT NOT NULL)",
+    )
+    .await;
+    store_objects(&inbox, "taken", 1).await;
+    // Long enough that the first worker never extends the lease during the test.
+    let options = fast_worker().lease(Duration::from_secs(60));
+    let insert = "INSERT INTO effects (delivery_id, worker) VALUES ($1, $2)";
+    let stalled = inbox.worker(options.clone());
+    let other = inbox.worker(options);
+    let completed = Arc::new(Mutex::new(None));
+    let outcome = Arc::clone(&completed);
+    let report = stalled
+        .process_batch_in_transaction(|mut job: TxJob| {
+            let other = &other;
+            let inbox = &inbox;
+            let outcome = Arc::clone(&outcome);
+            async move {
+                // The "stall": the lease expires and the other worker handles the delivery.
+                exec(inbox, "UPDATE chip_inbox_lanes SET lease_until = 0").await;
+                let theirs = other
+                    .process_batch_in_transaction(|mut job: TxJob| async move {
+                        let id = job.delivery().summary.id;
+                        let conn = job.postgres().unwrap();
+                        sqlx::query(insert)
+                            .bind(id)
+                            .bind("other")
+                            .execute(conn)
+                            .await?;
+                        job.complete()
+                            .await
+                            .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!((theirs.handed_over, theirs.done), (1, 1), "{theirs:?}");
+                let id = job.delivery().summary.id;
+                let conn = job.postgres().unwrap();
+                sqlx::query(insert)
+                    .bind(id)
+                    .bind("stalled")
+                    .execute(conn)
+                    .await
+                    .unwrap();
+                let result = job.complete().await;
+                *outcome.lock().unwrap() = Some(format!("{result:?}"));
+                result.map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .unwrap();
+    let completed = completed.lock().unwrap().clone().unwrap();
+    assert!(completed.contains("LeaseLost"), "{completed}");
+    assert_eq!((report.handed_over, report.done), (1, 0), "{report:?}");
+    let effects = scalar(&inbox, "SELECT COUNT(*) FROM effects").await;
+    let theirs = scalar(
+        &inbox,
+        "SELECT COUNT(*) FROM effects WHERE worker = 'other'",
+    )
+    .await;
+    let done = scalar(
+        &inbox,
+        "SELECT COUNT(*) FROM chip_inbox_deliveries WHERE state = 'done'",
+    )
+    .await;
+    assert_eq!((effects, theirs, done), (1, 1, 1));
+    assert_eq!(inbox.counts().await.unwrap().done, 1);
+}
+
 /// Not a test of its own: the receiver process of
 /// `sigterm_stores_what_it_acknowledged_and_hands_back_its_leases`. Returns at once when
 /// `CHIP_INBOX_SHUTDOWN_ROLE` is not set. Serves an intake and runs a worker whose handler

@@ -53,9 +53,11 @@ impl Worker {
     }
 
     /// One batch inside the database: each delivery handled in the transaction that marks it
-    /// done. Leases of the deliveries still waiting for a handler are extended meanwhile (a
-    /// running handler's transaction holds its own lane locked), so a handler longer than the
-    /// lease never costs the rest of the batch an attempt.
+    /// done. Leases are extended meanwhile, so a handler longer than the lease never costs the
+    /// rest of the batch an attempt: on PostgreSQL every lease until its outcome is in (a
+    /// handler's transaction locks its lane only when it marks the delivery done), on SQLite
+    /// those still waiting (a running handler's transaction holds the only write lock, and
+    /// extends them itself when it commits).
     pub(super) async fn batch_in_transaction<H, Fut, E>(
         &self,
         handler: &H,
@@ -71,12 +73,16 @@ impl Worker {
         if claimed.is_empty() {
             return Ok(report);
         }
+        let extend = match &self.inbox.shared.backend {
+            Backend::Sqlite(_) => Extend::Waiting,
+            Backend::Postgres(_) => Extend::Held,
+        };
         let (outcomes, handed_back) = self
             .run_batch(
                 claimed,
                 &stop,
                 &tail,
-                Extend::Waiting,
+                extend,
                 |claimed, batch| self.handle_in_transaction(claimed, handler, batch),
                 // Each outcome was committed by its own transaction.
                 |outcomes, _| std::future::ready(outcomes),
@@ -270,11 +276,11 @@ impl Worker {
         }
     }
 
-    /// Extends the leases `leases` names every third of the lease, for as long as it is
+    /// Extends the leases `in_hand` names every third of the lease, for as long as it is
     /// polled (the batch's handlers run meanwhile; it is dropped when they are done).
     async fn keep_leases(
         &self,
-        leases: &(dyn Fn() -> Vec<Lease> + Sync),
+        in_hand: &(dyn Fn() -> Vec<Lease> + Sync),
         writing: &tokio::sync::Mutex<()>,
     ) -> Infallible {
         let mut renew = tokio::time::interval(self.options.lease / 3);
@@ -282,7 +288,7 @@ impl Worker {
         loop {
             renew.tick().await;
             let _writing = writing.lock().await;
-            let leases = leases();
+            let leases = in_hand();
             if leases.is_empty() {
                 continue;
             }
@@ -296,10 +302,22 @@ impl Worker {
             };
             match kept {
                 Ok(kept) if kept == leases.len() as u64 => {}
-                Ok(kept) => tracing::warn!(
-                    lost = leases.len() as u64 - kept,
-                    "leases lost while their handlers run"
-                ),
+                Ok(kept) => {
+                    // A transactional handler may have committed (and released its lane) since
+                    // the leases were listed: only those still in hand count as lost.
+                    let still: std::collections::HashSet<i64> =
+                        in_hand().iter().map(|l| l.delivery_id).collect();
+                    let expected = leases
+                        .iter()
+                        .filter(|l| still.contains(&l.delivery_id))
+                        .count() as u64;
+                    if kept < expected {
+                        tracing::warn!(
+                            lost = expected - kept,
+                            "leases lost while their handlers run"
+                        );
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "leases not extended"),
             }
         }
@@ -309,10 +327,11 @@ impl Worker {
 /// Which leases of a batch a worker extends while the batch runs.
 #[derive(Clone, Copy)]
 enum Extend {
-    /// Every lease not handed back: handlers run outside the database and need their leases
-    /// until their outcomes are recorded.
+    /// Every lease not handed back, until its outcome is recorded or committed: plain handlers,
+    /// and transactional ones on PostgreSQL.
     Held,
-    /// Those of deliveries not started yet: a started one's transaction holds its lane locked.
+    /// Those of deliveries not started yet: on SQLite a started one's transaction holds the
+    /// write lock until it commits.
     Waiting,
 }
 
@@ -367,7 +386,7 @@ impl InHand {
     }
 
     /// Forgets the leases of these deliveries (their outcomes are recorded).
-    fn finished(&self, ids: &[i64]) {
+    pub(super) fn finished(&self, ids: &[i64]) {
         lock(&self.started).retain(|lease| !ids.contains(&lease.delivery_id));
     }
 

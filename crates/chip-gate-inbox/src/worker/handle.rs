@@ -159,6 +159,7 @@ impl Worker {
                     return Outcome::Unrecorded;
                 }
             };
+            let in_hand = Arc::clone(&batch);
             let job = TxJob {
                 delivery,
                 lease: lease.clone(),
@@ -170,7 +171,7 @@ impl Worker {
             let result = AssertUnwindSafe(handler(job)).catch_unwind().await;
             ::metrics::histogram!(crate::metrics::HANDLER_SECONDS)
                 .record(started.elapsed().as_secs_f64());
-            match result {
+            let outcome = match result {
                 Ok(Ok(Completed { .. })) => {
                     tracing::Span::current().record("outcome", outcome_name(Outcome::Done));
                     Outcome::Done
@@ -180,13 +181,22 @@ impl Worker {
                     self.record(&lease, Err("the handler panicked".to_owned()))
                         .await
                 }
-            }
+            };
+            // Committed or recorded (or lost): no more lease to extend for this one.
+            in_hand.finished(&[lease.delivery_id]);
+            outcome
         }
         .instrument(span)
         .await
     }
 
-    /// Begins the handler's transaction holding the lease's lane; `None` if the lease was lost.
+    /// Begins the handler's transaction; `None` if the lease was lost.
+    ///
+    /// On SQLite the transaction holds the only write lock from its start, and checks the lease
+    /// first. On PostgreSQL it takes no lock before the handler's own statements: the done mark
+    /// locks the lane and checks the lease's token at the end (see [`TxJob::complete`]), and the
+    /// batch extends the lease meanwhile, as it does for plain handlers. Locking the lane at the
+    /// start too cost a statement and a round trip on every job.
     async fn begin_holding(&self, lease: &Lease) -> Result<Option<JobTx>, sqlx::Error> {
         match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => {
@@ -202,14 +212,10 @@ impl Worker {
                 }
             }
             Backend::Postgres(pool) => {
-                let mut tx = pool
+                let tx = pool
                     .begin_with(<sqlx::Postgres as Dialect>::BEGIN_WRITE)
                     .await?;
-                if ops::postgres::hold_lease(&mut tx, lease).await? {
-                    Ok(Some(JobTx::Postgres(tx)))
-                } else {
-                    Ok(None)
-                }
+                Ok(Some(JobTx::Postgres(tx)))
             }
         }
     }

@@ -119,8 +119,9 @@ impl WorkerOptions {
     }
 
     /// How long a claim lasts (default 60 s; from 100 ms to a day). A worker that dies mid-handler loses its claim after
-    /// this long and another worker takes the delivery. [`Worker::run`] extends the lease while
-    /// the handler runs; in [`Worker::run_in_transaction`] the database's locks hold it.
+    /// this long and another worker takes the delivery. The worker extends the lease while the
+    /// handler runs (in [`Worker::run_in_transaction`] on SQLite, the handler's write lock holds
+    /// it instead).
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.clamp(Duration::from_millis(100), DAY);

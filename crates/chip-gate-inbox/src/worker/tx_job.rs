@@ -101,9 +101,11 @@ impl TxJob {
                 tx.commit().await?;
             }
             JobTx::Postgres(mut tx) => {
-                // The transaction has held the lane locked since it checked the lease, so the
-                // token still matches; were it not recorded, the handler's writes must not
-                // commit without the done mark (dropping `tx` rolls them back).
+                // The done mark locks the lane and records only if it still holds this lease's
+                // token. The batch extended the lease while the handler ran, so it does unless
+                // this process stalled past the lease and another worker took the delivery:
+                // then the handler's writes must not commit without the done mark (dropping
+                // `tx` rolls them back) and the other worker's attempt is the one that counts.
                 let recorded = ops::postgres::mark_done_set(&mut tx, &[&self.lease]).await?;
                 if !recorded.contains(&self.lease.lane) {
                     return Err(InboxError::LeaseLost {
