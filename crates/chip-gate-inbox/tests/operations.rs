@@ -529,6 +529,106 @@ async fn a_transactional_handler_whose_lease_was_taken_over_commits_nothing() {
     .await;
     assert_eq!((effects, theirs, done), (1, 1, 1));
     assert_eq!(inbox.counts().await.unwrap().done, 1);
+    inbox.close().await;
+    drop_postgres(&url).await;
+}
+
+/// On PostgreSQL the transactional handlers of a batch commit on connections the batch keeps
+/// between them (a connection given back to the pool costs a round trip). What one handler
+/// leaves must not reach the next: a handler that fails after writing is rolled back, and its
+/// connection is not reused mid-transaction; a handler's own nested transaction is a savepoint
+/// inside the job's. Effects are counted per delivery (no unique constraint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_handlers_of_a_batch_reuse_connections_cleanly() {
+    use sqlx::Connection as _;
+    let Some(url) =
+        postgres_url("transactional_handlers_of_a_batch_reuse_connections_cleanly").await
+    else {
+        return;
+    };
+    let inbox = Inbox::connect(&url).await.unwrap();
+    exec(
+        &inbox,
+        "CREATE TABLE effects (delivery_id BIGINT NOT NULL, backend INT NOT NULL, \
+         nested BOOLEAN NOT NULL)",
+    )
+    .await;
+    store_objects(&inbox, "reuse", 8).await;
+    // Several idle connections in the pool, which hands them out in turn.
+    let pool = inbox.postgres_pool().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let failed = Arc::new(Mutex::new(None::<i64>));
+    let first_failure = Arc::clone(&failed);
+    let report = inbox
+        .worker(fast_worker().batch_size(8).concurrency(1))
+        .process_batch_in_transaction(|mut job: TxJob| {
+            let first_failure = Arc::clone(&first_failure);
+            async move {
+                let id = job.delivery().summary.id;
+                let conn = job.postgres().unwrap();
+                let insert = "INSERT INTO effects (delivery_id, backend, nested) \
+                              VALUES ($1, pg_backend_pid(), $2)";
+                sqlx::query(insert)
+                    .bind(id)
+                    .bind(false)
+                    .execute(&mut *conn)
+                    .await?;
+                // The third handler fails after writing; the fifth writes in a nested
+                // transaction (a savepoint) as well.
+                let n = scalar_on(conn, "SELECT COUNT(*) FROM effects").await;
+                if n == 3 && first_failure.lock().unwrap().is_none() {
+                    *first_failure.lock().unwrap() = Some(id);
+                    return Err(sqlx::Error::Protocol("a deliberate failure".into()));
+                }
+                if n == 5 {
+                    let mut nested = conn.begin().await?;
+                    sqlx::query(insert)
+                        .bind(id)
+                        .bind(true)
+                        .execute(&mut *nested)
+                        .await?;
+                    nested.commit().await?;
+                }
+                job.complete()
+                    .await
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((report.done, report.retried), (7, 1), "{report:?}");
+    let failed = failed.lock().unwrap().unwrap();
+    let failed_effects = scalar(
+        &inbox,
+        &format!("SELECT COUNT(*) FROM effects WHERE delivery_id = {failed}"),
+    )
+    .await;
+    let effects = scalar(&inbox, "SELECT COUNT(*) FROM effects WHERE NOT nested").await;
+    let nested = scalar(&inbox, "SELECT COUNT(*) FROM effects WHERE nested").await;
+    let backends = scalar(&inbox, "SELECT COUNT(DISTINCT backend) FROM effects").await;
+    assert_eq!((failed_effects, effects, nested), (0, 7, 1));
+    // Seven commits, one after the other: on one connection but for the failure's, after which
+    // the next handler took another from the pool.
+    assert!(backends <= 2, "{backends} connections for one batch");
+    // Nothing was left open: every connection of the pool answers outside a transaction.
+    let open = scalar(
+        &inbox,
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND state LIKE 'idle in transaction%'",
+    )
+    .await;
+    assert_eq!(open, 0);
+    inbox.close().await;
+    drop_postgres(&url).await;
+}
+
+async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
 
 /// Not a test of its own: the receiver process of

@@ -339,6 +339,9 @@ enum Extend {
 pub(crate) struct InHand {
     waiting: Mutex<VecDeque<Claimed>>,
     started: Mutex<Vec<Lease>>,
+    /// PostgreSQL connections its transactional handlers committed on, idle until the next one
+    /// begins; back to the pool when the batch ends.
+    connections: Mutex<Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
     /// Held while the batch writes to its lanes (extending leases, recording outcomes), so that
     /// two of its transactions never wait for each other's lane locks.
     writing: tokio::sync::Mutex<()>,
@@ -356,6 +359,7 @@ impl InHand {
         Arc::new(Self {
             waiting: Mutex::new(claimed.into()),
             started: Mutex::new(Vec::new()),
+            connections: Mutex::new(Vec::new()),
             writing: tokio::sync::Mutex::new(()),
         })
     }
@@ -388,6 +392,22 @@ impl InHand {
     /// Forgets the leases of these deliveries (their outcomes are recorded).
     pub(super) fn finished(&self, ids: &[i64]) {
         lock(&self.started).retain(|lease| !ids.contains(&lease.delivery_id));
+    }
+
+    /// An idle connection a handler of this batch committed on, if there is one.
+    pub(super) fn take_connection(&self) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        lock(&self.connections).pop()
+    }
+
+    /// Keeps a connection whose transaction committed for the batch's next handler, or gives it
+    /// back to the pool when no delivery of the batch is waiting for one (the pool is shared
+    /// with intake and with the next batch).
+    pub(super) fn give_back_connection(&self, conn: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+        if lock(&self.waiting).is_empty() {
+            drop(conn);
+        } else {
+            lock(&self.connections).push(conn);
+        }
     }
 
     /// Takes the deliveries not started yet (to hand them back).

@@ -10,7 +10,7 @@ use futures::FutureExt;
 use tracing::Instrument;
 
 use super::report::{Outcome, outcome_name};
-use super::tx_job::JobTx;
+use super::tx_job::{JobTx, PgJobTx};
 use super::{Completed, InHand, TxJob, Worker};
 use crate::error::error_text;
 use crate::model::StoredDelivery;
@@ -147,7 +147,7 @@ impl Worker {
         let span = self.span(&claimed);
         async move {
             let Claimed { delivery, lease } = claimed;
-            let tx = match self.begin_holding(&lease).await {
+            let tx = match self.begin_holding(&lease, &batch).await {
                 Ok(Some(tx)) => tx,
                 Ok(None) => {
                     crate::metrics::lease_expired("holder", 1);
@@ -197,7 +197,11 @@ impl Worker {
     /// locks the lane and checks the lease's token at the end (see [`TxJob::complete`]), and the
     /// batch extends the lease meanwhile, as it does for plain handlers. Locking the lane at the
     /// start too cost a statement and a round trip on every job.
-    async fn begin_holding(&self, lease: &Lease) -> Result<Option<JobTx>, sqlx::Error> {
+    async fn begin_holding(
+        &self,
+        lease: &Lease,
+        batch: &Arc<InHand>,
+    ) -> Result<Option<JobTx>, sqlx::Error> {
         match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => {
                 // Held until the handler's transaction ends (see `JobTx::Sqlite`).
@@ -211,12 +215,9 @@ impl Worker {
                     Ok(None)
                 }
             }
-            Backend::Postgres(pool) => {
-                let tx = pool
-                    .begin_with(<sqlx::Postgres as Dialect>::BEGIN_WRITE)
-                    .await?;
-                Ok(Some(JobTx::Postgres(tx)))
-            }
+            Backend::Postgres(pool) => Ok(Some(JobTx::Postgres(
+                PgJobTx::begin(pool, Arc::clone(batch)).await?,
+            ))),
         }
     }
 }

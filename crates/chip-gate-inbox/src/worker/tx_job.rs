@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgConnection, SqliteConnection, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::PgTransactionManager;
+use sqlx::{PgConnection, SqliteConnection, Transaction, TransactionManager as _};
 
 use super::InHand;
 use crate::error::InboxError;
@@ -20,7 +22,67 @@ pub struct Completed {
 pub(super) enum JobTx {
     /// The transaction, and this process's writer turn at SQLite, held as long as it.
     Sqlite(Transaction<'static, sqlx::Sqlite>, crate::store::WriterTurn),
-    Postgres(Transaction<'static, sqlx::Postgres>),
+    Postgres(PgJobTx),
+}
+
+/// A transactional handler's PostgreSQL transaction, on a connection its batch lends it.
+///
+/// Once committed, the connection goes back to the batch for its next handler, not to the pool:
+/// the pool checks every connection given back to it with a round trip, which cost each job
+/// one more. The batch gives its connections back to the pool when it ends. A transaction that
+/// ends any other way (an error, the job dropped) is rolled back as sqlx's own `Transaction`
+/// does it (queued, sent before anything else on the connection) and its connection goes to
+/// the pool.
+pub(super) struct PgJobTx {
+    /// Present until the transaction ends.
+    conn: Option<PoolConnection<sqlx::Postgres>>,
+    batch: Arc<InHand>,
+}
+
+impl PgJobTx {
+    /// Begins a transaction on one of the batch's idle connections, or on a new one.
+    pub(super) async fn begin(
+        pool: &sqlx::PgPool,
+        batch: Arc<InHand>,
+    ) -> Result<Self, sqlx::Error> {
+        let mut conn = match batch.take_connection() {
+            Some(conn) => conn,
+            None => pool.acquire().await?,
+        };
+        // On failure the connection is dropped: `begin` queued its own rollback if needed.
+        PgTransactionManager::begin(&mut conn, None).await?;
+        Ok(Self {
+            conn: Some(conn),
+            batch,
+        })
+    }
+
+    fn connection(&mut self) -> Option<&mut PgConnection> {
+        self.conn.as_deref_mut()
+    }
+
+    /// Commits; the connection goes back to the batch.
+    async fn commit(mut self) -> Result<(), sqlx::Error> {
+        if let Some(conn) = self.conn.as_mut() {
+            PgTransactionManager::commit(conn).await?;
+        }
+        if let Some(conn) = self.conn.take() {
+            self.batch.give_back_connection(conn);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgJobTx {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            if PgTransactionManager::get_transaction_depth(&conn) > 0 {
+                PgTransactionManager::start_rollback(&mut conn);
+            }
+            // Back to the pool, which sends the queued rollback with its check.
+            drop(conn);
+        }
+    }
 }
 
 /// A delivery handed over inside the database transaction that will mark it done.
@@ -72,7 +134,10 @@ impl TxJob {
     /// [`InboxError::WrongBackend`] when the inbox runs on SQLite.
     pub fn postgres(&mut self) -> Result<&mut PgConnection, InboxError> {
         match &mut self.tx {
-            JobTx::Postgres(tx) => Ok(&mut **tx),
+            // The connection leaves the job only when `complete` consumes it.
+            JobTx::Postgres(tx) => tx
+                .connection()
+                .ok_or(InboxError::Database(sqlx::Error::PoolClosed)),
             JobTx::Sqlite(..) => Err(InboxError::WrongBackend {
                 requested: "PostgreSQL",
                 actual: "SQLite",
@@ -106,7 +171,10 @@ impl TxJob {
                 // this process stalled past the lease and another worker took the delivery:
                 // then the handler's writes must not commit without the done mark (dropping
                 // `tx` rolls them back) and the other worker's attempt is the one that counts.
-                let recorded = ops::postgres::mark_done_set(&mut tx, &[&self.lease]).await?;
+                let conn = tx
+                    .connection()
+                    .ok_or(InboxError::Database(sqlx::Error::PoolClosed))?;
+                let recorded = ops::postgres::mark_done_set(conn, &[&self.lease]).await?;
                 if !recorded.contains(&self.lease.lane) {
                     return Err(InboxError::LeaseLost {
                         delivery_id: self.lease.delivery_id,
