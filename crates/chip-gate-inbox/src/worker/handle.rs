@@ -156,6 +156,8 @@ impl Worker {
                 }
                 Err(error) => {
                     tracing::error!(%error, "could not start the handler's transaction");
+                    // Its lease is no longer extended: it expires, and the delivery is retried.
+                    batch.finished(&[lease.delivery_id]);
                     return Outcome::Unrecorded;
                 }
             };
