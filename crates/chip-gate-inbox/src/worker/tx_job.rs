@@ -57,11 +57,16 @@ impl PgJobTx {
         })
     }
 
-    fn connection(&mut self) -> Option<&mut PgConnection> {
-        self.conn.as_deref_mut()
+    /// The transaction's connection. It leaves the transaction only when `commit` or `drop`
+    /// consumes it, so the error is never seen; it saves a panic in a library.
+    fn connection(&mut self) -> Result<&mut PgConnection, InboxError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or(InboxError::Database(sqlx::Error::PoolClosed))
     }
 
-    /// Commits; the connection goes back to the batch.
+    /// Commits; the connection goes back to the batch. It stays in `self` until the commit
+    /// succeeded, so that a failed or cancelled commit is rolled back by `drop`.
     async fn commit(mut self) -> Result<(), sqlx::Error> {
         if let Some(conn) = self.conn.as_mut() {
             PgTransactionManager::commit(conn).await?;
@@ -134,10 +139,7 @@ impl TxJob {
     /// [`InboxError::WrongBackend`] when the inbox runs on SQLite.
     pub fn postgres(&mut self) -> Result<&mut PgConnection, InboxError> {
         match &mut self.tx {
-            // The connection leaves the job only when `complete` consumes it.
-            JobTx::Postgres(tx) => tx
-                .connection()
-                .ok_or(InboxError::Database(sqlx::Error::PoolClosed)),
+            JobTx::Postgres(tx) => tx.connection(),
             JobTx::Sqlite(..) => Err(InboxError::WrongBackend {
                 requested: "PostgreSQL",
                 actual: "SQLite",
@@ -171,10 +173,8 @@ impl TxJob {
                 // this process stalled past the lease and another worker took the delivery:
                 // then the handler's writes must not commit without the done mark (dropping
                 // `tx` rolls them back) and the other worker's attempt is the one that counts.
-                let conn = tx
-                    .connection()
-                    .ok_or(InboxError::Database(sqlx::Error::PoolClosed))?;
-                let recorded = ops::postgres::mark_done_set(conn, &[&self.lease]).await?;
+                let recorded =
+                    ops::postgres::mark_done_set(tx.connection()?, &[&self.lease]).await?;
                 if !recorded.contains(&self.lease.lane) {
                     return Err(InboxError::LeaseLost {
                         delivery_id: self.lease.delivery_id,
