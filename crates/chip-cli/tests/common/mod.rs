@@ -137,19 +137,20 @@ pub async fn run(mut command: Command) -> Run {
     }
 }
 
-/// Runs `command` with stdout a pipe whose read end is closed before `chip` writes anything.
+/// Runs `command` with stdout a pipe whose read end is closed before `chip` starts, so that its
+/// first write fails whatever the timing. (Closing it after the spawn raced with that write: a
+/// `chip listen` that wrote its first line first kept serving, and the test never ended.)
 pub async fn with_closed_stdout(mut command: Command) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
     command
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped());
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = command.spawn().unwrap();
-        drop(child.stdout.take());
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || command.spawn().unwrap().wait_with_output().unwrap())
+            .await
+            .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
