@@ -23,7 +23,7 @@
 //! `BENCH_INBOX_BATCH` / `BENCH_INBOX_CONCURRENCY` (the inbox worker's settings instead of its
 //! defaults), `BENCH_INBOX_POOL` (its pool's size), `BENCH_HANDLER` (`noop`, `row` or `apart`: one handler only), `BENCH_SENDERS` (intake: a
 //! comma-separated list of sender counts), `BENCH_RECEIVERS` (intake: receiver-name prefixes,
-//! e.g. `verify,inbox`).
+//! e.g. `verify,inbox`, or separated by `/` to name a database: `verify/inbox, SQLite`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -543,7 +543,14 @@ async fn intake_scenario(
         }
         Receiver::Inbox(db) => {
             let (url, _dir) = fresh(db).await;
-            let inbox = Inbox::connect(&url).await.unwrap();
+            let mut options = chip_gate_inbox::InboxOptions::default();
+            if let Some(n) = std::env::var("BENCH_INBOX_POOL")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                options = options.max_connections(n);
+            }
+            let inbox = Inbox::connect_with(&url, options).await.unwrap();
             let intake = Intake::new(&inbox, verifier, IntakeOptions::default()).unwrap();
             let app: Router = intake.router("/chip/webhook");
             let (port, server) = serve(app).await;
@@ -635,7 +642,16 @@ async fn intake_part(rounds: usize) {
         vec![vec![Vec::new(); receivers.len()]; senders_list.len()];
     let receivers_only = std::env::var("BENCH_RECEIVERS").unwrap_or_default();
     let receiver_wanted = |r: Receiver| {
-        receivers_only.is_empty() || receivers_only.split(',').any(|w| r.name().starts_with(w))
+        // Names hold a comma ("inbox, SQLite"): a list with a `/` is split there instead.
+        let separator = if receivers_only.contains('/') {
+            '/'
+        } else {
+            ','
+        };
+        receivers_only.is_empty()
+            || receivers_only
+                .split(separator)
+                .any(|w| r.name().starts_with(w))
     };
     let senders_only = std::env::var("BENCH_SENDERS").unwrap_or_default();
     let senders_wanted = |n: usize| {

@@ -122,6 +122,32 @@ pub(crate) enum Backend {
     Postgres(PgPool),
 }
 
+impl Backend {
+    /// Completes when the pool is closed ([`Inbox::close`]), at once if it already is.
+    pub(crate) fn close_event(&self) -> sqlx::pool::CloseEvent {
+        match self {
+            Backend::Sqlite(pool) => pool.close_event(),
+            Backend::Postgres(pool) => pool.close_event(),
+        }
+    }
+
+    /// Whether the pool was closed ([`Inbox::close`]).
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Backend::Sqlite(pool) => pool.is_closed(),
+            Backend::Postgres(pool) => pool.is_closed(),
+        }
+    }
+
+    /// The most connections the pool opens.
+    pub(crate) fn max_connections(&self) -> u32 {
+        match self {
+            Backend::Sqlite(pool) => pool.options().get_max_connections(),
+            Backend::Postgres(pool) => pool.options().get_max_connections(),
+        }
+    }
+}
+
 /// Which database an [`Inbox`] runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -285,6 +311,17 @@ impl Recycle {
             .fetch_max(now.saturating_add(1), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Whether every connection made before `taken` (a moment at which one was taken from the
+    /// pool) has been marked since: a connection held outside the pool since then must not be
+    /// used again.
+    pub(crate) fn marked_since(&self, taken: std::time::Instant) -> bool {
+        let taken_ms = u64::try_from(taken.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        self.made_before_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > taken_ms
+    }
+
     /// Whether a connection of this age may be used.
     fn keeps(&self, age: Duration) -> bool {
         let made = self.epoch.elapsed().saturating_sub(age);
@@ -300,7 +337,7 @@ impl Recycle {
 /// when next taken. A connection in steady use is handed out without one; one that sat idle may
 /// have been closed meanwhile by the server (`idle_session_timeout`, a restart), a proxy or a
 /// firewall, and is replaced instead of failing the statement it was taken for.
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// The pool hook run when a connection is taken: closes the connections [`Recycle`] marked,
 /// and, when `check_idle`, checks with a round trip those idle for [`CHECK_AFTER_IDLE`] or
@@ -411,6 +448,7 @@ impl Inbox {
                 let mut connect = parsed
                     .create_if_missing(memory)
                     .synchronous(SqliteSynchronous::Full)
+                    .pragma("temp_store", "memory")
                     .busy_timeout(options.busy_timeout);
                 if options.migrate {
                     // Set once, kept by the file: an inbox made here is always in WAL mode.

@@ -4,8 +4,11 @@
 use std::time::Duration;
 
 use sqlx::Row;
+use sqlx::pool::PoolConnection;
 
 use super::NewRecord;
+#[cfg(doc)]
+use crate::store::CHECK_AFTER_IDLE;
 use crate::store::{Backend, DUPLICATES, Dialect, RECEIVED, now_ms};
 
 /// Per record of a batch: the id it is stored under and whether it repeats a delivery stored
@@ -25,6 +28,7 @@ pub(super) type RecordOutcome = Result<(Option<i64>, bool), String>;
 /// claims one of its deliveries, not here: intake writes as little as it can before it answers.
 pub(crate) async fn store_batch(
     backend: &Backend,
+    connection: &mut WriterConnection,
     records: &[&NewRecord],
     max_age: Option<Duration>,
 ) -> Result<Vec<RecordOutcome>, sqlx::Error> {
@@ -46,10 +50,97 @@ pub(crate) async fn store_batch(
             .or_insert((index, 1));
     }
     let stored = match backend {
-        Backend::Postgres(pool) => store_batch_postgres(pool, records, &keys, now, oldest).await?,
-        Backend::Sqlite(pool) => store_batch_sqlite(pool, records, &keys, now, oldest).await?,
+        Backend::Postgres(pool) => {
+            let conn = connection.postgres(pool).await?;
+            store_batch_postgres(conn, records, &keys, now, oldest).await?
+        }
+        Backend::Sqlite(pool) => {
+            let conn = connection.sqlite(pool).await?;
+            store_batch_sqlite(conn, records, &keys, now, oldest).await?
+        }
     };
     Ok(outcomes(records, &keys, &stored))
+}
+
+/// The connection a writer stores its batches on, kept from one batch to the next rather than
+/// given back to the pool after each. Given back, a connection costs a round trip (sqlx checks
+/// every connection returned to its pool: a `Sync` to PostgreSQL, a message to SQLite's
+/// connection thread), and the next batch gets the pool's oldest idle connection. On SQLite that
+/// is the costly part: a connection that sees the file changed by another since its last
+/// transaction drops its whole page cache and reads again every page it touches, so batches
+/// taking turns over the pool's connections each read the indexes' pages anew.
+///
+/// The writer gives it back when it has had nothing to store for a moment (well under
+/// [`CHECK_AFTER_IDLE`]: a connection kept longer would skip the check the pool gives to
+/// connections that sat idle), after a batch
+/// that failed, when a failed write elsewhere marked the pool's connections for replacement
+/// ([`Recycle`](crate::store::Recycle)) and when the inbox was closed.
+#[derive(Default)]
+pub(crate) struct WriterConnection {
+    sqlite: Option<PoolConnection<sqlx::Sqlite>>,
+    postgres: Option<PoolConnection<sqlx::Postgres>>,
+    /// When the kept connection was taken from the pool.
+    taken: Option<std::time::Instant>,
+}
+
+impl WriterConnection {
+    /// Whether a connection is kept.
+    pub(crate) fn is_kept(&self) -> bool {
+        self.taken.is_some()
+    }
+
+    /// Gives the kept connection back to the pool (which closes it instead if a transaction
+    /// was left open on it, see [`OpenSqliteTx`]).
+    pub(crate) fn give_back(&mut self) {
+        self.sqlite = None;
+        self.postgres = None;
+        self.taken = None;
+    }
+
+    /// Gives the kept connection back if the pool was closed or its connections were marked
+    /// for replacement since it was taken: the batch then meets the pool as it is.
+    pub(crate) fn give_back_if_stale(
+        &mut self,
+        backend: &Backend,
+        recycle: &crate::store::Recycle,
+    ) {
+        if self
+            .taken
+            .is_some_and(|taken| backend.is_closed() || recycle.marked_since(taken))
+        {
+            self.give_back();
+        }
+    }
+
+    async fn sqlite(
+        &mut self,
+        pool: &sqlx::SqlitePool,
+    ) -> Result<&mut PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+        let conn = match self.sqlite.take() {
+            Some(conn) => conn,
+            None => {
+                let conn = pool.acquire().await?;
+                self.taken = Some(std::time::Instant::now());
+                conn
+            }
+        };
+        Ok(self.sqlite.insert(conn))
+    }
+
+    async fn postgres(
+        &mut self,
+        pool: &sqlx::PgPool,
+    ) -> Result<&mut PoolConnection<sqlx::Postgres>, sqlx::Error> {
+        let conn = match self.postgres.take() {
+            Some(conn) => conn,
+            None => {
+                let conn = pool.acquire().await?;
+                self.taken = Some(std::time::Instant::now());
+                conn
+            }
+        };
+        Ok(self.postgres.insert(conn))
+    }
 }
 
 /// What a batch's two transactions did: the ids of its keys (stored now, or found as the
@@ -62,16 +153,17 @@ struct StoredBatch {
 
 /// A pooled SQLite connection inside a transaction this module opened with SQL of its own
 /// (`BEGIN IMMEDIATE` sent together with the first statements, to save a round trip to the
-/// connection's thread). Until [`finish`](Self::finish), dropping it closes the connection
-/// instead of returning it to the pool with the transaction still open.
-struct OpenSqliteTx {
-    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+/// connection's thread). Until [`finish`](Self::finish), dropping it marks the connection to be
+/// closed instead of returned to the pool (or used for the next batch) with the transaction
+/// still open.
+struct OpenSqliteTx<'c> {
+    conn: &'c mut PoolConnection<sqlx::Sqlite>,
     finished: bool,
 }
 
-impl OpenSqliteTx {
+impl OpenSqliteTx<'_> {
     fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        &mut self.conn
+        self.conn
     }
 
     /// The transaction is over (committed, or rolled back by [`abort`](Self::abort)): the
@@ -88,7 +180,7 @@ impl OpenSqliteTx {
     }
 }
 
-impl Drop for OpenSqliteTx {
+impl Drop for OpenSqliteTx<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.conn.close_on_drop();
@@ -106,7 +198,7 @@ impl Drop for OpenSqliteTx {
 /// the original row and in the `duplicates` count; each transaction's counts commit with what
 /// they count.
 async fn store_batch_sqlite(
-    pool: &sqlx::SqlitePool,
+    conn: &mut PoolConnection<sqlx::Sqlite>,
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
@@ -153,7 +245,7 @@ async fn store_batch_sqlite(
     query = query.bind(RECEIVED).bind(shard);
 
     let mut tx = OpenSqliteTx {
-        conn: pool.acquire().await?,
+        conn: &mut *conn,
         finished: false,
     };
     let inserted = match query.fetch_all(tx.conn()).await {
@@ -174,7 +266,7 @@ async fn store_batch_sqlite(
     let repeats_failed = if repeats.is_empty() {
         None
     } else {
-        record_repeats_sqlite(pool, &repeats, &mut ids, now)
+        record_repeats_sqlite(conn, &repeats, &mut ids, now)
             .await
             .err()
     };
@@ -187,14 +279,12 @@ async fn store_batch_sqlite(
 /// The SQLite batch's second transaction: each repeated key's count on its original (whose id
 /// goes into `ids` when the batch did not store it), and the `duplicates` count.
 async fn record_repeats_sqlite(
-    pool: &sqlx::SqlitePool,
+    conn: &mut sqlx::SqliteConnection,
     repeats: &[(&str, i64)],
     ids: &mut std::collections::BTreeMap<String, (i64, bool)>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool
-        .begin_with(<sqlx::Sqlite as Dialect>::BEGIN_WRITE)
-        .await?;
+    let mut tx = sqlx::Connection::begin_with(conn, <sqlx::Sqlite as Dialect>::BEGIN_WRITE).await?;
     for &(key, n) in repeats {
         let original = sqlx::query(
             "UPDATE chip_inbox_deliveries SET duplicates = duplicates + $2, \
@@ -267,7 +357,7 @@ fn repeats<'k>(
 /// a second one records repeats, when there are any. Keys go in sorted order, so concurrent
 /// writers lock in one order.
 async fn store_batch_postgres(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     records: &[&NewRecord],
     keys: &std::collections::BTreeMap<&str, (usize, i64)>,
     now: i64,
@@ -355,7 +445,7 @@ async fn store_batch_postgres(
     .bind(shard)
     .bind(crate::store::DUE_CHANNEL)
     .bind(oldest)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut ids = std::collections::BTreeMap::new();
     for row in stored {
@@ -383,7 +473,7 @@ async fn store_batch_postgres(
         .bind(&counts)
         .bind(now)
         .bind(shard)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await;
         match originals {
             Ok(originals) => {

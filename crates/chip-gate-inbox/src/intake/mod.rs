@@ -109,12 +109,16 @@ impl Intake {
         let (sender, receiver) = mpsc::channel(options.queue);
         let receiver = Arc::new(Mutex::new(receiver));
         let writers = options.writers.unwrap_or(1);
+        // Writers keep a connection between batches only when that leaves one or more in the
+        // pool for everything else (an in-memory SQLite inbox has a single connection).
+        let keep =
+            usize::try_from(inbox.shared.backend.max_connections()).is_ok_and(|max| max > writers);
         for _ in 0..writers {
             let receiver = Arc::clone(&receiver);
             let inbox = inbox.clone();
             let max_batch = options.max_batch;
             let max_age = options.max_age;
-            runtime.spawn(async move { writer(inbox, receiver, max_batch, max_age).await });
+            runtime.spawn(async move { writer(inbox, receiver, max_batch, max_age, keep).await });
         }
         Ok(Self {
             inner: Arc::new(IntakeInner {

@@ -4,11 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{Either, select};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::batch::RecordOutcome;
+use super::batch::{RecordOutcome, WriterConnection};
 use super::{NewRecord, store_batch};
+#[cfg(doc)]
+use crate::store::CHECK_AFTER_IDLE;
 use crate::store::Inbox;
+
+/// How long a writer keeps its connection with nothing to store before it gives it back to the
+/// pool. Short against [`CHECK_AFTER_IDLE`]: the pool measures a connection's idle time from
+/// when it came back, so one that waited here and then in the pool is checked once it has been
+/// idle for this plus that, in all.
+const KEEP_WHILE_IDLE: Duration = Duration::from_millis(100);
 
 pub(super) type Reply = oneshot::Sender<RecordOutcome>;
 
@@ -18,18 +27,39 @@ pub(super) struct Queued {
 }
 
 /// One writer: takes whatever is queued (up to `max_batch`), commits it in one transaction, then
-/// answers every caller.
+/// answers every caller. When `keep`, it keeps its connection between batches (see
+/// [`WriterConnection`]) and gives it back to the pool once nothing came for
+/// [`KEEP_WHILE_IDLE`]; otherwise it gives it back after each batch.
 pub(super) async fn writer(
     inbox: Inbox,
     receiver: Arc<Mutex<mpsc::Receiver<Queued>>>,
     max_batch: usize,
     max_age: Option<Duration>,
+    keep: bool,
 ) {
+    let mut connection = WriterConnection::default();
     loop {
         let mut batch = Vec::new();
         {
             let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
+            let first = if connection.is_kept() {
+                // Waiting with a connection: it goes back to the pool after a quiet
+                // `KEEP_WHILE_IDLE`, or at once when the inbox is closed (whose `close` waits
+                // for every connection).
+                let next = std::pin::pin!(receiver.recv());
+                let idle = std::pin::pin!(tokio::time::sleep(KEEP_WHILE_IDLE));
+                let closed = std::pin::pin!(inbox.shared.backend.close_event());
+                match select(next, select(idle, closed)).await {
+                    Either::Left((first, _)) => first,
+                    Either::Right((_, next)) => {
+                        connection.give_back();
+                        next.await
+                    }
+                }
+            } else {
+                receiver.recv().await
+            };
+            match first {
                 Some(first) => batch.push(first),
                 None => return,
             }
@@ -42,14 +72,18 @@ pub(super) async fn writer(
         }
         let records: Vec<&NewRecord> = batch.iter().map(|queued| &queued.record).collect();
         let started = std::time::Instant::now();
+        connection.give_back_if_stale(&inbox.shared.backend, &inbox.shared.recycle);
         let outcomes = match inbox.ensure_schema().await {
-            Ok(()) => store_isolating(&inbox, &records, max_age).await,
+            Ok(()) => store_isolating(&inbox, &mut connection, &records, max_age).await,
             Err(error) => {
                 let text = crate::error::error_text(&error);
                 inbox.write_failed(&text);
                 vec![Err(text); records.len()]
             }
         };
+        if !keep {
+            connection.give_back();
+        }
         ::metrics::histogram!(crate::metrics::COMMIT_SECONDS)
             .record(started.elapsed().as_secs_f64());
         ::metrics::histogram!(crate::metrics::COMMIT_BATCH_SIZE).record(records.len() as f64);
@@ -70,6 +104,7 @@ pub(super) async fn writer(
 /// transactions, paid only when it happens). Per record, as [`store_batch`].
 async fn store_isolating(
     inbox: &Inbox,
+    connection: &mut WriterConnection,
     records: &[&NewRecord],
     max_age: Option<Duration>,
 ) -> Vec<RecordOutcome> {
@@ -80,7 +115,11 @@ async fn store_isolating(
     while let Some((start, end)) = ranges.pop() {
         let part = &records[start..end];
         let turn = inbox.shared.sqlite_turn().await;
-        let result = store_batch(backend, part, max_age).await;
+        let result = store_batch(backend, connection, part, max_age).await;
+        if result.is_err() {
+            // Whatever failed, the next try takes a connection the pool has vetted.
+            connection.give_back();
+        }
         drop(turn);
         match result {
             Ok(stored) => {
