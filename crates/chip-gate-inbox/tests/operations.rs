@@ -627,6 +627,60 @@ async fn transactional_handlers_of_a_batch_reuse_connections_cleanly() {
     drop_postgres(&url).await;
 }
 
+/// The intake's writer stores one delivery after another on the connection it kept, not on
+/// the pool's connections in turn (each given back costs a round trip, and on SQLite a fresh
+/// page cache); it lets go of it when the inbox is closed, at once, with the intake still alive.
+/// A trigger records the server process behind each insert (no unique constraint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intake_stores_on_the_connection_it_kept() {
+    let Some(url) = postgres_url("the_intake_stores_on_the_connection_it_kept").await else {
+        return;
+    };
+    let inbox = Inbox::connect(&url).await.unwrap();
+    exec(&inbox, "CREATE TABLE inserted_by (backend INT NOT NULL)").await;
+    exec(
+        &inbox,
+        "CREATE FUNCTION note_backend() RETURNS trigger LANGUAGE plpgsql AS \
+         $$BEGIN INSERT INTO inserted_by VALUES (pg_backend_pid()); RETURN NEW; END$$",
+    )
+    .await;
+    exec(
+        &inbox,
+        "CREATE TRIGGER note_backend AFTER INSERT ON chip_inbox_deliveries \
+         FOR EACH ROW EXECUTE FUNCTION note_backend()",
+    )
+    .await;
+    // Several idle connections in the pool, which hands them out in turn.
+    let pool = inbox.postgres_pool().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let intake = inbox.intake(verifier()).unwrap();
+    let base = serve(&intake).await;
+    for n in 0..20 {
+        assert_eq!(post_signed(&base, &format!("kept-{n}"), 1).await, 200);
+    }
+    let backends = scalar(&inbox, "SELECT COUNT(DISTINCT backend) FROM inserted_by").await;
+    let inserts = scalar(&inbox, "SELECT COUNT(*) FROM inserted_by").await;
+    assert_eq!(inserts, 20);
+    // One connection; two if the machine stalled for longer than the writer keeps one idle.
+    assert!(
+        backends <= 2,
+        "20 deliveries stored on {backends} connections"
+    );
+    // `close` waits for every connection, the kept one included.
+    assert_eq!(post_signed(&base, "kept-last", 1).await, 200);
+    tokio::time::timeout(PATIENCE, inbox.close())
+        .await
+        .expect("the inbox closed while its intake was alive");
+    assert_eq!(post_signed(&base, "after-close", 1).await, 503);
+    drop(intake);
+    drop_postgres(&url).await;
+}
+
 async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(conn).await.unwrap()
 }
