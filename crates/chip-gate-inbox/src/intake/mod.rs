@@ -253,11 +253,15 @@ impl Intake {
             });
         }
         verifier.verify(&body, x_signature)?;
-        let delivery = Delivery::from_verified(body.clone());
-        if let Some(problem) = delivery.typing_problem() {
-            tracing::warn!(%problem, "verified delivery stored raw: its body does not fit the typed model");
-        }
-        let record = NewRecord::new(&delivery, body, x_signature.trim().to_owned());
+        // The parsed delivery is dropped here, not held while the commit is awaited: only its
+        // record (the body shared, a few short strings) waits in the batch.
+        let record = {
+            let delivery = Delivery::from_verified(body.clone());
+            if let Some(problem) = delivery.typing_problem() {
+                tracing::warn!(%problem, "verified delivery stored raw: its body does not fit the typed model");
+            }
+            NewRecord::new(&delivery, body, x_signature.trim().to_owned())
+        };
         let span = tracing::Span::current();
         span.record("event", record.event.as_str());
         span.record("dedup_key", record.dedup_key.as_str());
