@@ -183,6 +183,10 @@ impl InboxOptions {
     /// transaction holds one connection, the intake's writers one each, a claim one (on
     /// SQLite, transactional handlers take turns, one connection at a time).
     ///
+    /// An intake's writer keeps its connection from one commit to the next while deliveries
+    /// keep coming, and gives it back after 100 ms with nothing to store: when the pool is no
+    /// larger than the number of writers, writers give it back after every commit instead.
+    ///
     /// A connection is handed out without a round trip to check it, unless it sat idle in the
     /// pool for a second or more (PostgreSQL): then it is checked first, and replaced if the
     /// server, a proxy or a firewall closed it meanwhile. A write that fails because of its
