@@ -554,14 +554,7 @@ async fn transactional_handlers_of_a_batch_reuse_connections_cleanly() {
     )
     .await;
     store_objects(&inbox, "reuse", 8).await;
-    // Several idle connections in the pool, which hands them out in turn.
-    let pool = inbox.postgres_pool().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        held.push(pool.acquire().await.unwrap());
-    }
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    warm_pool(&inbox).await;
     let failed = Arc::new(Mutex::new(None::<i64>));
     let first_failure = Arc::clone(&failed);
     let report = inbox
@@ -650,14 +643,7 @@ async fn the_intake_stores_on_the_connection_it_kept() {
          FOR EACH ROW EXECUTE FUNCTION note_backend()",
     )
     .await;
-    // Several idle connections in the pool, which hands them out in turn.
-    let pool = inbox.postgres_pool().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..6 {
-        held.push(pool.acquire().await.unwrap());
-    }
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    warm_pool(&inbox).await;
     let intake = inbox.intake(verifier()).unwrap();
     let base = serve(&intake).await;
     for n in 0..20 {
@@ -679,6 +665,17 @@ async fn the_intake_stores_on_the_connection_it_kept() {
     assert_eq!(post_signed(&base, "after-close", 1).await, 503);
     drop(intake);
     drop_postgres(&url).await;
+}
+
+/// Leaves six idle connections in the inbox's PostgreSQL pool, which hands them out in turn.
+async fn warm_pool(inbox: &Inbox) {
+    let pool = inbox.postgres_pool().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 async fn scalar_on(conn: &mut sqlx::PgConnection, sql: &str) -> i64 {

@@ -116,31 +116,32 @@ impl WriterConnection {
         &mut self,
         pool: &sqlx::SqlitePool,
     ) -> Result<&mut PoolConnection<sqlx::Sqlite>, sqlx::Error> {
-        let conn = match self.sqlite.take() {
-            Some(conn) => conn,
-            None => {
-                let conn = pool.acquire().await?;
-                self.taken = Some(std::time::Instant::now());
-                conn
-            }
-        };
-        Ok(self.sqlite.insert(conn))
+        kept_or_taken(&mut self.sqlite, &mut self.taken, pool).await
     }
 
     async fn postgres(
         &mut self,
         pool: &sqlx::PgPool,
     ) -> Result<&mut PoolConnection<sqlx::Postgres>, sqlx::Error> {
-        let conn = match self.postgres.take() {
-            Some(conn) => conn,
-            None => {
-                let conn = pool.acquire().await?;
-                self.taken = Some(std::time::Instant::now());
-                conn
-            }
-        };
-        Ok(self.postgres.insert(conn))
+        kept_or_taken(&mut self.postgres, &mut self.taken, pool).await
     }
+}
+
+/// The connection in `slot`, or one taken from `pool` now (noting when in `taken`) and kept there.
+async fn kept_or_taken<'s, Db: sqlx::Database>(
+    slot: &'s mut Option<PoolConnection<Db>>,
+    taken: &mut Option<std::time::Instant>,
+    pool: &sqlx::Pool<Db>,
+) -> Result<&'s mut PoolConnection<Db>, sqlx::Error> {
+    let conn = match slot.take() {
+        Some(conn) => conn,
+        None => {
+            let conn = pool.acquire().await?;
+            *taken = Some(std::time::Instant::now());
+            conn
+        }
+    };
+    Ok(slot.insert(conn))
 }
 
 /// What a batch's two transactions did: the ids of its keys (stored now, or found as the
