@@ -72,9 +72,9 @@ pub(crate) async fn store_batch(
 ///
 /// The writer gives it back when it has had nothing to store for a moment (well under
 /// [`CHECK_AFTER_IDLE`]: a connection kept longer would skip the check the pool gives to
-/// connections that sat idle), after a batch
-/// that failed, when a failed write elsewhere marked the pool's connections for replacement
-/// ([`Recycle`](crate::store::Recycle)) and when the inbox was closed.
+/// connections that sat idle), after a batch that failed, when a failed write elsewhere marked
+/// the pool's connections for replacement ([`Recycle`](crate::store::Recycle)) and when the
+/// inbox was closed.
 #[derive(Default)]
 pub(crate) struct WriterConnection {
     sqlite: Option<PoolConnection<sqlx::Sqlite>>,
