@@ -652,9 +652,10 @@ async fn the_intake_stores_on_the_connection_it_kept() {
     let backends = scalar(&inbox, "SELECT COUNT(DISTINCT backend) FROM inserted_by").await;
     let inserts = scalar(&inbox, "SELECT COUNT(*) FROM inserted_by").await;
     assert_eq!(inserts, 20);
-    // One connection; two if the machine stalled for longer than the writer keeps one idle.
+    // One connection; another for each time the machine stalled for longer than the writer
+    // keeps one idle (100 ms). Taken from the pool in turn, they were six or seven.
     assert!(
-        backends <= 2,
+        backends <= 3,
         "20 deliveries stored on {backends} connections"
     );
     // `close` waits for every connection, the kept one included.
