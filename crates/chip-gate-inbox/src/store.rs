@@ -125,26 +125,17 @@ pub(crate) enum Backend {
 impl Backend {
     /// Completes when the pool is closed ([`Inbox::close`]), at once if it already is.
     pub(crate) fn close_event(&self) -> sqlx::pool::CloseEvent {
-        match self {
-            Backend::Sqlite(pool) => pool.close_event(),
-            Backend::Postgres(pool) => pool.close_event(),
-        }
+        dispatch!(self, pool, Db => pool.close_event())
     }
 
     /// Whether the pool was closed ([`Inbox::close`]).
     pub(crate) fn is_closed(&self) -> bool {
-        match self {
-            Backend::Sqlite(pool) => pool.is_closed(),
-            Backend::Postgres(pool) => pool.is_closed(),
-        }
+        dispatch!(self, pool, Db => pool.is_closed())
     }
 
     /// The most connections the pool opens.
     pub(crate) fn max_connections(&self) -> u32 {
-        match self {
-            Backend::Sqlite(pool) => pool.options().get_max_connections(),
-            Backend::Postgres(pool) => pool.options().get_max_connections(),
-        }
+        dispatch!(self, pool, Db => pool.options().get_max_connections())
     }
 }
 
