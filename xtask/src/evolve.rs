@@ -4,10 +4,10 @@
 //!    unless the diff names it as breaking, with the bump it needs.
 //! 2. Every additive mutation is applied at once to the spec of a copy of the workspace (the files
 //!    git knows, as they are in the working tree), then, in the copy, exactly what a user does:
-//!    `cargo xtask generate`, `cargo build --workspace --all-targets` and `cargo test --workspace`
-//!    (the xtask's own tests aside, which pin the spec they were written for, and the inbox's, which
-//!    test databases and crashes rather than the spec; the xtask's drift test runs), with no other
-//!    edit.
+//!    `cargo xtask generate`, then `cargo build --all-targets` and `cargo test` of the workspace
+//!    (the xtask aside, which `generate` builds and whose own tests pin the spec they were written
+//!    for, but for its drift test, which runs; and the inbox's tests, which test databases and
+//!    crashes rather than the spec), with no other edit.
 //!    The walk fails if anything does not build or a test fails.
 //!
 //! The copy lives in `<target>/evolve/workspace` and builds into `<target>/evolve/target`: a target
