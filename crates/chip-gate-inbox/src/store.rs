@@ -727,6 +727,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "injective keys and lanes, lanes by object identity, retention horizon",
         include_str!("../migrations/sqlite/0002_keys_and_horizon.sql"),
     ),
+    (
+        3,
+        "no index of due deliveries: SQLite's claims walk pending deliveries by id",
+        include_str!("../migrations/sqlite/0003_no_due_index.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[

@@ -507,3 +507,69 @@ impl Sql<sqlx::Postgres> {
         Ok((claimed, tally))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test: a failed step should stop it with the error
+mod tests {
+    use sqlx::Row;
+
+    use crate::store::{Backend, Inbox};
+
+    /// The plan SQLite makes for `sql`, one line per step.
+    async fn sqlite_plan(pool: &sqlx::SqlitePool, sql: &str) -> Vec<String> {
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .bind(0_i64)
+            .bind(10_i64)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    /// SQLite's schema has no index of due deliveries (version 3 dropped it): its claims walk the
+    /// pending deliveries by id on `(state, id)` and look for older ones of a lane on
+    /// `(lane, state)`, never reading the whole table. This is the bundled SQLite's own planner,
+    /// so a new SQLite that planned otherwise would show here.
+    #[tokio::test]
+    async fn sqlite_claims_walk_the_state_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
+        let inbox = Inbox::connect(&url).await.unwrap();
+        let Backend::Sqlite(pool) = &inbox.shared.backend else {
+            unreachable!("a sqlite:// URL opens SQLite")
+        };
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' \
+             AND tbl_name = 'chip_inbox_deliveries' ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert!(
+            !indexes
+                .iter()
+                .any(|name| name == "chip_inbox_deliveries_due"),
+            "{indexes:?}"
+        );
+
+        let plan = sqlite_plan(pool, super::CANDIDATES_JOINED).await;
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX chip_inbox_deliveries_state (state=?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            plan.iter()
+                .any(|step| step
+                    .contains("USING INDEX chip_inbox_deliveries_lane (lane=? AND state=?)")),
+            "{plan:#?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:#?}"
+        );
+        inbox.close().await;
+    }
+}
