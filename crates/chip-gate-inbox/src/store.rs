@@ -732,6 +732,11 @@ const SQLITE_MIGRATIONS: &[Migration] = &[
         "no index of due deliveries: SQLite's claims walk pending deliveries by id",
         include_str!("../migrations/sqlite/0003_no_due_index.sql"),
     ),
+    (
+        4,
+        "pending deliveries by the time they come due: claims step over none waiting for a retry",
+        include_str!("../migrations/sqlite/0004_pending_by_due_time.sql"),
+    ),
 ];
 
 const POSTGRES_MIGRATIONS: &[Migration] = &[

@@ -167,6 +167,50 @@ async fn objects_are_handled_in_updated_on_order(url: String) {
 }
 on_both!(objects_are_handled_in_updated_on_order);
 
+async fn claims_take_deliveries_in_the_order_they_came_due(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // Three objects, stored in this order: the first one waits an hour for a retry, the second
+    // came due after the third (a retry of it fell due later than the third arrived).
+    let waiting = store(&inbox, purchase_body("waits", "purchase.paid", 1)).await;
+    let later = store(&inbox, purchase_body("due-later", "purchase.paid", 1)).await;
+    let sooner = store(&inbox, purchase_body("due-sooner", "purchase.paid", 1)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for (id, due) in [
+        (waiting.id.unwrap(), now + 3_600_000),
+        (later.id.unwrap(), now - 1_000),
+        (sooner.id.unwrap(), now - 2_000),
+    ] {
+        exec(
+            &inbox,
+            &format!(
+                "UPDATE chip_inbox_deliveries SET attempts = 1, last_error = 'down', \
+                 next_attempt_at = {due} WHERE id = {id}"
+            ),
+        )
+        .await;
+    }
+    let seen = drain(&inbox, fast_worker().batch_size(1)).await;
+    let order: Vec<&str> = seen
+        .iter()
+        .map(|d| d.summary.object_id.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        ["due-sooner", "due-later"],
+        "in the order they came due; the one waiting for its retry is not handed over"
+    );
+    let status = inbox.status().await.unwrap();
+    assert_eq!(status.pending, 1);
+    assert_eq!(
+        inbox.get(waiting.id.unwrap()).await.unwrap().summary.state,
+        DeliveryState::Pending
+    );
+}
+on_both!(claims_take_deliveries_in_the_order_they_came_due);
+
 async fn older_than_handled_is_stale(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     store(&inbox, purchase_body("p-4", "payment.refunded", 50)).await;

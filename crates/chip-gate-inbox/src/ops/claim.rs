@@ -40,12 +40,17 @@ const EXPIRED_REASON: &str = "not handed over: its updated_on is at or before th
      horizon, or older than the intake's max_age when it arrived (deliveries that old may have \
      been handled before, so this may be a replayed copy); replay it to hand it over";
 
-/// The claim's candidates (`$1` now, `$2` how many at most), as one join: pending deliveries
-/// in id order, due, on a lane nobody holds, with no pending delivery of the same lane before
-/// them. SQLite's planner walks the id order and stops after enough.
+/// The claim's candidates (`$1` now, `$2` how many at most), as one join: due pending
+/// deliveries in the order they came due (`next_attempt_at`, then `id`), on a lane nobody holds,
+/// with no pending delivery of the same lane before them. SQLite walks the range of
+/// `chip_inbox_deliveries_state_due` (schema version 4) that is pending and due, in that order,
+/// and stops after enough: deliveries waiting for a retry are never read (in id order on
+/// `(state, id)`, every claim stepped over all of them while holding the write lock). `INDEXED
+/// BY` holds the plan whatever statistics an `ANALYZE` leaves: were the index unusable, the
+/// statement would fail to prepare instead of scanning.
 pub(super) const CANDIDATES_JOINED: &str = "SELECT d.lane AS lane, \
      CAST(CASE WHEN l.lane IS NULL THEN 1 ELSE 0 END AS BIGINT) AS missing \
-     FROM chip_inbox_deliveries d \
+     FROM chip_inbox_deliveries d INDEXED BY chip_inbox_deliveries_state_due \
      LEFT JOIN chip_inbox_lanes l ON l.lane = d.lane \
      WHERE d.state = 'pending' AND d.next_attempt_at <= $1 \
      AND (l.lease_until IS NULL OR l.lease_until <= $1) \
@@ -53,7 +58,7 @@ pub(super) const CANDIDATES_JOINED: &str = "SELECT d.lane AS lane, \
          WHERE e.lane = d.lane AND e.state = 'pending' \
          AND (COALESCE(e.updated_on, -1) < COALESCE(d.updated_on, -1) \
               OR (COALESCE(e.updated_on, -1) = COALESCE(d.updated_on, -1) AND e.id < d.id))) \
-     ORDER BY d.id LIMIT $2";
+     ORDER BY d.next_attempt_at, d.id LIMIT $2";
 
 /// The same candidates on PostgreSQL, in a shape whose plan does not depend on statistics. As a
 /// join, PostgreSQL walks the pending deliveries in order only when it knows the backlog is
@@ -169,8 +174,8 @@ where
     }
 
     /// The lanes whose oldest due delivery heads them (no pending delivery of the same object
-    /// comes before it) and that nobody holds, oldest first (by arrival on SQLite, by the time
-    /// they came due on PostgreSQL): `2 × limit` at most, for some may
+    /// comes before it) and that nobody holds, in the order they came due (then by arrival):
+    /// `2 × limit` at most, for some may
     /// be taken by a concurrent claim by the time they are locked (the second of two claims
     /// at once still fills its batch). Each candidate costs the walk two index lookups: with
     /// `4 × limit`, a no-op drain was about 15 % slower. Makes the lanes that do not exist yet.
@@ -515,25 +520,29 @@ mod tests {
 
     use crate::store::{Backend, Inbox};
 
-    /// The plan SQLite makes for `sql`, one line per step.
+    /// The plan SQLite makes for `sql` (with `$1` and `$2`, if it has them, bound to now and
+    /// 10), one line per step.
     async fn sqlite_plan(pool: &sqlx::SqlitePool, sql: &str) -> Vec<String> {
-        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .bind(0_i64)
-            .bind(10_i64)
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let explain = format!("EXPLAIN QUERY PLAN {sql}");
+        let mut query = sqlx::query(&explain);
+        if sql.contains("$1") {
+            query = query.bind(super::now_ms()).bind(10_i64);
+        }
+        let rows = query.fetch_all(pool).await.unwrap();
         rows.iter()
             .map(|row| row.get::<String, _>("detail"))
             .collect()
     }
 
-    /// SQLite's schema has no index of due deliveries (version 3 dropped it): its claims walk the
-    /// pending deliveries by id on `(state, id)` and look for older ones of a lane on
-    /// `(lane, state)`, never reading the whole table. This is the bundled SQLite's own planner,
-    /// so a new SQLite that planned otherwise would show here.
+    /// SQLite's claims read only pending deliveries that are due, in the order they came due,
+    /// from the range of `(state, next_attempt_at, id)` (schema version 4), with no sort and no
+    /// scan, and look for older ones of a lane on `(lane, state)`; the oldest-pending gauge reads
+    /// the state index alone. Planned twice: on the fresh schema and after an `ANALYZE` of a
+    /// table where most deliveries are finished and most pending ones wait for a retry (the
+    /// statistics that could tempt the planner into a walk of the table). This is the bundled
+    /// SQLite's own planner, so a new SQLite that planned otherwise would show here.
     #[tokio::test]
-    async fn sqlite_claims_walk_the_state_index() {
+    async fn sqlite_claims_walk_only_due_deliveries() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("inbox.db").display());
         let inbox = Inbox::connect(&url).await.unwrap();
@@ -541,35 +550,83 @@ mod tests {
             unreachable!("a sqlite:// URL opens SQLite")
         };
         let indexes: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'index' \
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL \
              AND tbl_name = 'chip_inbox_deliveries' ORDER BY name",
         )
         .fetch_all(pool)
         .await
         .unwrap();
-        assert!(
-            !indexes
-                .iter()
-                .any(|name| name == "chip_inbox_deliveries_due"),
-            "{indexes:?}"
+        assert_eq!(
+            indexes,
+            [
+                "chip_inbox_deliveries_finished",
+                "chip_inbox_deliveries_lane",
+                "chip_inbox_deliveries_state_due"
+            ],
+            "one index for each of claims, lanes and retention; none written for nothing"
         );
 
-        let plan = sqlite_plan(pool, super::CANDIDATES_JOINED).await;
-        assert!(
-            plan.iter()
-                .any(|step| step.contains("USING INDEX chip_inbox_deliveries_state (state=?)")),
-            "{plan:#?}"
-        );
-        assert!(
-            plan.iter()
-                .any(|step| step
-                    .contains("USING INDEX chip_inbox_deliveries_lane (lane=? AND state=?)")),
-            "{plan:#?}"
-        );
-        assert!(
-            !plan.iter().any(|step| step.starts_with("SCAN")),
-            "{plan:#?}"
-        );
+        for analyzed in [false, true] {
+            if analyzed {
+                // As after a day of traffic and an hour of failures: 20,000 finished (kept for
+                // retention, all older than any pending one), 2,000 waiting an hour for a
+                // retry, 20 due.
+                for (state, count, due_in) in [
+                    ("done", 20_000, 0),
+                    ("pending", 2_000, 3_600_000),
+                    ("pending", 20, -1),
+                ] {
+                    sqlx::query(
+                        "INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, \
+                         body, signature, received_at, next_attempt_at, state) \
+                         WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+                         WHERE i < ?1) \
+                         SELECT ?2 || '-' || i, ?2 || '-' || i, 'purchase.paid', 'purchase', \
+                         x'7b7d', 's', 1, ?2, ?3 FROM n",
+                    )
+                    .bind(count)
+                    .bind(super::now_ms() + due_in)
+                    .bind(state)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                }
+                sqlx::query("ANALYZE").execute(pool).await.unwrap();
+            }
+            let plan = sqlite_plan(pool, super::CANDIDATES_JOINED).await;
+            for wanted in [
+                "SEARCH d USING INDEX chip_inbox_deliveries_state_due (state=? AND next_attempt_at<?)",
+                "USING INDEX chip_inbox_deliveries_lane (lane=? AND state=?)",
+            ] {
+                assert!(
+                    plan.iter().any(|step| step.contains(wanted)),
+                    "analyzed: {analyzed}, {wanted}: {plan:#?}"
+                );
+            }
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.starts_with("SCAN") || step.contains("TEMP B-TREE")),
+                "analyzed: {analyzed}: {plan:#?}"
+            );
+
+            let plan = sqlite_plan(
+                pool,
+                &format!("SELECT {}", super::super::stats::OLDEST_PENDING_SQLITE),
+            )
+            .await;
+            assert!(
+                plan.iter().any(|step| step
+                    .contains("USING COVERING INDEX chip_inbox_deliveries_state_due (state=?)")),
+                "analyzed: {analyzed}: {plan:#?}"
+            );
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.starts_with("SCAN chip_inbox_deliveries")),
+                "analyzed: {analyzed}: {plan:#?}"
+            );
+        }
         inbox.close().await;
     }
 }

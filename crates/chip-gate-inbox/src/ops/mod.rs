@@ -49,12 +49,16 @@ pub(crate) trait Driver: sqlx::Database + Dialect {
     /// The claim's candidates query (see `claim.rs`): `$1` now, `$2` how many rows at most.
     const CANDIDATES: &'static str;
 
+    /// A scalar subquery: the `received_at` of the oldest pending delivery (the lowest id).
+    const OLDEST_PENDING: &'static str;
+
     /// How many rows a statement changed (each driver's `QueryResult` says so in its own method).
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 impl Driver for sqlx::Sqlite {
     const CANDIDATES: &'static str = claim::CANDIDATES_JOINED;
+    const OLDEST_PENDING: &'static str = stats::OLDEST_PENDING_SQLITE;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -63,6 +67,7 @@ impl Driver for sqlx::Sqlite {
 
 impl Driver for sqlx::Postgres {
     const CANDIDATES: &'static str = claim::CANDIDATES_WALKED;
+    const OLDEST_PENDING: &'static str = stats::OLDEST_PENDING_POSTGRES;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

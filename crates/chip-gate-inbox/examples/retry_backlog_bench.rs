@@ -1,0 +1,221 @@
+//! What a backlog of deliveries waiting for a retry costs the rest of the inbox: the case of an
+//! app whose handler fails for a while (a downstream service is down) while CHIP keeps sending.
+//!
+//! Two inboxes in one run, each a fresh database: the baseline with nothing waiting, and one
+//! where `backlog` deliveries (one object each) failed once and wait an hour for their retry.
+//! In each, one worker with default settings (a no-op handler) runs while `fresh` new deliveries
+//! of other objects arrive one at a time, 200 a second. The run prints, for both, how long
+//! storing a delivery took (what CHIP waits for) and its pickup latency (stored to handler
+//! start), p50/p99/max, and the ratios of the backlog's figures to the baseline's.
+//!
+//! ```sh
+//! cargo run --release -p chip-gate-inbox --example retry_backlog_bench -- 20000 1000
+//! cargo run --release -p chip-gate-inbox --example retry_backlog_bench -- 20000 1000 postgres://user:pw@127.0.0.1/db
+//! ```
+//!
+//! With PostgreSQL, both scenarios use the database given, one after the other: it should be
+//! empty (a fresh database), and its deliveries are left there.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chip_gate::testing::TestSigner;
+use chip_gate::{Digest, Verifier};
+use chip_gate_inbox::{Backoff, Inbox, Intake, StoredDelivery, WorkerOptions};
+
+/// A signed delivery of `object`, state `updated_on`.
+fn delivery(signer: &TestSigner, object: &str, updated_on: usize) -> (Bytes, String) {
+    let body = Bytes::from(format!(
+        r#"{{"id":"{object}","type":"purchase","event_type":"purchase.paid","updated_on":{updated_on}}}"#
+    ));
+    let signature = signer.sign(&body, Digest::Sha256).unwrap();
+    (body, signature)
+}
+
+/// Milliseconds at the p-th percentile of sorted `values`.
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
+    values[rank.min(values.len() - 1)]
+}
+
+struct Figures {
+    store: Vec<f64>,
+    pickup: Vec<f64>,
+}
+
+/// Fills `inbox` with `backlog` deliveries that failed once and wait an hour for their retry.
+async fn make_backlog(inbox: &Inbox, intake: &Intake, signer: &TestSigner, backlog: usize) {
+    let started = Instant::now();
+    let mut sends = Vec::new();
+    for i in 0..backlog {
+        let (body, signature) = delivery(signer, &format!("backlog-{i}"), 1);
+        let intake = intake.clone();
+        sends.push(tokio::spawn(async move {
+            intake.receive_signed(body, &signature).await.unwrap()
+        }));
+        if sends.len() >= 256 {
+            for send in sends.drain(..) {
+                send.await.unwrap();
+            }
+        }
+    }
+    for send in sends {
+        send.await.unwrap();
+    }
+    let stored = started.elapsed();
+    let failing = inbox.worker(WorkerOptions::default().backoff(Backoff {
+        initial: Duration::from_secs(3600),
+        max: Duration::from_secs(3600),
+    }));
+    let started = Instant::now();
+    let mut failed = 0;
+    loop {
+        let report = failing
+            .process_batch(|_d: StoredDelivery| async { Err::<(), _>("downstream is down") })
+            .await
+            .unwrap();
+        failed += report.handed_over;
+        if report.handed_over == 0 {
+            break;
+        }
+    }
+    assert_eq!(failed, backlog);
+    println!(
+        "  backlog: {backlog} stored in {:.1} s, failed once in {:.1} s",
+        stored.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    // A backlog that built up over an hour has been vacuumed along the way; this one was made
+    // in a minute, and PostgreSQL's autovacuum would be busy with it during the measurement.
+    if let Some(pool) = inbox.postgres_pool() {
+        let started = Instant::now();
+        sqlx::query("VACUUM ANALYZE chip_inbox_deliveries")
+            .execute(pool)
+            .await
+            .unwrap();
+        println!(
+            "  vacuumed and analyzed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Sends `fresh` deliveries at 200 a second into `inbox` while a worker handles them.
+async fn measure(
+    inbox: &Inbox,
+    intake: &Intake,
+    signer: &TestSigner,
+    scenario: &str,
+    fresh: usize,
+) -> Figures {
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let pickup: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let worker = inbox.worker(WorkerOptions::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let (sent, pickup) = (Arc::clone(&sent), Arc::clone(&pickup));
+        tokio::spawn(async move {
+            worker
+                .run_until(
+                    move |d: StoredDelivery| {
+                        let started = Instant::now();
+                        let object = d.delivery().object().id().unwrap_or_default().to_owned();
+                        if let Some(at) = sent.lock().unwrap().get(&object) {
+                            let ms = started.duration_since(*at).as_secs_f64() * 1000.0;
+                            pickup.lock().unwrap().push(ms);
+                        }
+                        async { Ok::<(), String>(()) }
+                    },
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await;
+        })
+    };
+    let mut store = Vec::with_capacity(fresh);
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    for i in 0..fresh {
+        tick.tick().await;
+        let object = format!("{scenario}-fresh-{i}");
+        let (body, signature) = delivery(signer, &object, 1);
+        let at = Instant::now();
+        sent.lock().unwrap().insert(object, at);
+        intake.receive_signed(body, &signature).await.unwrap();
+        store.push(at.elapsed().as_secs_f64() * 1000.0);
+    }
+    let waiting = Instant::now();
+    while pickup.lock().unwrap().len() < fresh && waiting.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop.send(());
+    running.await.unwrap();
+    let mut pickup = pickup.lock().unwrap().clone();
+    assert_eq!(pickup.len(), fresh, "every fresh delivery is handled");
+    store.sort_by(f64::total_cmp);
+    pickup.sort_by(f64::total_cmp);
+    Figures { store, pickup }
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let backlog: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let fresh: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let postgres = args.next();
+    let dir = tempfile::tempdir().unwrap();
+    let signer =
+        TestSigner::from_pem(include_str!("../tests/fixtures/rsa2048-private-pkcs8.pem")).unwrap();
+    let verifier =
+        Verifier::from_pem(include_str!("../tests/fixtures/rsa2048-public-spki.pem")).unwrap();
+
+    let mut results = Vec::new();
+    for (name, waiting) in [("baseline", 0), ("backlog", backlog)] {
+        println!("{name}:");
+        let url = postgres
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join(name).display()));
+        let inbox = Inbox::connect(&url).await.unwrap();
+        let intake = inbox.intake(verifier.clone()).unwrap();
+        if waiting > 0 {
+            make_backlog(&inbox, &intake, &signer, waiting).await;
+        }
+        let figures = measure(&inbox, &intake, &signer, name, fresh).await;
+        let status = inbox.status().await.unwrap();
+        println!("  pending after the run: {}", status.pending);
+        results.push((name, figures));
+        inbox.close().await;
+    }
+
+    println!();
+    println!(
+        "| {fresh} fresh deliveries, 200/s | store p50 | p99 | max | pickup p50 | p99 | max |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in &results {
+        let label = if *name == "backlog" {
+            format!("{backlog} waiting for a retry")
+        } else {
+            "nothing waiting".to_owned()
+        };
+        println!(
+            "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+            percentile(&f.store, 0.5),
+            percentile(&f.store, 0.99),
+            percentile(&f.store, 1.0),
+            percentile(&f.pickup, 0.5),
+            percentile(&f.pickup, 0.99),
+            percentile(&f.pickup, 1.0),
+        );
+    }
+    let (base, with) = (&results[0].1, &results[1].1);
+    println!(
+        "backlog vs baseline: store p99 {:.2}x, pickup p50 {:.2}x, pickup p99 {:.2}x",
+        percentile(&with.store, 0.99) / percentile(&base.store, 0.99),
+        percentile(&with.pickup, 0.5) / percentile(&base.pickup, 0.5),
+        percentile(&with.pickup, 0.99) / percentile(&base.pickup, 0.99),
+    );
+}
