@@ -526,6 +526,73 @@ async fn retention_removes_only_finished(url: String) {
 }
 on_both!(retention_removes_only_finished);
 
+async fn retention_goes_through_every_chunk(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // 2,500 finished deliveries, two and a half of the purge's chunks, each on a lane of its
+    // own; a lane under a lease and one with a pending delivery, both kept.
+    exec(
+        &inbox,
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+         updated_on, signature, body, received_at, next_attempt_at, state, finished_at) \
+         SELECT 'old-' || i, 'old-' || i, 'purchase.paid', 'purchase', 'old-' || i, i, 's', \
+         '{}', 1, 1, 'done', 1 FROM n",
+    )
+    .await;
+    exec(
+        &inbox,
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+         INSERT INTO chip_inbox_lanes (lane, handled_updated_on) SELECT 'old-' || i, i FROM n",
+    )
+    .await;
+    exec(
+        &inbox,
+        "INSERT INTO chip_inbox_lanes (lane, lease_owner, lease_token, lease_until) \
+         VALUES ('leased', 'w', 't', 1)",
+    )
+    .await;
+    // Handled once (which makes its lane), then pending again, as a replayed delivery is.
+    let pending = store(&inbox, purchase_body("kept", "purchase.paid", 1)).await;
+    drain(&inbox, fast_worker()).await;
+    exec(
+        &inbox,
+        &format!(
+            "UPDATE chip_inbox_deliveries SET state = 'pending', finished_at = NULL \
+             WHERE id = {}",
+            pending.id.unwrap()
+        ),
+    )
+    .await;
+
+    assert_eq!(
+        inbox.purge_finished_before(Duration::ZERO).await.unwrap(),
+        2500
+    );
+    assert_eq!(
+        scalar(&inbox, "SELECT COUNT(*) FROM chip_inbox_deliveries").await,
+        1
+    );
+    assert_eq!(
+        scalar(&inbox, "SELECT COUNT(*) FROM chip_inbox_lanes").await,
+        2,
+        "the lanes of every chunk's deliveries went with them"
+    );
+    assert_eq!(
+        scalar(
+            &inbox,
+            "SELECT COUNT(*) FROM chip_inbox_lanes WHERE lane = 'leased' OR lane LIKE '%kept%'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(inbox.retention_horizon().await.unwrap(), Some(2500));
+    assert_eq!(
+        inbox.purge_finished_before(Duration::ZERO).await.unwrap(),
+        0
+    );
+}
+on_both!(retention_goes_through_every_chunk);
+
 async fn storage_failure_answers_503(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let intake = inbox.intake(verifier()).unwrap();

@@ -52,6 +52,10 @@ pub(crate) trait Driver: sqlx::Database + Dialect {
     /// A scalar subquery: the `received_at` of the oldest pending delivery (the lowest id).
     const OLDEST_PENDING: &'static str;
 
+    /// A subquery: the strings of the JSON array bound as `$1`, one row each (one statement for
+    /// any number of values).
+    const JSON_STRINGS: &'static str;
+
     /// How many rows a statement changed (each driver's `QueryResult` says so in its own method).
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
@@ -59,6 +63,7 @@ pub(crate) trait Driver: sqlx::Database + Dialect {
 impl Driver for sqlx::Sqlite {
     const CANDIDATES: &'static str = claim::CANDIDATES_JOINED;
     const OLDEST_PENDING: &'static str = stats::OLDEST_PENDING_SQLITE;
+    const JSON_STRINGS: &'static str = "SELECT value FROM json_each($1)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -68,6 +73,7 @@ impl Driver for sqlx::Sqlite {
 impl Driver for sqlx::Postgres {
     const CANDIDATES: &'static str = claim::CANDIDATES_WALKED;
     const OLDEST_PENDING: &'static str = stats::OLDEST_PENDING_POSTGRES;
+    const JSON_STRINGS: &'static str = "SELECT jsonb_array_elements_text($1::jsonb)";
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()

@@ -5,6 +5,19 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type
 
 use super::{Driver, Sql};
 
+/// How many deliveries, or lanes, a purge looks at in one statement and commit.
+const PURGE_CHUNK: i64 = 1_000;
+
+/// Between two chunks of a purge. A SQLite writer that found the write lock taken sleeps in
+/// growing steps (SQLite's busy handler: 1, 2, 5, 10 ms and on, up to 100) before it tries again;
+/// chunks that followed each other at once kept the lock taken at nearly every try, and the
+/// intake waited for the whole purge (435 ms in one run, with 100,000 lanes looked at in
+/// chunks). The pause lets it in; a purge runs beside the claims, so taking a little longer
+/// costs nobody.
+async fn pause() {
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+}
+
 impl<DB: Driver> Sql<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -17,8 +30,8 @@ where
     for<'q> Vec<u8>: Type<DB> + Decode<'q, DB>,
 {
     /// Removes done and stale deliveries finished before `cutoff` (Unix ms) whose `updated_on`
-    /// is before it too, and the lanes whose newest handled state the horizon covers. Returns
-    /// how many deliveries went.
+    /// is before it too, and the lanes they leave empty whose newest handled state the horizon
+    /// covers. Returns how many deliveries went.
     ///
     /// First, in a transaction of its own, the horizon (the newest `updated_on` removed) is
     /// raised to cover every delivery about to go; only then are they removed. Intake reads the
@@ -48,28 +61,58 @@ where
         .await?;
         tx.commit().await?;
 
-        let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
-        let removed = DB::rows_affected(
-            &sqlx::query(
-                "DELETE FROM chip_inbox_deliveries WHERE state IN ('done', 'stale') \
+        // Then the deliveries, a chunk at a time, each chunk in a transaction of its own: a
+        // purge never holds a write lock for long, however much it removes (the first purge of
+        // a long history). On SQLite, whose one write lock the intake needs for every delivery
+        // it stores, one statement over everything made the intake wait for all of it.
+        //
+        // With each chunk go the lanes it emptied. A lane's mark is only needed while it is
+        // above the horizon (below it, every older delivery is expired anyway), and only a
+        // purge removes deliveries: so the lanes of the deliveries removed are the only ones
+        // that can have become removable. (This looked at every lane, every purge: 117 ms
+        // with 100,000 lanes on PostgreSQL, on SQLite under the write lock.)
+        let mut removed = 0;
+        loop {
+            let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
+            let rows = sqlx::query(
+                "DELETE FROM chip_inbox_deliveries WHERE id IN ( \
+                 SELECT id FROM chip_inbox_deliveries WHERE state IN ('done', 'stale') \
                  AND finished_at < $1 AND updated_on IS NOT NULL \
-                 AND updated_on <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1)",
+                 AND updated_on <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1) \
+                 LIMIT $2) RETURNING lane",
             )
             .bind(cutoff)
-            .execute(&mut *tx)
-            .await?,
-        );
-        // A lane's mark is only needed while it is above the horizon: below it, every older
-        // delivery is expired anyway.
-        sqlx::query(
-            "DELETE FROM chip_inbox_lanes WHERE lease_token IS NULL \
-             AND (handled_updated_on IS NULL OR handled_updated_on <= \
-                  (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1)) \
-             AND NOT EXISTS (SELECT 1 FROM chip_inbox_deliveries d WHERE d.lane = chip_inbox_lanes.lane)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            .bind(PURGE_CHUNK)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut lanes = rows
+                .iter()
+                .map(|row| row.try_get::<String, _>("lane"))
+                .collect::<Result<Vec<_>, _>>()?;
+            lanes.sort_unstable();
+            lanes.dedup();
+            if !lanes.is_empty() {
+                let lanes =
+                    serde_json::to_string(&lanes).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                sqlx::query(&format!(
+                    "DELETE FROM chip_inbox_lanes WHERE lane IN ({}) AND lease_token IS NULL \
+                     AND (handled_updated_on IS NULL OR handled_updated_on <= \
+                          (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1)) \
+                     AND NOT EXISTS (SELECT 1 FROM chip_inbox_deliveries d \
+                                     WHERE d.lane = chip_inbox_lanes.lane)",
+                    DB::JSON_STRINGS
+                ))
+                .bind(lanes)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            removed += rows.len() as u64;
+            if rows.len() < PURGE_CHUNK as usize {
+                break;
+            }
+            pause().await;
+        }
         Ok(removed)
     }
 
