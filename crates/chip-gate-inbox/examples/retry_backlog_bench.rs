@@ -1,13 +1,15 @@
 //! What a backlog of deliveries waiting for a retry costs the rest of the inbox: the case of an
 //! app whose handler fails for a while (a downstream service is down) while CHIP keeps sending.
 //!
-//! Two inboxes in one run, each a fresh database holding `backlog` deliveries, one object each.
+//! Inboxes in one run, each a fresh database holding `backlog` deliveries, one object each.
 //! In the baseline they were all handled; in the other, each failed once and waits an hour for
 //! its retry. (The tables are the same size, so what differs is the waiting, not the size.) In
 //! each, one worker with default settings (a no-op handler) then runs while `fresh` new
 //! deliveries of other objects arrive one at a time, 200 a second. The run prints, for both, how
 //! long storing a delivery took (what CHIP waits for) and its pickup latency (stored to handler
-//! start), p50/p99/max, and the ratios of the backlog's figures to the baseline's.
+//! start), p50/p99/max, and the ratios of the backlog's figures to the baseline's. A third
+//! database holds the same deliveries handled eight days ago: the worker's first purge (default
+//! retention, 7 days) removes them all while the fresh deliveries arrive.
 //!
 //! ```sh
 //! cargo run --release -p chip-gate-inbox --example retry_backlog_bench -- 100000 3000
@@ -159,7 +161,12 @@ async fn measure(
     for i in 0..fresh {
         tick.tick().await;
         let object = format!("{scenario}-fresh-{i}");
-        let (body, signature) = delivery(signer, &object, 1);
+        // A state of now: above any horizon a purge of the old deliveries (state 1) raises.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let (body, signature) = delivery(signer, &object, now as usize);
         let at = Instant::now();
         sent.lock().unwrap().insert(object, at);
         intake.receive_signed(body, &signature).await.unwrap();
@@ -191,7 +198,7 @@ async fn main() {
         Verifier::from_pem(include_str!("../tests/fixtures/rsa2048-public-spki.pem")).unwrap();
 
     let mut results = Vec::new();
-    for (name, fail) in [("baseline", false), ("backlog", true)] {
+    for (name, fail) in [("baseline", false), ("backlog", true), ("purge", false)] {
         println!("{name}:");
         let url = postgres
             .clone()
@@ -199,9 +206,23 @@ async fn main() {
         let inbox = Inbox::connect(&url).await.unwrap();
         let intake = inbox.intake(verifier.clone()).unwrap();
         make_backlog(&inbox, &intake, &signer, name, backlog, fail).await;
+        if name == "purge" {
+            // Handled eight days ago: the worker's first purge (default retention, 7 days)
+            // removes them all while the fresh deliveries arrive.
+            let sql = "UPDATE chip_inbox_deliveries SET finished_at = finished_at - 691200000";
+            match (inbox.sqlite_pool(), inbox.postgres_pool()) {
+                (Some(pool), _) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+                (_, Some(pool)) => sqlx::query(sql).execute(pool).await.map(|_| ()),
+                _ => unreachable!("an inbox is on SQLite or PostgreSQL"),
+            }
+            .unwrap();
+        }
         let figures = measure(&inbox, &intake, &signer, name, fresh).await;
         let status = inbox.status().await.unwrap();
-        println!("  pending after the run: {}", status.pending);
+        println!(
+            "  after the run: {} pending, {} finished kept",
+            status.pending, status.finished
+        );
         results.push((name, figures));
         inbox.close().await;
     }
@@ -212,10 +233,10 @@ async fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, f) in &results {
-        let label = if *name == "backlog" {
-            format!("{backlog} waiting for a retry")
-        } else {
-            format!("{backlog} handled, nothing waiting")
+        let label = match *name {
+            "backlog" => format!("{backlog} waiting for a retry"),
+            "purge" => format!("{backlog} handled 8 days ago, purged meanwhile"),
+            _ => format!("{backlog} handled, nothing waiting"),
         };
         println!(
             "| {label} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
@@ -227,11 +248,13 @@ async fn main() {
             percentile(&f.pickup, 1.0),
         );
     }
-    let (base, with) = (&results[0].1, &results[1].1);
-    println!(
-        "backlog vs baseline: store p99 {:.2}x, pickup p50 {:.2}x, pickup p99 {:.2}x",
-        percentile(&with.store, 0.99) / percentile(&base.store, 0.99),
-        percentile(&with.pickup, 0.5) / percentile(&base.pickup, 0.5),
-        percentile(&with.pickup, 0.99) / percentile(&base.pickup, 0.99),
-    );
+    let base = &results[0].1;
+    for (name, with) in &results[1..] {
+        println!(
+            "{name} vs baseline: store p99 {:.2}x, pickup p50 {:.2}x, pickup p99 {:.2}x",
+            percentile(&with.store, 0.99) / percentile(&base.store, 0.99),
+            percentile(&with.pickup, 0.5) / percentile(&base.pickup, 0.5),
+            percentile(&with.pickup, 0.99) / percentile(&base.pickup, 0.99),
+        );
+    }
 }

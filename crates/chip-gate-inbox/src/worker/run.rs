@@ -100,8 +100,8 @@ impl Worker {
         let _listening = self.inbox.listen_for_due(self.options.poll_interval);
         let mut next_purge = tokio::time::Instant::now();
         let mut next_gauges = tokio::time::Instant::now();
-        let mut gauges: Option<tokio::task::JoinHandle<()>> = None;
-        let mut purging: Option<tokio::task::JoinHandle<()>> = None;
+        let mut gauges: Option<Beside> = None;
+        let mut purging: Option<Beside> = None;
         let mut failures: u32 = 0;
         // The batches in hand, each with its sequence number.
         let mut in_hand = futures::stream::FuturesUnordered::new();
@@ -110,19 +110,17 @@ impl Worker {
             if futures::poll!(shutdown.as_mut()).is_ready() {
                 break;
             }
-            // Retention and the gauges look at whole tables, which with a large backlog takes
-            // a while (the gauges count every pending delivery: a quarter of a second for
-            // 100,000 on SQLite; retention looks at every lane). They run beside the claims, on
-            // connections of their own, never in their way; one of each at a time.
+            // Retention and the gauges can take a while (the gauges count every pending
+            // delivery: a quarter of a second for 100,000 on SQLite; retention removes whatever
+            // is old enough, a chunk at a time). They run beside the claims, on connections of
+            // their own, never in their way; one of each at a time.
             if self.options.retention.is_some()
                 && tokio::time::Instant::now() >= next_purge
-                && purging
-                    .as_ref()
-                    .is_none_or(tokio::task::JoinHandle::is_finished)
+                && purging.as_ref().is_none_or(Beside::is_finished)
             {
                 next_purge = tokio::time::Instant::now() + self.options.purge_interval;
                 let worker = self.clone();
-                purging = Some(tokio::spawn(async move {
+                purging = Some(Beside::spawn(async move {
                     match worker.purge().await {
                         Ok(0) => {}
                         Ok(removed) => tracing::info!(removed, "inbox retention applied"),
@@ -132,13 +130,11 @@ impl Worker {
             }
             if let Some(interval) = self.options.gauges_interval
                 && tokio::time::Instant::now() >= next_gauges
-                && gauges
-                    .as_ref()
-                    .is_none_or(tokio::task::JoinHandle::is_finished)
+                && gauges.as_ref().is_none_or(Beside::is_finished)
             {
                 next_gauges = tokio::time::Instant::now() + interval;
                 let inbox = self.inbox.clone();
-                gauges = Some(tokio::spawn(async move {
+                gauges = Some(Beside::spawn(async move {
                     if let Err(error) = inbox.record_gauges().await {
                         tracing::debug!(%error, "inbox gauges not recorded");
                     }
@@ -202,8 +198,8 @@ impl Worker {
         // A purge or a reading of the gauges still under way ends before the worker does, so
         // that the inbox can be closed right after. (A purge stopped halfway would lose
         // nothing: each of its chunks commits on its own, and the next purge goes on.)
-        for task in [purging, gauges].into_iter().flatten() {
-            let _ = task.await;
+        for mut task in [purging, gauges].into_iter().flatten() {
+            let _ = (&mut task.0).await;
         }
     }
 
@@ -227,6 +223,27 @@ impl Worker {
                 true
             }
         }
+    }
+}
+
+/// A task the run loop started beside its claims (retention, the gauges), in the worker's
+/// tracing span. Aborted if the worker's future is dropped before it ends (a transaction it had
+/// open rolls back), so that nothing of a worker outlives it.
+struct Beside(tokio::task::JoinHandle<()>);
+
+impl Beside {
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(tokio::spawn(tracing::Instrument::in_current_span(task)))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+impl Drop for Beside {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
