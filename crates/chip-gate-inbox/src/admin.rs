@@ -212,11 +212,22 @@ impl Inbox {
     /// # Errors
     /// [`InboxError::Database`].
     pub async fn purge_finished_before(&self, age: Duration) -> Result<u64, InboxError> {
+        self.purge_finished_before_unless(age, &std::sync::atomic::AtomicBool::new(false))
+            .await
+    }
+
+    /// [`purge_finished_before`](Self::purge_finished_before), ending after the chunk under way
+    /// once `stop` is set (a worker's purge, when the worker stops).
+    pub(crate) async fn purge_finished_before_unless(
+        &self,
+        age: Duration,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<u64, InboxError> {
         self.ensure_schema().await?;
         let cutoff = now_ms().saturating_sub(ms(age));
         Ok(match &self.shared.backend {
-            Backend::Sqlite(pool) => ops::sqlite::purge(pool, cutoff).await?,
-            Backend::Postgres(pool) => ops::postgres::purge(pool, cutoff).await?,
+            Backend::Sqlite(pool) => ops::sqlite::purge(pool, cutoff, stop).await?,
+            Backend::Postgres(pool) => ops::postgres::purge(pool, cutoff, stop).await?,
         })
     }
 }

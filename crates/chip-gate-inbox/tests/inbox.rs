@@ -593,6 +593,55 @@ async fn retention_goes_through_every_chunk(url: String) {
 }
 on_both!(retention_goes_through_every_chunk);
 
+async fn a_dropped_worker_leaves_no_purge_running(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    // Twenty chunks of deliveries finished long ago: a purge of some 100 ms at least (a pause
+    // between chunks), which the worker runs beside its claims.
+    exec(
+        &inbox,
+        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
+         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+         updated_on, signature, body, received_at, next_attempt_at, state, finished_at) \
+         SELECT 'old-' || i, 'old-' || i, 'purchase.paid', 'purchase', 'old-' || i, i, 's', \
+         '{}', 1, 1, 'done', 1 FROM n",
+    )
+    .await;
+    let count = "SELECT COUNT(*) FROM chip_inbox_deliveries";
+    let worker = inbox.worker(fast_worker().retention(Some(chip_gate_inbox::MIN_RETENTION)));
+    {
+        let run = worker.run(|_d: StoredDelivery| async { Ok::<(), String>(()) });
+        tokio::pin!(run);
+        // The worker runs until its purge has removed a chunk; then its future is dropped, as
+        // a `select!` whose other branch won drops it.
+        loop {
+            tokio::select! {
+                () = &mut run => unreachable!("a worker runs until it is stopped"),
+                () = tokio::time::sleep(Duration::from_millis(1)) => {}
+            }
+            if scalar(&inbox, count).await < 20_000 {
+                break;
+            }
+        }
+    }
+    // The chunk under way when the worker was dropped ends; no other follows.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let left = scalar(&inbox, count).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        scalar(&inbox, count).await,
+        left,
+        "no purge outlived its worker"
+    );
+    assert!(left > 0, "the purge was stopped before its end");
+    assert_eq!(left % 1000, 0, "whole chunks only: {left}");
+    // Nothing was left locked or half done: the next purge goes on from there.
+    assert_eq!(
+        inbox.purge_finished_before(Duration::ZERO).await.unwrap(),
+        u64::try_from(left).unwrap()
+    );
+}
+on_both!(a_dropped_worker_leaves_no_purge_running);
+
 async fn storage_failure_answers_503(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let intake = inbox.intake(verifier()).unwrap();

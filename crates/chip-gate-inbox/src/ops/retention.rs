@@ -38,7 +38,14 @@ where
     /// horizon in the transaction that stores (on PostgreSQL `FOR SHARE`, which this waits for),
     /// so a copy of a removed delivery is always stored as expired, never handed over.
     /// Deliveries without `updated_on` are kept: only their stored copy recognises a repeat.
-    pub(crate) async fn purge(pool: &Pool<DB>, cutoff: i64) -> Result<u64, sqlx::Error> {
+    ///
+    /// `stop`, once set, ends the purge after the chunk under way (none is ever left half
+    /// done: a purge stopped loses nothing, and the next one goes on).
+    pub(crate) async fn purge(
+        pool: &Pool<DB>,
+        cutoff: i64,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<u64, sqlx::Error> {
         let cutoff_s = cutoff.div_euclid(1000);
         let mut tx = pool.begin_with(DB::BEGIN_WRITE).await?;
         sqlx::query(&format!(
@@ -108,7 +115,8 @@ where
             }
             tx.commit().await?;
             removed += rows.len() as u64;
-            if rows.len() < PURGE_CHUNK as usize {
+            if rows.len() < PURGE_CHUNK as usize || stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 break;
             }
             pause().await;

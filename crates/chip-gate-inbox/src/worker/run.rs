@@ -119,9 +119,10 @@ impl Worker {
                 && purging.as_ref().is_none_or(Beside::is_finished)
             {
                 next_purge = tokio::time::Instant::now() + self.options.purge_interval;
-                let worker = self.clone();
-                purging = Some(Beside::spawn(async move {
-                    match worker.purge().await {
+                let (inbox, retention) = (self.inbox.clone(), self.options.retention);
+                purging = Some(Beside::spawn(move |stop| async move {
+                    let Some(age) = retention else { return };
+                    match inbox.purge_finished_before_unless(age, &stop).await {
                         Ok(0) => {}
                         Ok(removed) => tracing::info!(removed, "inbox retention applied"),
                         Err(error) => tracing::warn!(%error, "inbox retention failed"),
@@ -134,7 +135,7 @@ impl Worker {
             {
                 next_gauges = tokio::time::Instant::now() + interval;
                 let inbox = self.inbox.clone();
-                gauges = Some(Beside::spawn(async move {
+                gauges = Some(Beside::spawn(|_stop| async move {
                     if let Err(error) = inbox.record_gauges().await {
                         tracing::debug!(%error, "inbox gauges not recorded");
                     }
@@ -199,7 +200,8 @@ impl Worker {
         // that the inbox can be closed right after. (A purge stopped halfway would lose
         // nothing: each of its chunks commits on its own, and the next purge goes on.)
         for mut task in [purging, gauges].into_iter().flatten() {
-            let _ = (&mut task.0).await;
+            task.stop();
+            let _ = (&mut task.task).await;
         }
     }
 
@@ -227,23 +229,42 @@ impl Worker {
 }
 
 /// A task the run loop started beside its claims (retention, the gauges), in the worker's
-/// tracing span. Aborted if the worker's future is dropped before it ends (a transaction it had
-/// open rolls back), so that nothing of a worker outlives it.
-struct Beside(tokio::task::JoinHandle<()>);
+/// tracing span, with a flag that asks it to stop. Set when the worker stops, and when the
+/// worker's future is dropped before it ends: a purge then ends after the chunk under way, so
+/// that nothing of a worker goes on for long after it. The task is never aborted: cut in the
+/// middle of a transaction, a SQLite connection could go back to its pool with the write lock
+/// still held.
+struct Beside {
+    task: tokio::task::JoinHandle<()>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl Beside {
-    fn spawn(task: impl Future<Output = ()> + Send + 'static) -> Self {
-        Self(tokio::spawn(tracing::Instrument::in_current_span(task)))
+    fn spawn<F, Fut>(task: F) -> Self
+    where
+        F: FnOnce(std::sync::Arc<std::sync::atomic::AtomicBool>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = task(std::sync::Arc::clone(&stop));
+        Self {
+            task: tokio::spawn(tracing::Instrument::in_current_span(task)),
+            stop,
+        }
     }
 
     fn is_finished(&self) -> bool {
-        self.0.is_finished()
+        self.task.is_finished()
+    }
+
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Drop for Beside {
     fn drop(&mut self) {
-        self.0.abort();
+        self.stop();
     }
 }
 
