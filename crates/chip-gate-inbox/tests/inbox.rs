@@ -642,6 +642,45 @@ async fn a_dropped_worker_leaves_no_purge_running(url: String) {
 }
 on_both!(a_dropped_worker_leaves_no_purge_running);
 
+async fn a_worker_dropped_at_any_moment_leaves_nothing_locked(url: String) {
+    // A short busy timeout, so that a write lock left held shows as an error, not as a wait.
+    let inbox = Inbox::connect_with(
+        &url,
+        InboxOptions::default().sqlite_busy_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let intake = inbox.intake(verifier()).unwrap();
+    for round in 0..120 {
+        for i in 0..10 {
+            let body = purchase_body(&format!("o{round}-{i}"), "purchase.paid", 1);
+            intake
+                .receive(&signed_headers(&signer(), &body), body)
+                .await
+                .unwrap();
+        }
+        // Dropped at a moment of chance: before, during or after a claim, a handler, the
+        // record of the outcomes (as a `select!` whose other branch won drops it).
+        let worker = inbox.worker(fast_worker());
+        let run = worker.run(|_d: StoredDelivery| async { Ok::<(), String>(()) });
+        let _ = tokio::time::timeout(Duration::from_micros(fastrand::u64(0..3000)), run).await;
+        let body = purchase_body(&format!("probe-{round}"), "purchase.paid", 1);
+        let stored = tokio::time::timeout(
+            Duration::from_secs(10),
+            intake.receive(&signed_headers(&signer(), &body), body),
+        )
+        .await;
+        assert!(
+            matches!(stored, Ok(Ok(_))),
+            "round {round}: storing after a dropped worker: {stored:?}"
+        );
+    }
+    // Whatever the dropped workers left under a lease is handed over once the leases expire;
+    // everything stored is there.
+    assert_eq!(inbox.counts().await.unwrap().received, 120 * 11);
+}
+on_both!(a_worker_dropped_at_any_moment_leaves_nothing_locked);
+
 async fn storage_failure_answers_503(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     let intake = inbox.intake(verifier()).unwrap();
