@@ -526,19 +526,27 @@ async fn retention_removes_only_finished(url: String) {
 }
 on_both!(retention_removes_only_finished);
 
+/// Stores `n` deliveries handled in 1970 (objects `old-1`... with `updated_on` 1...), straight
+/// into the table: old enough for any retention.
+async fn store_finished_long_ago(inbox: &Inbox, n: u32) {
+    exec(
+        inbox,
+        &format!(
+            "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
+             updated_on, signature, body, received_at, next_attempt_at, state, finished_at) \
+             SELECT 'old-' || i, 'old-' || i, 'purchase.paid', 'purchase', 'old-' || i, i, 's', \
+             '{{}}', 1, 1, 'done', 1 FROM n"
+        ),
+    )
+    .await;
+}
+
 async fn retention_goes_through_every_chunk(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     // 2,500 finished deliveries, two and a half of the purge's chunks, each on a lane of its
     // own; a lane under a lease and one with a pending delivery, both kept.
-    exec(
-        &inbox,
-        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
-         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-         updated_on, signature, body, received_at, next_attempt_at, state, finished_at) \
-         SELECT 'old-' || i, 'old-' || i, 'purchase.paid', 'purchase', 'old-' || i, i, 's', \
-         '{}', 1, 1, 'done', 1 FROM n",
-    )
-    .await;
+    store_finished_long_ago(&inbox, 2_500).await;
     exec(
         &inbox,
         "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
@@ -597,15 +605,7 @@ async fn a_dropped_worker_leaves_no_purge_running(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
     // Twenty chunks of deliveries finished long ago: a purge of some 100 ms at least (a pause
     // between chunks), which the worker runs beside its claims.
-    exec(
-        &inbox,
-        "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000) \
-         INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, object_kind, object_id, \
-         updated_on, signature, body, received_at, next_attempt_at, state, finished_at) \
-         SELECT 'old-' || i, 'old-' || i, 'purchase.paid', 'purchase', 'old-' || i, i, 's', \
-         '{}', 1, 1, 'done', 1 FROM n",
-    )
-    .await;
+    store_finished_long_ago(&inbox, 20_000).await;
     let count = "SELECT COUNT(*) FROM chip_inbox_deliveries";
     let worker = inbox.worker(fast_worker().retention(Some(chip_gate_inbox::MIN_RETENTION)));
     {
