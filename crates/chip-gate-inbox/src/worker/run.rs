@@ -114,14 +114,13 @@ impl Worker {
             // delivery: a quarter of a second for 100,000 on SQLite; retention removes whatever
             // is old enough, a chunk at a time). They run beside the claims, on connections of
             // their own, never in their way; one of each at a time.
-            if self.options.retention.is_some()
+            if let Some(age) = self.options.retention
                 && tokio::time::Instant::now() >= next_purge
                 && purging.as_ref().is_none_or(Beside::is_finished)
             {
                 next_purge = tokio::time::Instant::now() + self.options.purge_interval;
-                let (inbox, retention) = (self.inbox.clone(), self.options.retention);
+                let inbox = self.inbox.clone();
                 purging = Some(Beside::spawn(move |stop| async move {
-                    let Some(age) = retention else { return };
                     match inbox.purge_finished_before_unless(age, &stop).await {
                         Ok(0) => {}
                         Ok(removed) => tracing::info!(removed, "inbox retention applied"),
