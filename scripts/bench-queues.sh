@@ -1,6 +1,7 @@
 #!/bin/sh
 # The queue benchmark (benches/queues): intake against verify-only, a naive handler and a minimal
-# group commit on SQLite and PostgreSQL; processing against awa and graphile_worker on PostgreSQL.
+# group commit on SQLite and PostgreSQL (and, on SQLite, that group commit storing the inbox's row
+# into the inbox's table); processing against awa and graphile_worker on PostgreSQL.
 # Its own Cargo workspace, so `cargo test --workspace` never compiles awa and graphile_worker (CI
 # only type-checks it, with `cargo check`).
 #

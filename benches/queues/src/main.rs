@@ -3,7 +3,10 @@
 //! 1. **Intake** over loopback HTTP (`chip_gate::serve::serve`, as the app serves it) at 1, 8, 32
 //!    and 256 concurrent keep-alive senders, ~2.7 KB signed bodies (RSA-2048, the fixtures' test
 //!    key): verify only; a naive handler (verify, one INSERT per request, answer after its commit);
-//!    a minimal group commit written here (one multi-row INSERT per flush); the inbox's `Intake`.
+//!    a minimal group commit written here (one multi-row INSERT per flush); on SQLite, the same
+//!    group commit storing what the inbox stores, into the inbox's table with the inbox's
+//!    statement (to tell what the row costs from what the inbox's machinery costs); the inbox's
+//!    `Intake`.
 //!    Each durable receiver on SQLite (file, WAL, `synchronous=FULL`) and PostgreSQL (defaults),
 //!    on a fresh database. Deliveries/s, p50/p99, process CPU per delivery and PostgreSQL server
 //!    CPU per delivery (all `postgres` processes, from `/proc`).
@@ -207,6 +210,9 @@ const POSTGRES_TABLE: &str = "CREATE TABLE bench_deliveries (id BIGSERIAL PRIMAR
 enum Pool {
     Sqlite(sqlx::SqlitePool),
     Postgres(sqlx::PgPool),
+    /// SQLite, storing into the inbox's own table with the inbox's statement (its schema made
+    /// by the inbox's migrations): the group commit's batching with the inbox's writes.
+    SqliteInboxTable(sqlx::SqlitePool),
 }
 
 impl Pool {
@@ -240,23 +246,53 @@ impl Pool {
         }
     }
 
+    /// The inbox's table on the SQLite file `url`, made by the inbox's migrations, and a pool
+    /// of one connection opened as [`Pool::open`] opens SQLite's, plus the one setting the
+    /// inbox adds (`temp_store = MEMORY`).
+    async fn open_inbox_table(url: &str) -> Pool {
+        let inbox = Inbox::connect(url).await.unwrap();
+        inbox.migrate().await.unwrap();
+        inbox.close().await;
+        let options = SqliteConnectOptions::from_str(url)
+            .unwrap()
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .pragma("temp_store", "memory")
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        Pool::SqliteInboxTable(pool)
+    }
+
     async fn count(&self) -> i64 {
         let sql = "SELECT COUNT(*) FROM bench_deliveries";
         match self {
             Pool::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
             Pool::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            Pool::SqliteInboxTable(p) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM chip_inbox_deliveries")
+                    .fetch_one(p)
+                    .await
+                    .unwrap()
+            }
         }
     }
 
     async fn close(&self) {
         match self {
-            Pool::Sqlite(p) => p.close().await,
+            Pool::Sqlite(p) | Pool::SqliteInboxTable(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
         }
     }
 
     /// One multi-row insert (autocommit: one transaction, one flush).
     async fn insert(&self, rows: &[Row]) -> Result<(), sqlx::Error> {
+        if let Pool::SqliteInboxTable(pool) = self {
+            return insert_inbox_table(pool, rows).await;
+        }
         let mut sql = String::from(
             "INSERT INTO bench_deliveries (dedup_key, event, object_id, updated_on, body, \
              signature, received_at) VALUES ",
@@ -269,6 +305,7 @@ impl Pool {
                 // numbered ones make a large batch's binding quadratic (3 % of this writer's
                 // CPU at 256 senders when it used them).
                 Pool::Sqlite(_) => sql.push_str("(?, ?, ?, ?, ?, ?, ?)"),
+                Pool::SqliteInboxTable(_) => unreachable!("stored by insert_inbox_table"),
                 Pool::Postgres(_) => {
                     let p = i * 7;
                     sql.push_str(&format!(
@@ -304,13 +341,75 @@ impl Pool {
         match self {
             Pool::Sqlite(p) => bind_all!(p),
             Pool::Postgres(p) => bind_all!(p),
+            Pool::SqliteInboxTable(_) => unreachable!("stored by insert_inbox_table"),
         }
     }
 }
 
-/// What the naive handler and the group commit store.
+/// The group commit's batch written as the inbox writes one on SQLite (the statement of
+/// `store_batch_sqlite` in the inbox's `intake/batch.rs`, copied here to be measured apart), in
+/// one round trip: `BEGIN IMMEDIATE`, the deliveries' twelve columns into the inbox's table
+/// (its four indexes, its id sequence, the retention horizon, `ON CONFLICT (dedup_key) DO
+/// NOTHING RETURNING`), the `received` counter on a random shard, `COMMIT`. Around it, the
+/// minimal group commit's own machinery: its queue, its writer, its pool of one connection taken
+/// for each batch; none of the inbox's (its queue and writer, the connection it keeps, the ids
+/// and repeats it answers with).
+async fn insert_inbox_table(pool: &sqlx::SqlitePool, rows: &[Row]) -> Result<(), sqlx::Error> {
+    let mut sql = String::from(
+        "BEGIN IMMEDIATE; INSERT INTO chip_inbox_deliveries (dedup_key, lane, event, \
+         object_kind, object_id, updated_on, signature, body, typing_problem, received_at, \
+         next_attempt_at, expired) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7, \
+         v.column8, v.column9, v.column10, v.column11, \
+         CASE WHEN v.column6 <= (SELECT updated_on FROM chip_inbox_horizon WHERE id = 1) \
+         OR v.column6 < ? THEN 1 ELSE 0 END FROM (VALUES ",
+    );
+    for i in 0..rows.len() {
+        sql.push_str(if i == 0 { "" } else { ", " });
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        ") AS v WHERE true ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key; \
+         INSERT INTO chip_inbox_counters (name, shard, value) \
+         SELECT 'received', ?, changes() WHERE changes() > 0 \
+         ON CONFLICT (name, shard) DO UPDATE SET value = chip_inbox_counters.value + excluded.value; \
+         COMMIT",
+    );
+    let now = now_us() / 1000;
+    // The inbox's default `max_age` (none): only the horizon decides what arrives expired.
+    let mut query = sqlx::query(&sql).bind(i64::MIN);
+    for r in rows {
+        query = query
+            .bind(&r.dedup_key)
+            .bind(&r.lane)
+            .bind(&r.event)
+            .bind(r.object_kind)
+            .bind(r.object_id.as_deref())
+            .bind(r.updated_on)
+            .bind(&r.signature)
+            .bind(r.body.as_ref())
+            .bind(r.typing_problem.as_deref())
+            .bind(now)
+            .bind(now);
+    }
+    query = query.bind(i64::from(fastrand::u32(0..64)));
+    let mut conn = pool.acquire().await?;
+    match query.fetch_all(&mut *conn).await {
+        Ok(_) => Ok(()),
+        Err(error) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            Err(error)
+        }
+    }
+}
+
+/// What the naive handler and the group commit store (`lane`, `object_kind` and
+/// `typing_problem` only into the inbox's table).
 struct Row {
     dedup_key: String,
+    lane: String,
+    object_kind: &'static str,
+    typing_problem: Option<String>,
     event: String,
     object_id: Option<String>,
     updated_on: Option<i64>,
@@ -325,10 +424,15 @@ fn verified_row(verifier: &Verifier, headers: &HeaderMap, body: Bytes) -> Option
         .verify_headers_and_parse(body.clone(), headers)
         .ok()?;
     let signature = headers.get("x-signature")?.to_str().ok()?.to_owned();
+    let object_id = delivery.object().id().map(str::to_owned);
     Some(Row {
         dedup_key: chip_gate_inbox::dedup_key(&delivery),
+        // The inbox's lane for an object (its kind, then its id; these ids need no escaping).
+        lane: format!("purchase:{}", object_id.as_deref().unwrap_or_default()),
+        object_kind: "purchase",
+        typing_problem: delivery.typing_problem().map(|p| p.to_string()),
         event: delivery.event().to_string(),
-        object_id: delivery.object().id().map(str::to_owned),
+        object_id,
         updated_on: delivery.object().updated_on(),
         body,
         signature,
@@ -488,15 +592,28 @@ enum Receiver {
     VerifyOnly,
     Naive(Db),
     GroupCommit(Db),
+    /// The group commit storing into the inbox's table, as the inbox does (on SQLite only: the
+    /// question it answers, why the inbox trails the minimal group commit, is SQLite's).
+    GroupCommitInboxTable,
     Inbox(Db),
 }
 
 impl Receiver {
+    /// The database it stores into.
+    fn db(self) -> Option<Db> {
+        match self {
+            Receiver::VerifyOnly => None,
+            Receiver::Naive(db) | Receiver::GroupCommit(db) | Receiver::Inbox(db) => Some(db),
+            Receiver::GroupCommitInboxTable => Some(Db::Sqlite),
+        }
+    }
+
     fn name(self) -> String {
         match self {
             Receiver::VerifyOnly => "verify only".to_owned(),
             Receiver::Naive(db) => format!("naive, {}", db.name()),
             Receiver::GroupCommit(db) => format!("group commit, {}", db.name()),
+            Receiver::GroupCommitInboxTable => "group commit, inbox's table, SQLite".to_owned(),
             Receiver::Inbox(db) => format!("inbox, {}", db.name()),
         }
     }
@@ -512,7 +629,8 @@ async fn intake_scenario(
     let n = deliveries.len() as i64;
     match receiver {
         Receiver::VerifyOnly => load(verify_port, deliveries, senders, false).await,
-        Receiver::Naive(db) | Receiver::GroupCommit(db) => {
+        Receiver::Naive(_) | Receiver::GroupCommit(_) | Receiver::GroupCommitInboxTable => {
+            let db = receiver.db().unwrap_or(Db::Sqlite);
             let (url, _dir) = fresh(db).await;
             // Naive: SQLite has one writer, so one connection (more only busy-wait on its
             // lock); PostgreSQL: sqlx's default pool of 10. Group commit: one writer.
@@ -520,7 +638,11 @@ async fn intake_scenario(
                 (Receiver::Naive(_), Db::Postgres) => 10,
                 _ => 1,
             };
-            let pool = Pool::open(db, &url, connections).await;
+            let pool = if receiver == Receiver::GroupCommitInboxTable {
+                Pool::open_inbox_table(&url).await
+            } else {
+                Pool::open(db, &url, connections).await
+            };
             let (app, writer) = if matches!(receiver, Receiver::Naive(_)) {
                 let app = Router::new()
                     .route("/chip/webhook", post(naive))
@@ -641,6 +763,7 @@ async fn intake_part(rounds: usize) {
         Receiver::VerifyOnly,
         Receiver::Naive(Db::Sqlite),
         Receiver::GroupCommit(Db::Sqlite),
+        Receiver::GroupCommitInboxTable,
         Receiver::Inbox(Db::Sqlite),
         Receiver::Naive(Db::Postgres),
         Receiver::GroupCommit(Db::Postgres),
@@ -715,7 +838,8 @@ async fn intake_part(rounds: usize) {
             let server: Vec<f64> = runs.iter().filter_map(|f| f.server_cpu_us).collect();
             // The inbox of the same database, round by round, against this receiver.
             let inbox_vs = match receiver {
-                Receiver::Naive(db) | Receiver::GroupCommit(db) => {
+                Receiver::Naive(_) | Receiver::GroupCommit(_) | Receiver::GroupCommitInboxTable => {
+                    let db = receiver.db().unwrap_or(Db::Sqlite);
                     let ii = receivers
                         .iter()
                         .position(|r| *r == Receiver::Inbox(db))
