@@ -966,14 +966,7 @@ on_both!(a_long_handler_keeps_its_lease);
 /// handlers run: another worker gets none of them.
 async fn a_large_batch_keeps_all_its_leases(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
-    let intake = inbox.intake(verifier()).unwrap();
-    for n in 0..150 {
-        let body = purchase_body(&format!("big-{n}"), "purchase.paid", 1);
-        intake
-            .receive(&signed_headers(&signer(), &body), body)
-            .await
-            .unwrap();
-    }
+    store_objects(&inbox, "big", 0..150).await;
     let options = fast_worker().batch_size(150).concurrency(150);
     let (report, taken) = claim_during_a_slow_batch(&inbox, options).await;
     assert_eq!((report.handed_over, report.done), (150, 150), "{report:?}");
@@ -984,6 +977,55 @@ async fn a_large_batch_keeps_all_its_leases(url: String) {
     assert_eq!(inbox.counts().await.unwrap().done, 150);
 }
 on_both!(a_large_batch_keeps_all_its_leases);
+
+/// Stores one `purchase.paid` delivery for each object `{prefix}-{n}`, through one intake.
+async fn store_objects(inbox: &Inbox, prefix: &str, objects: std::ops::Range<u32>) {
+    let intake = inbox.intake(verifier()).unwrap();
+    for n in objects {
+        let body = purchase_body(&format!("{prefix}-{n}"), "purchase.paid", 1);
+        intake
+            .receive(&signed_headers(&signer(), &body), body)
+            .await
+            .unwrap();
+    }
+}
+
+/// Without a set `batch_size`, a worker sizes each claim to its handlers' pace: 64 first, up to
+/// 256 after fast handlers, down towards `concurrency` after slow ones (so that the rest of a
+/// backlog stays for other replicas), and up again once they are fast.
+async fn claims_follow_the_handlers_pace(url: String) {
+    let inbox = Inbox::connect(&url).await.unwrap();
+    let worker = inbox.worker(fast_worker().concurrency(4));
+    let fast = |_d: StoredDelivery| async { Ok::<(), String>(()) };
+    let slow = |_d: StoredDelivery| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<(), String>(())
+    };
+    store_objects(&inbox, "pace", 0..100).await;
+    let first = worker.process_batch(fast).await.unwrap();
+    assert_eq!(first.handed_over, 64, "a first claim takes 64: {first:?}");
+    let rest = worker.process_batch(fast).await.unwrap();
+    assert_eq!(rest.handed_over, 36, "{rest:?}");
+
+    store_objects(&inbox, "pace", 100..500).await;
+    // After fast handlers, a claim takes the most: 256 of the 400 due.
+    let large = worker.process_batch(slow).await.unwrap();
+    assert_eq!(large.handed_over, 256, "{large:?}");
+    // 256 handlers of 20 ms, 4 at a time, took at least 1.28 s: at most 200 a second, so the
+    // next claim is at most 50 (a quarter of a second of them), and never under 4.
+    let small = worker.process_batch(fast).await.unwrap();
+    assert!(
+        (4..=50).contains(&small.handed_over),
+        "after slow handlers a claim is small: {small:?}"
+    );
+    // Fast again: the rest, more than 64, in one claim.
+    let remaining = 400 - 256 - small.handed_over;
+    let again = worker.process_batch(fast).await.unwrap();
+    assert_eq!(again.handed_over, remaining, "{again:?}");
+    assert!(remaining > 64);
+    assert_eq!(inbox.counts().await.unwrap().done, 500);
+}
+on_both!(claims_follow_the_handlers_pace);
 
 async fn a_panicking_handler_is_retried(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();

@@ -98,7 +98,7 @@ impl Worker {
 
     async fn claim(&self) -> Result<(Vec<Claimed>, ProcessReport), InboxError> {
         self.inbox.ensure_schema().await?;
-        let rules = self.options.rules();
+        let rules = self.options.rules(self.claim_size.next());
         let (claimed, tally) = match &self.inbox.shared.backend {
             Backend::Sqlite(pool) => {
                 let _turn = self.inbox.shared.sqlite_turn().await;
@@ -189,6 +189,8 @@ impl Worker {
         RFut: Future<Output = Vec<U>>,
     {
         let in_hand = InHand::new(claimed);
+        let began = std::time::Instant::now();
+        let handled = std::sync::atomic::AtomicUsize::new(0);
         let next = stream::poll_fn(|_| Poll::Ready(in_hand.start_next(stop)));
         let finished: Mutex<Vec<T>> = Mutex::new(Vec::new());
         let more = tokio::sync::Notify::new();
@@ -197,6 +199,7 @@ impl Worker {
             next.map(|claimed| handle(claimed, Arc::clone(&in_hand)))
                 .buffer_unordered(self.options.concurrency)
                 .for_each(|result| {
+                    handled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     lock(&finished).push(result);
                     more.notify_one();
                     std::future::ready(())
@@ -204,6 +207,14 @@ impl Worker {
                 .await;
             all_finished.store(true, std::sync::atomic::Ordering::SeqCst);
             more.notify_one();
+            if !stop.is_set() {
+                // The pace of this batch's handlers sizes the next claim (a stopped batch
+                // handed some back, so its pace says nothing).
+                self.claim_size.observe(
+                    handled.load(std::sync::atomic::Ordering::Relaxed),
+                    began.elapsed(),
+                );
+            }
             tail.reached();
         };
         let recording = async {

@@ -28,6 +28,8 @@ pub struct Worker {
     inbox: Inbox,
     options: WorkerOptions,
     id: String,
+    /// The size of the next claim (shared by the clones of this worker).
+    claim_size: std::sync::Arc<options::ClaimSize>,
 }
 
 impl Inbox {
@@ -35,6 +37,7 @@ impl Inbox {
     pub fn worker(&self, options: WorkerOptions) -> Worker {
         Worker {
             inbox: self.clone(),
+            claim_size: std::sync::Arc::new(options::ClaimSize::new(&options)),
             options,
             id: format!("{}-{:08x}", std::process::id(), fastrand::u32(..)),
         }
