@@ -105,7 +105,7 @@ impl WorkerOptions {
     /// about a quarter of a second at the pace of its last batch: never fewer than
     /// `concurrency`, never more than 256, and 64 for its first claim. A claim costs about the
     /// same few statements whatever its size, so fast handlers drain a backlog in large claims
-    /// (on PostgreSQL, with a no-op handler, claims of 256 did 1.1 to 1.4 times what claims of
+    /// (on PostgreSQL, with a no-op handler, claims of 256 did about 1.15 times what claims of
     /// 64 did); a worker holds its whole claim until its handlers get to it, so slow handlers
     /// take small claims and leave the rest of a backlog to other replicas.
     ///
