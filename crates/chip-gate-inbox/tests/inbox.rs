@@ -966,7 +966,7 @@ on_both!(a_long_handler_keeps_its_lease);
 /// handlers run: another worker gets none of them.
 async fn a_large_batch_keeps_all_its_leases(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
-    store_objects(&inbox, "big", 0..150).await;
+    store_objects(&inbox, "big", 0..150, 1).await;
     let options = fast_worker().batch_size(150).concurrency(150);
     let (report, taken) = claim_during_a_slow_batch(&inbox, options).await;
     assert_eq!((report.handed_over, report.done), (150, 150), "{report:?}");
@@ -977,18 +977,6 @@ async fn a_large_batch_keeps_all_its_leases(url: String) {
     assert_eq!(inbox.counts().await.unwrap().done, 150);
 }
 on_both!(a_large_batch_keeps_all_its_leases);
-
-/// Stores one `purchase.paid` delivery for each object `{prefix}-{n}`, through one intake.
-async fn store_objects(inbox: &Inbox, prefix: &str, objects: std::ops::Range<u32>) {
-    let intake = inbox.intake(verifier()).unwrap();
-    for n in objects {
-        let body = purchase_body(&format!("{prefix}-{n}"), "purchase.paid", 1);
-        intake
-            .receive(&signed_headers(&signer(), &body), body)
-            .await
-            .unwrap();
-    }
-}
 
 /// Without a set `batch_size`, a worker sizes each claim to its handlers' pace: 64 first, up to
 /// 256 after fast handlers, down towards `concurrency` after slow ones (so that the rest of a
@@ -1001,13 +989,13 @@ async fn claims_follow_the_handlers_pace(url: String) {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok::<(), String>(())
     };
-    store_objects(&inbox, "pace", 0..100).await;
+    store_objects(&inbox, "pace", 0..100, 1).await;
     let first = worker.process_batch(fast).await.unwrap();
     assert_eq!(first.handed_over, 64, "a first claim takes 64: {first:?}");
     let rest = worker.process_batch(fast).await.unwrap();
     assert_eq!(rest.handed_over, 36, "{rest:?}");
 
-    store_objects(&inbox, "pace", 100..500).await;
+    store_objects(&inbox, "pace", 100..500, 1).await;
     // After fast handlers, a claim takes the most: 256 of the 400 due.
     let large = worker.process_batch(slow).await.unwrap();
     assert_eq!(large.handed_over, 256, "{large:?}");

@@ -267,24 +267,12 @@ async fn connections_closed_while_idle_are_replaced_before_a_delivery_fails() {
     drop_postgres(&url).await;
 }
 
-/// Deliveries on `objects` different objects, stored through an intake.
-async fn store_objects(inbox: &Inbox, prefix: &str, objects: usize) {
-    let intake = inbox.intake(verifier()).unwrap();
-    for n in 0..objects {
-        let body = purchase_body(&format!("{prefix}-{n}"), "purchase.paid", 10);
-        intake
-            .receive(&signed_headers(&signer(), &body), body)
-            .await
-            .unwrap();
-    }
-}
-
 /// A worker told to stop while a handler runs: the handler finishes and is recorded, the rest
 /// of its batch is handed back at once (attempt not counted), and the next worker takes them
 /// straight away although the leases were for a minute.
 async fn shutdown_hands_back_the_rest_of_the_batch(url: String) {
     let inbox = Inbox::connect(&url).await.unwrap();
-    store_objects(&inbox, "stop", 8).await;
+    store_objects(&inbox, "stop", 0..8, 10).await;
 
     let options = fast_worker()
         .lease(Duration::from_secs(60))
@@ -373,7 +361,7 @@ async fn long_transactional_handlers_cost_the_batch_nothing(url: String) {
         "CREATE TABLE effects (delivery_id BIGINT NOT NULL, worker TEXT NOT NULL)",
     )
     .await;
-    store_objects(&inbox, "long", 8).await;
+    store_objects(&inbox, "long", 0..8, 10).await;
 
     let lease = Duration::from_millis(300);
     let options = fast_worker().lease(lease).batch_size(4).concurrency(1);
@@ -466,7 +454,7 @@ async fn a_transactional_handler_whose_lease_was_taken_over_commits_nothing() {
         "CREATE TABLE effects (delivery_id BIGINT NOT NULL, worker TEXT NOT NULL)",
     )
     .await;
-    store_objects(&inbox, "taken", 1).await;
+    store_objects(&inbox, "taken", 0..1, 10).await;
     // Long enough that the first worker never extends the lease during the test.
     let options = fast_worker().lease(Duration::from_secs(60));
     let insert = "INSERT INTO effects (delivery_id, worker) VALUES ($1, $2)";
@@ -553,7 +541,7 @@ async fn transactional_handlers_of_a_batch_reuse_connections_cleanly() {
          nested BOOLEAN NOT NULL)",
     )
     .await;
-    store_objects(&inbox, "reuse", 8).await;
+    store_objects(&inbox, "reuse", 0..8, 10).await;
     warm_pool(&inbox).await;
     let failed = Arc::new(Mutex::new(None::<i64>));
     let first_failure = Arc::clone(&failed);

@@ -199,6 +199,24 @@ impl WriteLock {
     }
 }
 
+/// Stores one `purchase.paid` delivery, updated at `updated_on`, for each object `{prefix}-{n}`
+/// with `n` in `objects`, through one intake.
+pub async fn store_objects(
+    inbox: &chip_gate_inbox::Inbox,
+    prefix: &str,
+    objects: std::ops::Range<u32>,
+    updated_on: i64,
+) {
+    let intake = inbox.intake(verifier()).unwrap();
+    for n in objects {
+        let body = purchase_body(&format!("{prefix}-{n}"), "purchase.paid", updated_on);
+        intake
+            .receive(&signed_headers(&signer(), &body), body)
+            .await
+            .unwrap();
+    }
+}
+
 /// Worker settings for tests: polls every 20 ms, retries after 10-40 ms.
 pub fn fast_worker() -> chip_gate_inbox::WorkerOptions {
     chip_gate_inbox::WorkerOptions::default()
