@@ -10,6 +10,7 @@
 //! | `chip_inbox_oldest_pending_seconds` | gauge | | age of the oldest pending delivery (0 when none), set with the above |
 //! | `chip_inbox_handled_total` | counter | `outcome`: `done`, `retry`, `dead`, `stale`, `unrecorded` | deliveries a worker finished, by outcome |
 //! | `chip_inbox_handler_seconds` | histogram | | time a handler took for one delivery |
+//! | `chip_inbox_claim_size` | histogram | | deliveries a worker's claim took (claims that found none are not recorded) |
 //! | `chip_inbox_lease_expired_total` | counter | `found_by`: `claim`, `holder` | expired leases: taken over by a claim (`claim`), or found lost by the worker that held them (`holder`) |
 //!
 //! The gauges come from the database, so they hold for every process sharing it: a running
@@ -33,6 +34,8 @@ pub const OLDEST_PENDING_SECONDS: &str = "chip_inbox_oldest_pending_seconds";
 pub const HANDLED: &str = "chip_inbox_handled_total";
 /// Metric (histogram): seconds a handler took for one delivery.
 pub const HANDLER_SECONDS: &str = "chip_inbox_handler_seconds";
+/// Metric (histogram): deliveries one claim took, for the claims that took any.
+pub const CLAIM_SIZE: &str = "chip_inbox_claim_size";
 /// Metric (counter): expired leases, by `found_by` (`claim` or `holder`).
 pub const LEASE_EXPIRED: &str = "chip_inbox_lease_expired_total";
 

@@ -245,6 +245,8 @@ async fn scenario(url: &str, handle: PrometheusHandle, tag: &str) {
         delta(&handled, "chip_inbox_handler_seconds_count", &[]),
         4.0
     );
+    // Three deliveries and one retry handed over, in however many claims.
+    assert_eq!(delta(&handled, "chip_inbox_claim_size_sum", &[]), 4.0);
     assert_eq!(gauge(&handled, "done"), 3.0);
     for state in ["pending", "retrying", "dead", "stale"] {
         assert_eq!(gauge(&handled, state), 0.0, "{state}");

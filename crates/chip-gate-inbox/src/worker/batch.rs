@@ -106,6 +106,9 @@ impl Worker {
             }
             Backend::Postgres(pool) => ops::postgres::claim_set(pool, &self.id, rules).await?,
         };
+        if !claimed.is_empty() {
+            ::metrics::histogram!(crate::metrics::CLAIM_SIZE).record(claimed.len() as f64);
+        }
         crate::metrics::handled("stale", usize::try_from(tally.stale).unwrap_or(0));
         crate::metrics::handled("dead", usize::try_from(tally.dead).unwrap_or(0));
         crate::metrics::lease_expired("claim", tally.lease_expired);
